@@ -1,0 +1,126 @@
+// Custom storage volumes and their backups, named after Incus's Go client.
+
+import type { Writable } from "node:stream";
+import { seg, signalOf, type IncusClient } from "./client";
+import type { Signal } from "./instances";
+import type { Operation, WaitOptions } from "./operations";
+import { downloadTo, uploadFile, type TransferOptions } from "./transfer";
+
+export interface StorageVolume {
+  name: string;
+  type: string;
+  pool: string;
+  project: string;
+  description: string;
+  config: Record<string, string>;
+  content_type: "filesystem" | "block" | "iso" | string;
+  used_by?: string[];
+  location?: string;
+  created_at?: string;
+}
+
+export interface StorageVolumeBackupsPost {
+  name?: string;
+  expires_at?: string;
+  volume_only?: boolean;
+  optimized_storage?: boolean;
+  compression_algorithm?: string;
+}
+
+const custom = (pool: string) => `/1.0/storage-pools/${seg(pool)}/volumes/custom`;
+const vol = (pool: string, name: string) => `${custom(pool)}/${seg(name)}`;
+
+/** Custom volumes of a pool, in one project or in all of them when `project` is undefined. */
+export async function getStoragePoolVolumes(c: IncusClient, pool: string, project?: string, opts: Signal = {}): Promise<StorageVolume[]> {
+  const query = project === undefined ? { recursion: 1, "all-projects": true } : { recursion: 1, project };
+  const list = await c.get<StorageVolume[]>(custom(pool), `List custom volumes of pool ${pool}`, { query, ...opts });
+  return list.map((v) => ({ ...v, pool, project: v.project || project || "default" }));
+}
+
+export async function getStoragePoolVolume(c: IncusClient, project: string, pool: string, name: string, opts: Signal = {}): Promise<StorageVolume> {
+  const v = await c.get<StorageVolume>(vol(pool, name), `Get volume ${pool}/${name}`, { query: { project }, ...opts });
+  return { ...v, pool, project: v.project || project };
+}
+
+export async function deleteStoragePoolVolume(c: IncusClient, project: string, pool: string, name: string, opts: Signal = {}) {
+  await c.sync("DELETE", vol(pool, name), `Delete volume ${pool}/${name}`, { query: { project }, ...opts });
+}
+
+/**
+ * Copies a custom volume onto another one of the same pool and project. With `refresh`, the
+ * target keeps its name, config and attachments and ends up with exactly the source's contents.
+ */
+export async function copyStoragePoolVolume(
+  c: IncusClient,
+  project: string,
+  pool: string,
+  source: string,
+  target: string,
+  args: { refresh?: boolean; volumeOnly?: boolean; contentType?: string },
+  opts: WaitOptions = {},
+): Promise<void> {
+  const op = await c.operation("POST", custom(pool), `Copy volume ${pool}/${source} to ${target}`, {
+    query: { project },
+    body: {
+      name: target,
+      type: "custom",
+      ...(args.contentType === undefined ? {} : { content_type: args.contentType }),
+      source: { type: "copy", name: source, pool, volume_only: args.volumeOnly ?? true, refresh: args.refresh ?? false },
+    },
+    ...signalOf(opts),
+  });
+  await op.wait(opts);
+}
+
+export function createStorageVolumeBackup(
+  c: IncusClient,
+  project: string,
+  pool: string,
+  name: string,
+  backup: StorageVolumeBackupsPost,
+  opts: Signal = {},
+): Promise<Operation> {
+  return c.operation("POST", `${vol(pool, name)}/backups`, `Create backup of volume ${pool}/${name}`, {
+    query: { project },
+    body: backup,
+    ...opts,
+  });
+}
+
+export function getStorageVolumeBackupFile(
+  c: IncusClient,
+  project: string,
+  pool: string,
+  name: string,
+  backupName: string,
+  sink: Writable,
+  opts: TransferOptions = {},
+) {
+  return downloadTo(c, `${vol(pool, name)}/backups/${seg(backupName)}/export`, `Download backup of volume ${pool}/${name}`, sink, {
+    ...opts,
+    query: { project },
+  });
+}
+
+export async function deleteStorageVolumeBackup(c: IncusClient, project: string, pool: string, name: string, backupName: string, opts: Signal = {}) {
+  const op = await c.operation("DELETE", `${vol(pool, name)}/backups/${seg(backupName)}`, `Delete backup of volume ${pool}/${name}`, {
+    query: { project },
+    ...opts,
+  });
+  await op.wait(opts);
+}
+
+/** Uploads a volume backup tarball to create a new custom volume (fails if the name is taken). */
+export function createStoragePoolVolumeFromBackup(
+  c: IncusClient,
+  args: { project: string; pool: string; file: string; name?: string },
+  opts: TransferOptions = {},
+): Promise<Operation> {
+  const headers: Record<string, string> = {};
+  if (args.name) headers["x-incus-name"] = args.name;
+  return uploadFile(c, custom(args.pool), `Import volume ${args.pool}/${args.name ?? "from backup"}`, args.file, {
+    ...opts,
+    query: { project: args.project },
+    headers,
+  });
+}

@@ -1,0 +1,26 @@
+// Two test projects: `unit` (pure logic, no Incus, seconds) and `integration` (the real tool
+// against a real Incus inside the throwaway lab that test/lab/global-setup.ts brings up).
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+        },
+      },
+      {
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/lab/global-setup.ts"],
+          testTimeout: 300_000,
+          hookTimeout: 600_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
