@@ -1,0 +1,116 @@
+// `incus-backup backup`: back up instances and custom volumes into the repository.
+
+import { command, flag, number, oneOf, option, optional } from "cmd-ts";
+import { ExitCode, UsageError } from "../errors";
+import { COMPRESSIONS, discoverForBackup, runBackup, type BackupResult } from "../engine/backup";
+import { recoverJournals } from "../engine/restore";
+import { RepositoryLock } from "../repository/lock";
+import { itemLabel } from "../core/selection";
+import { VERSION } from "../version";
+import { backupDir, connect, dirArg, selectionOf, selectorArgs, socketArg } from "./common";
+import type { CliContext } from "./context";
+import { err, out } from "./context";
+import { formatBytes, formatDuration } from "./format";
+import { reporterFor } from "./progress";
+import { Repository } from "../repository/repository";
+
+export function backupCommand(ctx: CliContext) {
+  return command({
+    name: "backup",
+    description:
+      "Back up instances and custom volumes. Each run adds one version (YYYYMMDD-HHMMSS, UTC) of each item; --all means instances and volumes.",
+    examples: [
+      { description: "Back up everything", command: "incus-backup backup --all --dir=/mnt/nas/sysbackup/incus" },
+      { description: "Two instances only", command: "incus-backup backup --instances --name web --name db" },
+      { description: "One volume, given with its pool", command: "incus-backup backup --volumes --name default/dockge-data" },
+    ],
+    args: {
+      ...selectorArgs,
+      ...dirArg,
+      ...socketArg,
+      compression: option({
+        long: "compression",
+        type: optional(oneOf(Object.keys(COMPRESSIONS))),
+        description: "compression done by the server: zstd (default), gzip, xz, bzip2, lz4 or none",
+      }),
+      snapshots: flag({ long: "snapshots", description: "include the snapshots of instances and volumes" }),
+      stop: flag({
+        long: "stop",
+        description: "stop each running instance for its backup and start it again afterwards (consistent, with downtime)",
+      }),
+      stopTimeout: option({
+        long: "stop-timeout",
+        type: optional(number),
+        description: "seconds an instance gets to shut down cleanly before it is forced (default 60)",
+      }),
+      parallel: option({ long: "parallel", type: optional(number), description: "items backed up at the same time (default 1)" }),
+    },
+    handler: async (a): Promise<number> => {
+      const selection = selectionOf(a, ["instance", "volume"], false);
+      const parallel = a.parallel ?? 1;
+      if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw new UsageError("--parallel must be a whole number from 1 to 64");
+      if (a.stopTimeout !== undefined && (!Number.isFinite(a.stopTimeout) || a.stopTimeout < 0)) {
+        throw new UsageError("--stop-timeout must be a number of seconds");
+      }
+      const dir = backupDir(ctx, a.dir);
+      const { repo } = await Repository.open(dir, { create: false });
+      await repo.checkWritable();
+      const client = connect(ctx, a.socket);
+      const reporter = reporterFor(ctx, "backup");
+      try {
+        const items = await discoverForBackup(client, selection, ctx.signal);
+        if (items.length === 0) {
+          err(ctx, "nothing to back up: no instance or volume matches");
+          return ExitCode.OK;
+        }
+        if (!(await repo.isInitialized())) {
+          await repo.initialize();
+          reporter.info(`initialized a new backup repository in ${dir}`);
+        }
+        const lock = await RepositoryLock.acquire(dir, commandLine(ctx), { onMessage: (t) => reporter.info(t) });
+        let result: BackupResult;
+        try {
+          const leftovers = await repo.cleanupTemp();
+          if (leftovers.length > 0) reporter.info(`removed ${leftovers.length} unfinished backup file(s) left by an earlier run`);
+          for (const line of await recoverJournals({ client, repo, reporter, now: ctx.now })) reporter.info(line);
+          result = await runBackup(
+            { client, repo, reporter, now: ctx.now, toolVersion: VERSION },
+            {
+              selection,
+              compression: a.compression ?? "zstd",
+              snapshots: a.snapshots,
+              stop: a.stop,
+              ...(a.stopTimeout === undefined ? {} : { stopTimeout: a.stopTimeout }),
+              parallel,
+              command: commandLine(ctx),
+            },
+            items,
+            ctx.signal,
+          );
+        } finally {
+          await lock.release();
+        }
+        return summarize(ctx, result);
+      } finally {
+        await client.close();
+      }
+    },
+  });
+}
+
+/** Prints the run's summary on stdout and returns the exit code it deserves. */
+function summarize(ctx: CliContext, r: BackupResult): number {
+  const ok = r.items.filter((i) => i.ok);
+  const failed = r.items.filter((i) => !i.ok);
+  const bytes = ok.reduce((n, i) => n + (i.bytes ?? 0), 0);
+  const seconds = r.items.reduce((n, i) => Math.max(n, i.seconds), 0);
+  out(ctx, `backup ${r.version}: ${ok.length} of ${r.items.length} item(s) backed up, ${formatBytes(bytes)}${seconds ? ` (longest item ${formatDuration(seconds)})` : ""}`);
+  for (const f of failed) out(ctx, `  failed: ${itemLabel(f.item)}: ${f.error}`);
+  if (r.interrupted) return ExitCode.Interrupted;
+  if (failed.length === 0) return ExitCode.OK;
+  return ok.length > 0 ? ExitCode.Partial : ExitCode.Failure;
+}
+
+export function commandLine(ctx: CliContext): string {
+  return ctx.argv.join(" ");
+}

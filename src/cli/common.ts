@@ -1,0 +1,124 @@
+// Arguments shared by several commands, and turning them into a repository and an Incus client.
+
+import { array, flag, multioption, option, optional, string } from "cmd-ts";
+import { resolve } from "node:path";
+import { UsageError } from "../errors";
+import { IncusClient } from "../incus/client";
+import { findSocket } from "../incus/socket";
+import { selectionFrom, type Kind, type Selection } from "../core/selection";
+import { Repository } from "../repository/repository";
+import { isVersionPrefix } from "../core/version";
+import type { CliContext } from "./context";
+
+export const dirArg = {
+  dir: option({
+    long: "dir",
+    type: optional(string),
+    description: "the backup repository directory (default: $INCUS_BACKUP_DIR)",
+  }),
+};
+
+export const socketArg = {
+  socket: option({
+    long: "socket",
+    type: optional(string),
+    description: "the Incus unix socket (default: $INCUS_SOCKET, else the standard locations)",
+  }),
+};
+
+/** Selectors: singular and plural spellings mean the same, as users type both. */
+export const selectorArgs = {
+  all: flag({ long: "all", description: "everything (see the command's help for what that covers)" }),
+  instances: flag({ long: "instances", description: "instances (containers and VMs)" }),
+  instance: flag({ long: "instance", description: "same as --instances" }),
+  volumes: flag({ long: "volumes", description: "custom storage volumes" }),
+  volume: flag({ long: "volume", description: "same as --volumes" }),
+  names: multioption({
+    long: "name",
+    type: array(string),
+    description: "only items with this name; repeatable; a volume may be given as POOL/NAME",
+  }),
+  project: option({ long: "project", type: optional(string), description: "only this project" }),
+};
+
+export type SelectorValues = {
+  all: boolean;
+  instances: boolean;
+  instance: boolean;
+  volumes: boolean;
+  volume: boolean;
+  names: string[];
+  project: string | undefined;
+};
+
+export function selectionOf(v: SelectorValues, allKinds: readonly Kind[], defaultAll: boolean): Selection {
+  return selectionFrom(
+    {
+      all: v.all,
+      instances: v.instances || v.instance,
+      volumes: v.volumes || v.volume,
+      names: v.names,
+      project: v.project,
+    },
+    allKinds,
+    defaultAll,
+  );
+}
+
+/** The repository directory from --dir or $INCUS_BACKUP_DIR. */
+export function backupDir(ctx: CliContext, dir: string | undefined): string {
+  const d = dir ?? ctx.env.INCUS_BACKUP_DIR;
+  if (d === undefined || d === "") {
+    throw new UsageError("no backup directory: pass --dir DIR or set INCUS_BACKUP_DIR");
+  }
+  return resolve(d);
+}
+
+export async function openRepository(ctx: CliContext, dir: string | undefined, create: boolean) {
+  return Repository.open(backupDir(ctx, dir), { create });
+}
+
+export function connect(ctx: CliContext, socket: string | undefined): IncusClient {
+  return new IncusClient(findSocket(socket, ctx.env).path);
+}
+
+export function checkVersionArg(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (!isVersionPrefix(v)) {
+    throw new UsageError(`invalid --version ${JSON.stringify(v)}: use YYYYMMDD-HHMMSS or a prefix of it, e.g. 20250914`);
+  }
+  return v;
+}
+
+/** Options that take a value; a bare one at the end or before another flag is a usage error. */
+export const VALUE_OPTIONS = new Set([
+  "--dir",
+  "--socket",
+  "--name",
+  "--project",
+  "--version",
+  "--compression",
+  "--target-name",
+  "--parallel",
+  "--stop-timeout",
+]);
+
+/**
+ * cmd-ts quietly treats `--dir` without a value as absent, and takes the next flag as the value
+ * of an option; both would make the tool act on something the user did not mean.
+ */
+export function checkValueOptions(argv: readonly string[]): void {
+  // argv[0] is the subcommand (or a top-level flag such as --version, which is not an option here).
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") return;
+    if (VALUE_OPTIONS.has(a)) {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith("--")) throw new UsageError(`option ${a} needs a value`);
+      i++;
+    } else if (a.includes("=")) {
+      const [k, v] = [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)];
+      if (VALUE_OPTIONS.has(k) && v === "") throw new UsageError(`option ${k} needs a value`);
+    }
+  }
+}

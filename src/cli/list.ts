@@ -1,0 +1,103 @@
+// `incus-backup list`: what the backup directory holds, as a table or as JSON.
+
+import { command, flag } from "cmd-ts";
+import { ExitCode } from "../errors";
+import { itemId, matches, type Kind } from "../core/selection";
+import type { VersionEntry } from "../repository/repository";
+import { dirArg, openRepository, selectionOf, selectorArgs } from "./common";
+import { err, out, type CliContext } from "./context";
+import { formatBytes, table } from "./format";
+
+export function listCommand(ctx: CliContext) {
+  return command({
+    name: "list",
+    description: "List the backups: one row per item, or one per version with --name. Unfinished backups never show.",
+    examples: [
+      { description: "Everything", command: "incus-backup list --dir=/mnt/nas/sysbackup/incus" },
+      { description: "Instances only", command: "incus-backup list --instances --dir=/mnt/nas/sysbackup/incus" },
+      { description: "Every version of one instance, as JSON", command: "incus-backup list --instance --name web --json" },
+    ],
+    args: {
+      ...selectorArgs,
+      ...dirArg,
+      json: flag({ long: "json", description: "print a JSON array of versions" }),
+    },
+    handler: async (a): Promise<number> => {
+      const allKinds: Kind[] = ["instance", "volume"];
+      const selection = selectionOf(a, allKinds, true);
+      const { repo } = await openRepository(ctx, a.dir, false);
+      const { versions, damaged } = await repo.list(selection.kinds);
+      const chosen = versions.filter((v) => matches(selection, v.manifest));
+      for (const d of damaged) err(ctx, `warning: damaged backup at ${d.dir}: ${d.problem} (run \`incus-backup verify\`)`);
+      if (a.json) {
+        out(ctx, JSON.stringify(chosen.map(jsonRow), null, 2));
+        return ExitCode.OK;
+      }
+      if (chosen.length === 0) {
+        err(ctx, "no backups found");
+        return ExitCode.OK;
+      }
+      if (a.names.length > 0) {
+        const rows = sortEntries(chosen).map((v) => [
+          v.manifest.kind,
+          v.manifest.project,
+          displayName(v),
+          v.manifest.version,
+          v.manifest.created.replace(/\.\d+Z$/, "Z"),
+          formatBytes(v.size),
+        ]);
+        out(ctx, table(["TYPE", "PROJECT", "NAME", "VERSION", "CREATED", "SIZE"], rows));
+        return ExitCode.OK;
+      }
+      const groups = new Map<string, VersionEntry[]>();
+      for (const v of sortEntries(chosen)) {
+        const id = itemId(v.manifest);
+        groups.set(id, [...(groups.get(id) ?? []), v]);
+      }
+      const rows = [...groups.values()].map((g) => {
+        const latest = g[g.length - 1]!;
+        return [
+          latest.manifest.kind,
+          latest.manifest.project,
+          displayName(latest),
+          String(g.length),
+          latest.manifest.version,
+          formatBytes(g.reduce((n, v) => n + v.size, 0)),
+        ];
+      });
+      out(ctx, table(["TYPE", "PROJECT", "NAME", "VERSIONS", "LATEST", "SIZE"], rows));
+      return ExitCode.OK;
+    },
+  });
+}
+
+function displayName(v: VersionEntry): string {
+  return v.manifest.kind === "volume" ? `${v.manifest.pool}/${v.manifest.name}` : v.manifest.name;
+}
+
+function sortEntries(list: VersionEntry[]): VersionEntry[] {
+  return [...list].sort(
+    (x, y) =>
+      x.manifest.kind.localeCompare(y.manifest.kind) ||
+      x.manifest.project.localeCompare(y.manifest.project) ||
+      displayName(x).localeCompare(displayName(y)) ||
+      x.manifest.version.localeCompare(y.manifest.version),
+  );
+}
+
+function jsonRow(v: VersionEntry) {
+  const m = v.manifest;
+  const main = m.files.find((f) => f.name.startsWith(`${m.kind}.`)) ?? m.files[0];
+  return {
+    type: m.kind,
+    project: m.project,
+    ...(m.pool === undefined ? {} : { pool: m.pool }),
+    name: m.name,
+    version: m.version,
+    created: m.created,
+    size: v.size,
+    sha256: main?.sha256 ?? null,
+    files: m.files,
+    path: v.dir,
+  };
+}

@@ -1,0 +1,140 @@
+// Renders engine events on stderr: live lines on a TTY, one plain line per item otherwise.
+
+import type { ItemKey } from "../core/selection";
+import { itemId, itemLabel } from "../core/selection";
+import type { ItemOutcome, Reporter } from "../engine/reporter";
+import { formatBytes, formatDuration } from "./format";
+import type { CliContext } from "./context";
+
+interface Active {
+  label: string;
+  step: string;
+  done: number;
+  total: number | undefined;
+  started: number;
+  lastBytes: number;
+  lastTime: number;
+  rate: number;
+}
+
+/** Picks the renderer: live progress only when stderr is a terminal. */
+export function reporterFor(ctx: CliContext, verb: string): Reporter {
+  return ctx.stderr.isTTY ? new TtyReporter(ctx, verb) : new LineReporter(ctx, verb);
+}
+
+/** For cron, `incus exec` without a terminal, CI: quiet, one line per finished item. */
+export class LineReporter implements Reporter {
+  constructor(
+    private readonly ctx: CliContext,
+    private readonly verb: string,
+  ) {}
+  itemStart(): void {}
+  itemStep(): void {}
+  itemBytes(): void {}
+  itemDone(item: ItemKey, o: ItemOutcome): void {
+    this.ctx.stderr.write(outcomeLine(this.verb, item, o) + "\n");
+  }
+  info(text: string): void {
+    this.ctx.stderr.write(`${text}\n`);
+  }
+  warn(text: string): void {
+    this.ctx.stderr.write(`warning: ${text}\n`);
+  }
+}
+
+/** Live lines for the items in progress, redrawn at most ten times a second. */
+export class TtyReporter implements Reporter {
+  private readonly active = new Map<string, Active>();
+  private drawn = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ctx: CliContext,
+    private readonly verb: string,
+  ) {}
+
+  itemStart(item: ItemKey): void {
+    const now = Date.now();
+    this.active.set(itemId(item), { label: itemLabel(item), step: "starting", done: 0, total: undefined, started: now, lastBytes: 0, lastTime: now, rate: 0 });
+    this.schedule();
+  }
+
+  itemStep(item: ItemKey, text: string): void {
+    const a = this.active.get(itemId(item));
+    if (a) a.step = text;
+    this.schedule();
+  }
+
+  itemBytes(item: ItemKey, done: number, total: number | undefined): void {
+    const a = this.active.get(itemId(item));
+    if (!a) return;
+    const now = Date.now();
+    if (now - a.lastTime >= 500) {
+      a.rate = ((done - a.lastBytes) * 1000) / (now - a.lastTime);
+      a.lastBytes = done;
+      a.lastTime = now;
+    }
+    a.done = done;
+    a.total = total;
+    this.schedule();
+  }
+
+  itemDone(item: ItemKey, o: ItemOutcome): void {
+    this.active.delete(itemId(item));
+    this.print(outcomeLine(this.verb, item, o));
+  }
+
+  info(text: string): void {
+    this.print(text);
+  }
+
+  warn(text: string): void {
+    this.print(`warning: ${text}`);
+  }
+
+  /** Prints a permanent line above the live block. */
+  private print(line: string): void {
+    this.clear();
+    this.ctx.stderr.write(line + "\n");
+    this.draw();
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.clear();
+      this.draw();
+    }, 100);
+    this.timer.unref();
+  }
+
+  private clear(): void {
+    if (this.drawn > 0) this.ctx.stderr.write(`\x1b[${this.drawn}F\x1b[J`);
+    this.drawn = 0;
+  }
+
+  private draw(): void {
+    const width = Math.max(40, (this.ctx.stderr.columns ?? 100) - 1);
+    for (const a of this.active.values()) {
+      const elapsed = formatDuration((Date.now() - a.started) / 1000);
+      let bytes = "";
+      if (a.done > 0) {
+        const pct = a.total ? ` ${Math.floor((a.done / a.total) * 100)}%` : "";
+        const rate = a.rate > 0 ? ` ${formatBytes(a.rate)}/s` : "";
+        bytes = ` ${formatBytes(a.done)}${a.total ? `/${formatBytes(a.total)}` : ""}${pct}${rate}`;
+      }
+      const line = `${a.label}: ${a.step}${bytes} [${elapsed}]`;
+      this.ctx.stderr.write(line.slice(0, width) + "\n");
+      this.drawn++;
+    }
+  }
+}
+
+export function outcomeLine(verb: string, item: ItemKey, o: ItemOutcome): string {
+  if (o.ok) {
+    const size = o.bytes === undefined ? "" : ` ${formatBytes(o.bytes)}`;
+    return `${verb} ok: ${itemLabel(item)}${size} in ${formatDuration(o.seconds)}${o.note ? ` (${o.note})` : ""}`;
+  }
+  return `${verb} FAILED: ${itemLabel(item)}: ${o.error}`;
+}

@@ -1,0 +1,188 @@
+// Restore planning (pure): which version of what goes where, what it replaces, what stops and starts.
+
+import { NotFoundError, UsageError } from "../errors";
+import type { Manifest } from "../repository/manifest";
+import { KINDS, itemId, itemLabel, matches, nameMatches, type ItemKey, type Kind, type Selection } from "./selection";
+import { pickVersion, type Version } from "./version";
+
+/** One backed-up version available for restore (the repository's VersionEntry, reduced). */
+export interface Candidate {
+  manifest: Manifest;
+  dir: string;
+}
+
+export interface InstanceRef {
+  project: string;
+  name: string;
+}
+
+/** What the target server has now, as far as the plan needs it. */
+export interface LiveState {
+  /** Existing instances, by `project/name`, with their status. */
+  instances: Map<string, { status: string }>;
+  /** Existing custom volumes, by `project/pool/name`, with the instances that use them. */
+  volumes: Map<string, { users: Array<InstanceRef & { running: boolean }> }>;
+}
+
+export type Step =
+  | { op: "create"; source: Candidate; target: ItemKey; start: boolean }
+  | { op: "replace"; source: Candidate; target: ItemKey; wasRunning: boolean; start: boolean }
+  | { op: "replace-contents"; source: Candidate; target: ItemKey; restart: InstanceRef[]; stopOnly: InstanceRef[] };
+
+export interface Plan {
+  steps: Step[];
+  /** Items left out, with why (no version matching --version, ...). */
+  skipped: Array<{ item: ItemKey; reason: string }>;
+  /** Lines worth telling before the plan (which version a prefix picked, project overrides). */
+  notes: string[];
+}
+
+export interface PlanOptions {
+  selection: Selection;
+  version?: string;
+  targetName?: string;
+  noStart: boolean;
+}
+
+export const instanceKey = (project: string, name: string) => `${project}/${name}`;
+export const volumeKey = (project: string, pool: string, name: string) => `${project}/${pool}/${name}`;
+
+/**
+ * Builds the restore plan. Rules:
+ * - each selected item restores its latest version, or the latest matching --version;
+ * - --project filters by the recorded project; if nothing is recorded there, it is the target
+ *   project for the items the other selectors match (a restore into another project);
+ * - a --name that matches the same kind in several pools or projects is refused, listing them;
+ * - missing items are created, existing ones replaced; volumes come before instances.
+ */
+export function planRestore(candidates: readonly Candidate[], live: LiveState, opts: PlanOptions): Plan {
+  const sel = opts.selection;
+  const notes: string[] = [];
+  const byItem = groupByItem(candidates.filter((c) => sel.kinds.includes(c.manifest.kind)));
+
+  let items = [...byItem.values()].filter((g) => matches(sel, g.key));
+  let targetProject: string | undefined;
+  if (items.length === 0 && sel.project !== undefined) {
+    const { project: _ignored, ...withoutProject } = sel;
+    items = [...byItem.values()].filter((g) => matches(withoutProject, g.key));
+    if (items.length > 0) targetProject = sel.project;
+  }
+  if (items.length === 0) throw new NotFoundError(nothingMessage(sel, candidates));
+  checkAmbiguity(sel, items.map((g) => g.key));
+
+  if (opts.targetName !== undefined && items.length !== 1) {
+    throw new UsageError(`--target-name needs exactly one item, but the selection matches ${items.length}: ${items.map((g) => itemLabel(g.key)).join(", ")}`);
+  }
+
+  const chosen: Candidate[] = [];
+  const skipped: Plan["skipped"] = [];
+  for (const g of items) {
+    const v = pickVersion(g.versions.map((c) => c.manifest.version), opts.version);
+    if (v === undefined) {
+      skipped.push({ item: g.key, reason: `no version matching ${opts.version}` });
+      continue;
+    }
+    if (opts.version !== undefined && opts.version !== v) notes.push(`${itemLabel(g.key)}: --version ${opts.version} picked ${v}`);
+    chosen.push(g.versions.find((c) => c.manifest.version === v)!);
+  }
+  if (chosen.length === 0) {
+    const available = [...new Set(items.flatMap((g) => g.versions.map((c) => c.manifest.version)))].sort().reverse();
+    throw new NotFoundError(
+      `no version matching ${JSON.stringify(opts.version)}; available: ${available.slice(0, 20).join(", ")}${available.length > 20 ? ", ..." : ""}`,
+    );
+  }
+
+  const steps: Step[] = [];
+  const replacedInstances = new Set<string>();
+  const targets = chosen.map((c) => {
+    const target: ItemKey = {
+      kind: c.manifest.kind,
+      project: targetProject ?? c.manifest.project,
+      name: opts.targetName ?? c.manifest.name,
+      ...(c.manifest.pool === undefined ? {} : { pool: c.manifest.pool }),
+    };
+    if (targetProject !== undefined) notes.push(`${itemLabel(c.manifest)} goes into project ${targetProject}`);
+    if (target.kind === "instance" && live.instances.has(instanceKey(target.project, target.name))) {
+      replacedInstances.add(instanceKey(target.project, target.name));
+    }
+    return { c, target };
+  });
+
+  for (const kind of KINDS) {
+    for (const { c, target } of targets) {
+      if (target.kind !== kind) continue;
+      steps.push(stepFor(c, target, live, replacedInstances, opts.noStart));
+    }
+  }
+  return { steps, skipped, notes };
+}
+
+function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstances: Set<string>, noStart: boolean): Step {
+  if (target.kind === "instance") {
+    const existing = live.instances.get(instanceKey(target.project, target.name));
+    if (!existing) return { op: "create", source: c, target, start: !noStart && c.manifest.status === "Running" };
+    const wasRunning = existing.status === "Running";
+    return { op: "replace", source: c, target, wasRunning, start: !noStart && wasRunning };
+  }
+  if (target.kind === "volume") {
+    const existing = live.volumes.get(volumeKey(target.project, target.pool ?? "", target.name));
+    if (!existing) return { op: "create", source: c, target, start: false };
+    const running = existing.users.filter((u) => u.running);
+    // Instances replaced later in this plan are started by their own step, not here.
+    const restart = running.filter((u) => !noStart && !replacedInstances.has(instanceKey(u.project, u.name)));
+    const stopOnly = running.filter((u) => !restart.includes(u));
+    return { op: "replace-contents", source: c, target, restart, stopOnly };
+  }
+  throw new UsageError(`restoring ${target.kind} items is not supported yet`);
+}
+
+/** A bare name that matches one kind in several pools or projects is refused. */
+function checkAmbiguity(sel: Selection, keys: ItemKey[]): void {
+  for (const n of sel.names) {
+    for (const kind of KINDS) {
+      const hits = keys.filter((k) => k.kind === kind && nameMatches(n, k));
+      if (hits.length > 1) {
+        const hint = kind === "volume" ? "name the volume as POOL/NAME, or add --project" : "add --project";
+        throw new UsageError(`${JSON.stringify(n)} matches ${hits.length} ${kind}s: ${hits.map(itemLabel).join(", ")}; ${hint}`);
+      }
+    }
+  }
+}
+
+interface Group {
+  key: ItemKey;
+  versions: Candidate[];
+}
+
+function groupByItem(candidates: readonly Candidate[]): Map<string, Group> {
+  const map = new Map<string, Group>();
+  for (const c of candidates) {
+    const m = c.manifest;
+    const key: ItemKey = { kind: m.kind, project: m.project, name: m.name, ...(m.pool === undefined ? {} : { pool: m.pool }) };
+    const id = itemId(key);
+    const g = map.get(id) ?? { key, versions: [] };
+    g.versions.push(c);
+    map.set(id, g);
+  }
+  return map;
+}
+
+function nothingMessage(sel: Selection, candidates: readonly Candidate[]): string {
+  const kinds = sel.kinds.map((k) => `${k}s`).join(", ");
+  const what = sel.names.length > 0 ? ` named ${sel.names.map((n) => JSON.stringify(n)).join(", ")}` : "";
+  const where = sel.project !== undefined ? ` in project ${sel.project}` : "";
+  const count = candidates.filter((c) => sel.kinds.includes(c.manifest.kind)).length;
+  return `no backup of ${kinds}${what}${where} in the repository${count > 0 ? " (see `incus-backup list`)" : ""}`;
+}
+
+/** Whether running the plan would destroy or change something that exists now. */
+export function isDestructive(plan: Plan): boolean {
+  return plan.steps.some((s) => s.op !== "create");
+}
+
+/** Kinds present in a plan, in order. */
+export function planKinds(plan: Plan): Kind[] {
+  return KINDS.filter((k) => plan.steps.some((s) => s.target.kind === k));
+}
+
+export type { Version };

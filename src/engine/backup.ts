@@ -1,0 +1,307 @@
+// Backs up the selected instances and custom volumes into the repository, one version per run.
+
+import { randomBytes } from "node:crypto";
+import type { Writable } from "node:stream";
+import { InterruptedError, NotFoundError, errorMessage } from "../errors";
+import type { IncusClient } from "../incus/client";
+import { IncusError } from "../incus/errors";
+import {
+  createInstanceBackup,
+  deleteInstanceBackup,
+  getInstanceBackupFile,
+} from "../incus/instances";
+import type { Operation } from "../incus/operations";
+import { progressText } from "../incus/operations";
+import {
+  createStorageVolumeBackup,
+  deleteStorageVolumeBackup,
+  getStorageVolumeBackupFile,
+} from "../incus/storage_volumes";
+import type { TransferOptions } from "../incus/transfer";
+import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
+import type { Version } from "../core/version";
+import type { Repository, VersionWriter } from "../repository/repository";
+import type { Manifest } from "../repository/manifest";
+import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolume } from "./discover";
+import { startInstance, stopInstance } from "./power";
+import type { Reporter } from "./reporter";
+import { runPool } from "./pool";
+
+/** Compression algorithms Incus knows, and the file extension each gives the archive. */
+export const COMPRESSIONS: Record<string, string> = {
+  zstd: ".tar.zst",
+  gzip: ".tar.gz",
+  xz: ".tar.xz",
+  bzip2: ".tar.bz2",
+  lz4: ".tar.lz4",
+  none: ".tar",
+};
+
+/** How long a server-side backup may outlive us if we die before deleting it. */
+const SERVER_BACKUP_TTL_MS = 24 * 3600_000;
+
+export interface BackupDeps {
+  client: IncusClient;
+  repo: Repository;
+  reporter: Reporter;
+  now: () => Date;
+  toolVersion: string;
+}
+
+export interface BackupOptions {
+  selection: Selection;
+  compression: string;
+  /** Include instance and volume snapshots. */
+  snapshots: boolean;
+  /** Stop running instances for their backup and start them again afterwards. */
+  stop: boolean;
+  stopTimeout?: number;
+  parallel: number;
+  /** The command line, for the run record. */
+  command: string;
+}
+
+export interface ItemResult {
+  item: ItemKey;
+  ok: boolean;
+  error?: string;
+  bytes?: number;
+  seconds: number;
+}
+
+export interface BackupResult {
+  version: Version;
+  items: ItemResult[];
+  interrupted: boolean;
+}
+
+type LiveItem = LiveInstance | LiveVolume;
+
+/** Finds the items a backup selection covers; a --name that matches nothing is an error. */
+export async function discoverForBackup(c: IncusClient, sel: Selection, signal?: AbortSignal): Promise<LiveItem[]> {
+  const items: LiveItem[] = [];
+  if (sel.kinds.includes("volume")) items.push(...(await liveVolumes(c, sel.project, signal)));
+  if (sel.kinds.includes("instance")) items.push(...(await liveInstances(c, sel.project, signal)));
+  const chosen = items.filter((i) => matches(sel, i));
+  const missing = unmatchedNames(sel, chosen);
+  if (missing.length > 0) {
+    const kinds = sel.kinds.filter((k) => k === "instance" || k === "volume").join(" or ");
+    throw new NotFoundError(`no ${kinds} named ${missing.map((n) => JSON.stringify(n)).join(", ")}${sel.project ? ` in project ${sel.project}` : ""}`);
+  }
+  return chosen;
+}
+
+/**
+ * Runs one backup: every item gets a version named after the run's start time. The caller holds
+ * the repository lock. One item failing does not stop the others.
+ */
+export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: LiveItem[], signal: AbortSignal): Promise<BackupResult> {
+  const started = deps.now();
+  const version = await deps.repo.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
+  const server = await deps.client.server(signal);
+  const results: ItemResult[] = [];
+  const ctx: ItemContext = { deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
+
+  await runPool(items, opts.parallel, signal, async (item) => {
+    const t0 = Date.now();
+    deps.reporter.itemStart(item);
+    try {
+      const bytes = item.kind === "instance" ? await backupInstance(ctx, item) : await backupVolume(ctx, item);
+      const r: ItemResult = { item, ok: true, bytes, seconds: (Date.now() - t0) / 1000 };
+      results.push(r);
+      deps.reporter.itemDone(item, { ok: true, bytes, seconds: r.seconds });
+    } catch (err) {
+      const interrupted = err instanceof InterruptedError || signal.aborted;
+      const r: ItemResult = { item, ok: false, error: interrupted ? "interrupted" : errorMessage(err), seconds: (Date.now() - t0) / 1000 };
+      results.push(r);
+      deps.reporter.itemDone(item, { ok: false, error: r.error!, seconds: r.seconds });
+    }
+  });
+
+  const interrupted = signal.aborted;
+  const failed = results.filter((r) => !r.ok).length;
+  await deps.repo
+    .saveRun({
+      version,
+      command: opts.command,
+      started: started.toISOString(),
+      finished: deps.now().toISOString(),
+      status: interrupted ? "interrupted" : failed === 0 ? "ok" : failed === results.length ? "failed" : "partial",
+      items: results.map((r) => ({
+        label: itemLabel(r.item),
+        ok: r.ok,
+        ...(r.error === undefined ? {} : { error: r.error }),
+        ...(r.bytes === undefined ? {} : { bytes: r.bytes }),
+        seconds: r.seconds,
+      })),
+    })
+    .catch((err: unknown) => deps.reporter.warn(`could not save the run record: ${errorMessage(err)}`));
+  return { version, items: results, interrupted };
+}
+
+interface ItemContext {
+  deps: BackupDeps;
+  opts: BackupOptions;
+  version: Version;
+  serverInfo: { name: string | undefined; version: string | undefined };
+  signal: AbortSignal;
+}
+
+/** The calls that differ between instance and volume backups. */
+interface BackupApi {
+  create(body: Record<string, unknown>): Promise<Operation>;
+  download(backupName: string, sink: Writable, opts: TransferOptions): Promise<{ bytes: number }>;
+  remove(backupName: string): Promise<void>;
+}
+
+async function backupInstance(ctx: ItemContext, item: LiveInstance): Promise<number> {
+  const { client } = ctx.deps;
+  const { project, name } = item;
+  const inst = item.instance;
+  const wasRunning = inst.status === "Running";
+  let stopped = false;
+  if (ctx.opts.stop && wasRunning) {
+    ctx.deps.reporter.itemStep(item, "stopping");
+    await stopInstance(client, project, name, { ...(ctx.opts.stopTimeout === undefined ? {} : { timeout: ctx.opts.stopTimeout }), signal: ctx.signal });
+    stopped = true;
+  }
+  try {
+    const api: BackupApi = {
+      create: (body) => createInstanceBackup(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
+      download: (b, sink, o) => getInstanceBackupFile(client, project, name, b, sink, o),
+      remove: (b) => deleteInstanceBackup(client, project, name, b),
+    };
+    const pool = rootPool(inst);
+    return await backupWith(ctx, item, api, "instance", {
+      ...(pool === undefined ? {} : { pool }),
+      object: inst,
+      status: inst.status,
+      extraOptions: { instance_only: !ctx.opts.snapshots, stopped },
+    });
+  } finally {
+    if (stopped) {
+      ctx.deps.reporter.itemStep(item, "starting again");
+      // Start again even when interrupted: leaving a service down is worse than a late exit.
+      await startInstance(client, project, name).catch((err: unknown) =>
+        ctx.deps.reporter.warn(`could not start ${itemLabel(item)} again: ${errorMessage(err)}`),
+      );
+    }
+  }
+}
+
+async function backupVolume(ctx: ItemContext, item: LiveVolume): Promise<number> {
+  const { client } = ctx.deps;
+  const { project, pool, name } = item;
+  const api: BackupApi = {
+    create: (body) => createStorageVolumeBackup(client, project, pool, name, { ...body, volume_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
+    download: (b, sink, o) => getStorageVolumeBackupFile(client, project, pool, name, b, sink, o),
+    remove: (b) => deleteStorageVolumeBackup(client, project, pool, name, b),
+  };
+  return backupWith(ctx, item, api, "volume", { pool, object: item.volume, extraOptions: { volume_only: !ctx.opts.snapshots } });
+}
+
+/**
+ * The common path: create the server-side backup (with an expiry, so a crash leaves nothing
+ * behind for long), stream it into a new version while hashing it, delete it on the server, and
+ * commit the version. Any failure throws the partial version away.
+ */
+async function backupWith(
+  ctx: ItemContext,
+  item: ItemKey,
+  api: BackupApi,
+  fileBase: string,
+  meta: { pool?: string; object: unknown; status?: string; extraOptions: Record<string, unknown> },
+): Promise<number> {
+  const { reporter, now } = ctx.deps;
+  const backupName = `incus-backup-${ctx.version}-${randomBytes(3).toString("hex")}`;
+  const created = now();
+  let compression = ctx.opts.compression;
+  let serverBackup = false;
+  let writer: VersionWriter | undefined;
+  try {
+    reporter.itemStep(item, "creating the backup on the server");
+    const body = () => ({
+      name: backupName,
+      expires_at: new Date(created.getTime() + SERVER_BACKUP_TTL_MS).toISOString(),
+      optimized_storage: false,
+      compression_algorithm: compression,
+    });
+    let op: Operation;
+    try {
+      op = await api.create(body());
+    } catch (err) {
+      if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
+      reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
+      compression = "gzip";
+      op = await api.create(body());
+    }
+    serverBackup = true;
+    await waitForBackup(op, ctx, item);
+
+    writer = await ctx.deps.repo.begin(item, ctx.version);
+    const fileName = `${fileBase}${COMPRESSIONS[compression] ?? ".tar"}`;
+    const sink = await writer.createFile(fileName);
+    reporter.itemStep(item, "downloading");
+    await api.download(backupName, sink, {
+      signal: ctx.signal,
+      onProgress: (done, total) => reporter.itemBytes(item, done, total),
+    });
+    const entry = sink.entry();
+    writer.addFile(entry);
+    const manifest: Omit<Manifest, "files"> = {
+      format: 1,
+      kind: item.kind,
+      project: item.project,
+      ...(meta.pool === undefined ? {} : { pool: meta.pool }),
+      name: item.name,
+      version: ctx.version,
+      created: created.toISOString(),
+      tool: { name: "incus-backup", version: ctx.deps.toolVersion },
+      server: {
+        ...(ctx.serverInfo.name === undefined ? {} : { name: ctx.serverInfo.name }),
+        ...(ctx.serverInfo.version === undefined ? {} : { version: ctx.serverInfo.version }),
+      },
+      options: { compression, optimized_storage: false, ...meta.extraOptions },
+      object: meta.object,
+      ...(meta.status === undefined ? {} : { status: meta.status }),
+    };
+    await writer.commit(manifest);
+    return entry.size;
+  } catch (err) {
+    await writer?.abort();
+    if (ctx.signal.aborted) throw new InterruptedError();
+    throw err;
+  } finally {
+    if (serverBackup) {
+      await api.remove(backupName).catch((err: unknown) => {
+        reporter.warn(`could not delete the server-side backup ${backupName} of ${itemLabel(item)} (it expires by itself within a day): ${errorMessage(err)}`);
+      });
+    }
+  }
+}
+
+/** Waits for the server to finish writing the backup, reporting its progress text. */
+async function waitForBackup(op: Operation, ctx: ItemContext, item: ItemKey): Promise<void> {
+  try {
+    await op.wait({
+      signal: ctx.signal,
+      onProgress: (md) => {
+        const text = progressText(md);
+        if (text) ctx.deps.reporter.itemStep(item, `server: ${text}`);
+      },
+    });
+  } catch (err) {
+    if (err instanceof InterruptedError) {
+      // The backup cannot be deleted while it is being written; give the server a bounded time
+      // to finish so the cleanup in the caller can remove it. If that fails, it expires.
+      await op.wait({ signal: AbortSignal.timeout(30_000), stepSeconds: 5 }).catch(() => undefined);
+    }
+    throw err;
+  }
+}
+
+function isCompressionProblem(err: unknown, algorithm: string): boolean {
+  if (!(err instanceof IncusError)) return false;
+  const text = err.serverMessage.toLowerCase();
+  return text.includes("compression") || text.includes(`"${algorithm}"`) || text.includes("executable file not found");
+}

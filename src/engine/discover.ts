@@ -1,0 +1,70 @@
+// What exists in Incus right now, as item keys the selection and the planner understand.
+
+import type { IncusClient } from "../incus/client";
+import { getInstances, type Instance } from "../incus/instances";
+import { getStoragePools } from "../incus/storage_pools";
+import { getStoragePoolVolumes, type StorageVolume } from "../incus/storage_volumes";
+import type { ItemKey } from "../core/selection";
+
+export interface LiveInstance extends ItemKey {
+  kind: "instance";
+  instance: Instance;
+}
+
+export interface LiveVolume extends ItemKey {
+  kind: "volume";
+  pool: string;
+  volume: StorageVolume;
+}
+
+/** Instances of one project (or all), as items. */
+export async function liveInstances(c: IncusClient, project: string | undefined, signal?: AbortSignal): Promise<LiveInstance[]> {
+  const list = await getInstances(c, project, signal === undefined ? {} : { signal });
+  return list.map((i) => ({ kind: "instance", project: i.project, name: i.name, instance: i }));
+}
+
+/** Custom volumes of every pool in one project (or all), as items. */
+export async function liveVolumes(c: IncusClient, project: string | undefined, signal?: AbortSignal): Promise<LiveVolume[]> {
+  const opts = signal === undefined ? {} : { signal };
+  const out: LiveVolume[] = [];
+  for (const pool of await getStoragePools(c, opts)) {
+    for (const v of await getStoragePoolVolumes(c, pool.name, project, opts)) {
+      if (v.type !== "custom") continue;
+      out.push({ kind: "volume", project: v.project, pool: pool.name, name: v.name, volume: v });
+    }
+  }
+  return out;
+}
+
+/** The pool holding an instance's root disk, if it can be told from its devices. */
+export function rootPool(i: Instance): string | undefined {
+  const devices = i.expanded_devices ?? i.devices;
+  for (const d of Object.values(devices ?? {})) {
+    if (d.type === "disk" && d.path === "/" && d.pool) return d.pool;
+  }
+  return undefined;
+}
+
+/**
+ * Instances that have a custom volume attached (directly or through a profile): they must be
+ * stopped while the volume's contents are replaced. Uses the volume's `used_by` (authoritative, and
+ * covers projects that share the default project's volumes) plus a scan of the instances' devices.
+ */
+export function instancesUsingVolume(instances: readonly Instance[], volume: StorageVolume, pool: string): Instance[] {
+  const direct = new Set<string>();
+  const profiles = new Set<string>();
+  for (const ref of volume.used_by ?? []) {
+    const u = new URL(ref, "http://incus");
+    const project = u.searchParams.get("project") ?? "default";
+    const m = /^\/1\.0\/(instances|profiles)\/([^/]+)$/.exec(u.pathname);
+    if (!m) continue;
+    (m[1] === "instances" ? direct : profiles).add(`${project}/${decodeURIComponent(m[2]!)}`);
+  }
+  return instances.filter((i) => {
+    if (direct.has(`${i.project}/${i.name}`)) return true;
+    if (i.profiles.some((p) => profiles.has(`${i.project}/${p}`))) return true;
+    if (i.project !== volume.project) return false;
+    const devices = i.expanded_devices ?? i.devices ?? {};
+    return Object.values(devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume.name);
+  });
+}

@@ -1,0 +1,360 @@
+// Carries out a restore plan: check each backup, import it, and swap it in without losing the original.
+
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import { IntegrityError, errorMessage, throwIfAborted } from "../errors";
+import type { IncusClient } from "../incus/client";
+import { IncusNotFoundError } from "../incus/errors";
+import {
+  createInstanceFromBackup,
+  deleteInstance,
+  getInstance,
+  getInstances,
+  renameInstance,
+} from "../incus/instances";
+import { progressText } from "../incus/operations";
+import {
+  copyStoragePoolVolume,
+  createStoragePoolVolumeFromBackup,
+  deleteStoragePoolVolume,
+} from "../incus/storage_volumes";
+import { instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
+import { itemLabel, type ItemKey } from "../core/selection";
+import type { FileEntry } from "../repository/manifest";
+import type { Repository, VersionEntry } from "../repository/repository";
+import { Journal, type JournalEntry, type JournalInstanceRef } from "../repository/journal";
+import { instancesUsingVolume, liveVolumes } from "./discover";
+import { startInstance, stopInstance } from "./power";
+import type { Reporter } from "./reporter";
+import type { Operation } from "../incus/operations";
+
+export interface RestoreDeps {
+  client: IncusClient;
+  repo: Repository;
+  reporter: Reporter;
+  now: () => Date;
+}
+
+export interface StepResult {
+  item: ItemKey;
+  ok: boolean;
+  error?: string;
+  seconds: number;
+}
+
+export interface RestoreResult {
+  steps: StepResult[];
+  interrupted: boolean;
+}
+
+/** Reads what the plan needs to know about the target server. */
+export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<LiveState> {
+  const opts = signal === undefined ? {} : { signal };
+  const instances = await getInstances(c, undefined, opts);
+  const state: LiveState = { instances: new Map(), volumes: new Map() };
+  for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status });
+  for (const v of await liveVolumes(c, undefined, signal)) {
+    const users = instancesUsingVolume(instances, v.volume, v.pool).map((i) => ({
+      project: i.project,
+      name: i.name,
+      running: i.status === "Running",
+    }));
+    state.volumes.set(volumeKey(v.project, v.pool, v.name), { users });
+  }
+  return state;
+}
+
+/** The archive file of an instance or volume version. */
+export function archiveOf(c: Candidate): FileEntry {
+  const prefix = `${c.manifest.kind}.`;
+  const f = c.manifest.files.find((x) => x.name.startsWith(prefix));
+  if (!f) throw new IntegrityError(`${c.dir}: the manifest lists no ${c.manifest.kind} archive`);
+  return f;
+}
+
+/** Runs the steps in order; one failing step does not stop the others (except on interrupt). */
+export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSignal): Promise<RestoreResult> {
+  const results: StepResult[] = [];
+  for (const step of plan.steps) {
+    if (signal.aborted) break;
+    const t0 = Date.now();
+    deps.reporter.itemStart(step.target);
+    try {
+      await runStep(deps, step, signal);
+      const seconds = (Date.now() - t0) / 1000;
+      results.push({ item: step.target, ok: true, seconds });
+      deps.reporter.itemDone(step.target, { ok: true, seconds, bytes: archiveOf(step.source).size });
+    } catch (err) {
+      const seconds = (Date.now() - t0) / 1000;
+      const error = signal.aborted ? "interrupted" : errorMessage(err);
+      results.push({ item: step.target, ok: false, error, seconds });
+      deps.reporter.itemDone(step.target, { ok: false, error, seconds });
+    }
+  }
+  return { steps: results, interrupted: signal.aborted };
+}
+
+async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Promise<void> {
+  // Check the backup against its manifest before anything on the server changes.
+  const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
+  const archive = archiveOf(step.source);
+  deps.reporter.itemStep(step.target, "checking the backup's sha256");
+  await deps.repo.verifyFile(entry, archive, signal);
+  const file = join(step.source.dir, archive.name);
+
+  if (step.op === "create") {
+    if (step.target.kind === "instance") {
+      await importInstance(deps, step.target, file, step.target.name, signal);
+      if (step.start) {
+        deps.reporter.itemStep(step.target, "starting");
+        await startInstance(deps.client, step.target.project, step.target.name, signal);
+      }
+    } else {
+      await importVolume(deps, step.target, file, step.target.name, signal);
+    }
+    return;
+  }
+  const journal = new Journal(deps.repo.root);
+  if (step.op === "replace") await replaceInstance(deps, journal, step, file, signal);
+  else await replaceVolumeContents(deps, journal, step, file, signal);
+}
+
+function tempName(kind: "restore" | "old"): string {
+  return `ibk-${kind}-${randomBytes(4).toString("hex")}`;
+}
+
+async function importInstance(deps: RestoreDeps, target: ItemKey, file: string, name: string, signal: AbortSignal): Promise<void> {
+  deps.reporter.itemStep(target, "uploading");
+  const op = await createInstanceFromBackup(
+    deps.client,
+    { project: target.project, file, name },
+    { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
+  );
+  await waitImport(deps, op, target, signal);
+}
+
+async function importVolume(deps: RestoreDeps, target: ItemKey, file: string, name: string, signal: AbortSignal): Promise<void> {
+  deps.reporter.itemStep(target, "uploading");
+  const op = await createStoragePoolVolumeFromBackup(
+    deps.client,
+    { project: target.project, pool: target.pool ?? "", file, name },
+    { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
+  );
+  await waitImport(deps, op, target, signal);
+}
+
+async function waitImport(deps: RestoreDeps, op: Operation, target: ItemKey, signal: AbortSignal): Promise<void> {
+  deps.reporter.itemStep(target, "unpacking on the server");
+  await op.wait({
+    signal,
+    onProgress: (md) => {
+      const t = progressText(md);
+      if (t) deps.reporter.itemStep(target, `server: ${t}`);
+    },
+  });
+}
+
+/**
+ * Replaces an instance: import the backup under a temporary name; only once that worked, stop the
+ * original, rename it aside, give the new one the name, start it, and delete the original. The
+ * journal records each phase so that a run that dies is completed or undone by the next one.
+ */
+async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extract<Step, { op: "replace" }>, file: string, signal: AbortSignal) {
+  const { client } = deps;
+  const { project, name } = step.target;
+  const entry: JournalEntry = {
+    id: randomBytes(6).toString("hex"),
+    kind: "instance",
+    project,
+    name,
+    temp: tempName("restore"),
+    aside: tempName("old"),
+    phase: "import",
+    wasRunning: step.wasRunning,
+    restart: step.start ? [{ project, name }] : [],
+    started: deps.now().toISOString(),
+  };
+  await journal.write(entry);
+  try {
+    await importInstance(deps, step.target, file, entry.temp, signal);
+  } catch (err) {
+    await deleteInstance(client, project, entry.temp).catch(() => undefined);
+    await journal.remove(entry.id);
+    throw new Error(`${errorMessage(err)} (the existing instance was not touched)`);
+  }
+  throwIfAborted(signal);
+
+  // From here on, finish even if interrupted: a half-done swap is worse than a late exit.
+  entry.phase = "swap";
+  await journal.write(entry);
+  const current = await getInstance(client, project, name);
+  if (current.status !== "Stopped") {
+    deps.reporter.itemStep(step.target, "stopping the existing instance");
+    await stopInstance(client, project, name);
+  }
+  deps.reporter.itemStep(step.target, "swapping in the restored instance");
+  await renameInstance(client, project, name, entry.aside!);
+  await renameInstance(client, project, entry.temp, name);
+  entry.phase = "finish";
+  await journal.write(entry);
+  await finishInstance(deps, entry, step.target);
+  await journal.remove(entry.id);
+}
+
+async function finishInstance(deps: RestoreDeps, entry: JournalEntry, target: ItemKey): Promise<void> {
+  const { client } = deps;
+  for (const r of entry.restart) {
+    deps.reporter.itemStep(target, "starting");
+    await startIfStopped(client, r);
+  }
+  deps.reporter.itemStep(target, "deleting the replaced instance");
+  await deleteInstance(client, entry.project, entry.aside!).catch((err: unknown) => {
+    if (!(err instanceof IncusNotFoundError)) throw err;
+  });
+}
+
+/**
+ * Replaces a volume's contents in place, so it keeps its name, config and attachments: import the
+ * backup as a temporary volume, stop the instances using the volume, refresh the volume from the
+ * temporary one (files that are not in the backup disappear), start the instances again.
+ */
+async function replaceVolumeContents(
+  deps: RestoreDeps,
+  journal: Journal,
+  step: Extract<Step, { op: "replace-contents" }>,
+  file: string,
+  signal: AbortSignal,
+) {
+  const { client } = deps;
+  const { project, name } = step.target;
+  const pool = step.target.pool ?? "";
+  const entry: JournalEntry = {
+    id: randomBytes(6).toString("hex"),
+    kind: "volume",
+    project,
+    pool,
+    name,
+    temp: tempName("restore"),
+    phase: "import",
+    stop: [...step.restart, ...step.stopOnly],
+    restart: step.restart,
+    started: deps.now().toISOString(),
+  };
+  await journal.write(entry);
+  try {
+    await importVolume(deps, step.target, file, entry.temp, signal);
+  } catch (err) {
+    await deleteStoragePoolVolume(client, project, pool, entry.temp).catch(() => undefined);
+    await journal.remove(entry.id);
+    throw new Error(`${errorMessage(err)} (the existing volume was not touched)`);
+  }
+  throwIfAborted(signal);
+
+  entry.phase = "stop";
+  await journal.write(entry);
+  for (const u of entry.stop ?? []) {
+    deps.reporter.itemStep(step.target, `stopping ${u.project}/${u.name}`);
+    const now = await getInstance(client, u.project, u.name);
+    if (now.status !== "Stopped") await stopInstance(client, u.project, u.name);
+  }
+  entry.phase = "refresh";
+  await journal.write(entry);
+  deps.reporter.itemStep(step.target, "replacing the volume's contents");
+  await copyStoragePoolVolume(client, project, pool, entry.temp, name, { refresh: true, volumeOnly: true });
+  entry.phase = "finish";
+  await journal.write(entry);
+  await finishVolume(deps, entry, step.target);
+  await journal.remove(entry.id);
+}
+
+async function finishVolume(deps: RestoreDeps, entry: JournalEntry, target: ItemKey): Promise<void> {
+  for (const r of entry.restart) {
+    deps.reporter.itemStep(target, `starting ${r.project}/${r.name}`);
+    await startIfStopped(deps.client, r);
+  }
+  await deleteStoragePoolVolume(deps.client, entry.project, entry.pool ?? "", entry.temp).catch((err: unknown) => {
+    if (!(err instanceof IncusNotFoundError)) throw err;
+  });
+}
+
+async function startIfStopped(c: IncusClient, r: JournalInstanceRef): Promise<void> {
+  const now = await getInstance(c, r.project, r.name);
+  if (now.status === "Stopped") await startInstance(c, r.project, r.name);
+}
+
+async function instanceExists(c: IncusClient, project: string, name: string): Promise<boolean> {
+  try {
+    await getInstance(c, project, name);
+    return true;
+  } catch (err) {
+    if (err instanceof IncusNotFoundError) return false;
+    throw err;
+  }
+}
+
+/**
+ * Completes or undoes restores that died half-way, from their journals. Call while holding the
+ * repository lock, before a new backup or restore. Returns what it did, for the user.
+ */
+export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
+  const journal = new Journal(deps.repo.root);
+  const { entries, problems } = await journal.list();
+  const said: string[] = [...problems];
+  for (const e of entries) {
+    const label = itemLabel({ kind: e.kind, project: e.project, name: e.name, ...(e.pool === undefined ? {} : { pool: e.pool }) });
+    try {
+      if (e.kind === "instance") said.push(`${label}: ${await recoverInstance(deps, e)}`);
+      else said.push(`${label}: ${await recoverVolume(deps, e)}`);
+      await journal.remove(e.id);
+    } catch (err) {
+      said.push(`${label}: recovery of an interrupted restore failed, will retry next run: ${errorMessage(err)}`);
+    }
+  }
+  return said;
+}
+
+async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<string> {
+  const c = deps.client;
+  const target: ItemKey = { kind: "instance", project: e.project, name: e.name };
+  const hasName = await instanceExists(c, e.project, e.name);
+  const hasTemp = await instanceExists(c, e.project, e.temp);
+  const hasAside = e.aside !== undefined && (await instanceExists(c, e.project, e.aside));
+  if (e.phase === "import" || (hasName && hasTemp)) {
+    // The swap never happened: the original is in place; throw the import away.
+    if (hasTemp) await deleteInstance(c, e.project, e.temp);
+    if (hasName && e.wasRunning) await startIfStopped(c, { project: e.project, name: e.name });
+    return "an interrupted restore was undone; the original instance is in place";
+  }
+  if (!hasName && hasAside) {
+    // Died between the two renames: put the original back.
+    await renameInstance(c, e.project, e.aside!, e.name);
+    if (hasTemp) await deleteInstance(c, e.project, e.temp);
+    if (e.wasRunning) await startIfStopped(c, { project: e.project, name: e.name });
+    return "an interrupted restore was undone; the original instance is back in place";
+  }
+  if (hasName) {
+    // The restored instance is in place; finish: start it and delete the old one.
+    await finishInstance(deps, e, target);
+    return "an interrupted restore was completed";
+  }
+  return "an interrupted restore left neither the original nor the restored instance; nothing to recover";
+}
+
+async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string> {
+  const target: ItemKey = { kind: "volume", project: e.project, pool: e.pool ?? "", name: e.name };
+  if (e.phase === "import") {
+    await deleteStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp).catch(() => undefined);
+    for (const r of e.restart) await startIfStopped(deps.client, r);
+    return "an interrupted restore was undone; the volume was not touched";
+  }
+  if (e.phase === "stop" || e.phase === "refresh") {
+    // The contents may be half replaced: replace them again from the complete temporary volume.
+    for (const r of e.stop ?? e.restart) {
+      const now = await getInstance(deps.client, r.project, r.name).catch(() => undefined);
+      if (now && now.status !== "Stopped") await stopInstance(deps.client, r.project, r.name);
+    }
+    await copyStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp, e.name, { refresh: true, volumeOnly: true });
+  }
+  await finishVolume(deps, e, target);
+  return "an interrupted restore was completed";
+}

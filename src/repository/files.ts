@@ -1,0 +1,142 @@
+// Durable file writing: private modes, hashing on the way, fsync of files and directories.
+
+import { createHash, type Hash } from "node:crypto";
+import { constants } from "node:fs";
+import { chmod, mkdir, open, rename, type FileHandle } from "node:fs/promises";
+import { dirname } from "node:path";
+import { Writable } from "node:stream";
+import type { FileEntry } from "./manifest";
+import { basename } from "node:path";
+
+/** Backups hold secrets: files are 0600 and directories 0700, whatever the umask. */
+export const FILE_MODE = 0o600;
+export const DIR_MODE = 0o700;
+
+/** mkdir -p with 0700 on every directory it creates. */
+export async function mkdirPrivate(path: string): Promise<void> {
+  const first = await mkdir(path, { recursive: true, mode: DIR_MODE });
+  if (first === undefined) return;
+  // mkdir's mode is filtered by the umask; set it explicitly on each new level.
+  let p = path;
+  for (;;) {
+    await chmod(p, DIR_MODE);
+    if (p === first) break;
+    p = dirname(p);
+  }
+}
+
+/** fsync a directory so a rename or create inside it survives a crash. */
+export async function syncDir(path: string): Promise<void> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * A Writable into a new private file that computes the sha256 and size of what passes through,
+ * and fsyncs the file before it reports being finished.
+ */
+export class HashingFileWriter extends Writable {
+  readonly path: string;
+  private readonly hash: Hash = createHash("sha256");
+  private size = 0;
+  private constructor(
+    path: string,
+    private readonly fh: FileHandle,
+  ) {
+    super({ highWaterMark: 4 << 20 });
+    this.path = path;
+  }
+
+  static async create(path: string): Promise<HashingFileWriter> {
+    const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
+    await fh.chmod(FILE_MODE);
+    return new HashingFileWriter(path, fh);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    writeAll(this.fh, chunk).then(() => done(), done);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
+    const buffers = chunks.map((c) => c.chunk);
+    for (const b of buffers) {
+      this.hash.update(b);
+      this.size += b.length;
+    }
+    writevAll(this.fh, buffers).then(() => done(), done);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.fh
+      .sync()
+      .then(() => this.fh.close())
+      .then(() => done(), done);
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    this.fh.close().then(
+      () => done(err),
+      () => done(err),
+    );
+  }
+
+  /** The entry for the manifest; valid once the stream has finished. */
+  entry(): FileEntry {
+    return { name: basename(this.path), size: this.size, sha256: this.hash.copy().digest("hex") };
+  }
+}
+
+async function writeAll(fh: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off);
+    off += bytesWritten;
+  }
+}
+
+async function writevAll(fh: FileHandle, bufs: Buffer[]): Promise<void> {
+  // writev may write partially; fall back to sequential writes for the remainder.
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  const { bytesWritten } = await fh.writev(bufs);
+  if (bytesWritten === total) return;
+  let skip = bytesWritten;
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    await writeAll(fh, b.subarray(skip));
+    skip = 0;
+  }
+}
+
+/** Writes a small file durably under a new name: temp file, fsync, rename, fsync of the directory. */
+export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, FILE_MODE);
+  try {
+    await fh.chmod(FILE_MODE);
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await syncDir(dirname(path));
+}
+
+/** Writes a small new file in a directory that will be synced later (inside a version being built). */
+export async function writeFileDurable(path: string, data: string | Buffer): Promise<FileEntry> {
+  const w = await HashingFileWriter.create(path);
+  await new Promise<void>((resolve, reject) => {
+    w.on("error", reject);
+    w.end(typeof data === "string" ? Buffer.from(data) : data, () => resolve());
+  });
+  return w.entry();
+}

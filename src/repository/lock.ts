@@ -1,0 +1,168 @@
+// The exclusive repository lock: a file naming its holder, refreshed while held, taken over when stale.
+
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { link, readFile, rename, rm, unlink } from "node:fs/promises";
+import { LockedError } from "../errors";
+import { writeFileAtomic, writeFileDurable } from "./files";
+import { LOCK_FILE } from "./layout";
+import { fsError } from "./repository";
+
+export interface LockInfo {
+  host: string;
+  pid: number;
+  command: string;
+  /** ISO times. */
+  started: string;
+  refreshed: string;
+  id: string;
+}
+
+/** A lock not refreshed for this long is stale even if its host cannot be checked. */
+export const STALE_AFTER_MS = 10 * 60_000;
+const REFRESH_EVERY_MS = 60_000;
+
+export interface LockOptions {
+  /** Keep trying for this long when the lock is held (the daemon waits; people are told at once). */
+  waitMs?: number;
+  /** Told about stale locks taken over. */
+  onMessage?: (text: string) => void;
+  now?: () => Date;
+}
+
+export class RepositoryLock {
+  private timer: NodeJS.Timeout | undefined;
+  private released = false;
+
+  private constructor(
+    private readonly path: string,
+    private info: LockInfo,
+  ) {}
+
+  /** Takes the lock on the repository at `root`, or throws LockedError naming the holder. */
+  static async acquire(root: string, command: string, options: LockOptions = {}): Promise<RepositoryLock> {
+    const now = options.now ?? (() => new Date());
+    const path = join(root, LOCK_FILE);
+    const t = now().toISOString();
+    const info: LockInfo = { host: hostname(), pid: process.pid, command, started: t, refreshed: t, id: randomBytes(8).toString("hex") };
+    const deadline = Date.now() + (options.waitMs ?? 0);
+    for (;;) {
+      if (await tryCreate(root, path, info)) {
+        const lock = new RepositoryLock(path, info);
+        lock.startRefresh(now);
+        return lock;
+      }
+      const holder = await readLock(path);
+      if (holder === undefined) continue; // vanished between our attempt and the read: try again
+      const stale = staleReason(holder, now());
+      if (stale) {
+        options.onMessage?.(`taking over a stale lock: ${describeLock(holder)} (${stale})`);
+        await takeAway(root, path);
+        continue;
+      }
+      if (Date.now() >= deadline) {
+        throw new LockedError(`repository ${root} is ${describeLock(holder)}`, {
+          hint: "Wait for that run to finish. If it is gone for sure, run `incus-backup unlock`.",
+        });
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+
+  private startRefresh(now: () => Date): void {
+    this.timer = setInterval(() => {
+      this.info = { ...this.info, refreshed: now().toISOString() };
+      writeFileAtomic(this.path, JSON.stringify(this.info) + "\n").catch(() => undefined);
+    }, REFRESH_EVERY_MS);
+    this.timer.unref();
+  }
+
+  /** Releases the lock if it is still ours. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.timer) clearInterval(this.timer);
+    const holder = await readLock(this.path);
+    if (holder?.id === this.info.id) await unlink(this.path).catch(() => undefined);
+  }
+}
+
+async function tryCreate(root: string, path: string, info: LockInfo): Promise<boolean> {
+  // Write the full record under a private name, then link it into place: link fails if the lock
+  // exists, so creation is atomic and no reader ever sees a half-written lock.
+  const tmp = join(root, `.${LOCK_FILE}-${info.id}`);
+  try {
+    await rm(tmp, { force: true });
+    await writeFileDurable(tmp, JSON.stringify(info) + "\n");
+  } catch (err) {
+    throw fsError("lock repository in", root, err);
+  }
+  try {
+    await link(tmp, path);
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === "EEXIST") return false;
+    throw fsError("lock repository in", root, err);
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}
+
+/** Moves a stale lock out of the way; only one of several racing takers succeeds in the rename. */
+async function takeAway(root: string, path: string): Promise<void> {
+  const aside = join(root, `.${LOCK_FILE}-stale-${randomBytes(6).toString("hex")}`);
+  try {
+    await rename(path, aside);
+    await rm(aside, { force: true });
+  } catch (err) {
+    if ((err as { code?: string }).code !== "ENOENT") throw fsError("remove stale lock", path, err);
+  }
+}
+
+export async function readLock(path: string): Promise<LockInfo | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as { code?: string }).code === "ENOENT") return undefined;
+    throw fsError("read lock", path, err);
+  }
+  try {
+    const info = JSON.parse(text) as LockInfo;
+    if (typeof info.pid === "number" && typeof info.host === "string") return info;
+  } catch {
+    // fall through: an unreadable lock is treated as held since now, so it goes stale in time
+  }
+  return { host: "?", pid: 0, command: "?", started: new Date(0).toISOString(), refreshed: new Date().toISOString(), id: "?" };
+}
+
+/** Why a lock is stale, or undefined if its holder may still be alive. */
+export function staleReason(info: LockInfo, now: Date, host = hostname(), alive = pidAlive): string | undefined {
+  if (info.host === host && info.pid > 0 && !alive(info.pid)) return `process ${info.pid} is gone`;
+  const age = now.getTime() - Date.parse(info.refreshed);
+  if (Number.isFinite(age) && age > STALE_AFTER_MS) return `not refreshed for ${Math.round(age / 60_000)} min`;
+  return undefined;
+}
+
+export function describeLock(info: LockInfo): string {
+  const since = info.started.replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return `locked by pid ${info.pid} on host ${info.host} since ${since} (${info.command})`;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === "EPERM";
+  }
+}
+
+/** Removes the lock whoever holds it (the `unlock` command). */
+export async function forceUnlock(root: string): Promise<LockInfo | undefined> {
+  const path = join(root, LOCK_FILE);
+  const info = await readLock(path);
+  if (info) await unlink(path).catch(() => undefined);
+  return info;
+}

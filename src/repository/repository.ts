@@ -1,0 +1,449 @@
+// The backup repository in a directory: open or create it, list versions, write one atomically.
+
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { readdir, readFile, rename, rm, stat, access, constants as fsc } from "node:fs/promises";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { isVersion, nextVersion, versionAt, type Version } from "../core/version";
+import type { ItemKey, Kind } from "../core/selection";
+import { KINDS, itemLabel } from "../core/selection";
+import { IntegrityError, RepositoryError, errorMessage } from "../errors";
+import { HashingFileWriter, mkdirPrivate, syncDir, writeFileAtomic, writeFileDurable } from "./files";
+import {
+  FORMAT_FILE,
+  KEY_DEPTH,
+  KIND_DIRS,
+  REPOSITORY_FORMAT,
+  RUNS_DIR,
+  TMP_DIR,
+  itemPath,
+  keyFromParts,
+  versionPath,
+} from "./layout";
+import { MANIFEST_FILE, SUMS_FILE, manifestProblem, type FileEntry, type Manifest } from "./manifest";
+
+/** A complete version found in the repository. */
+export interface VersionEntry {
+  manifest: Manifest;
+  /** Absolute path of the version directory. */
+  dir: string;
+  /** Total size of its files. */
+  size: number;
+}
+
+/** A version directory whose manifest is missing, unreadable or inconsistent. */
+export interface DamagedEntry {
+  key: ItemKey;
+  version: Version;
+  dir: string;
+  problem: string;
+}
+
+/** What one backup run did, kept in runs/VERSION.json for `status`. */
+export interface RunRecord {
+  version: Version;
+  command: string;
+  started: string;
+  finished?: string;
+  status: "running" | "ok" | "partial" | "failed" | "interrupted";
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number }>;
+}
+
+export interface Listing {
+  versions: VersionEntry[];
+  damaged: DamagedEntry[];
+}
+
+/** Turns a filesystem error into a one-line repository error naming the path. */
+export function fsError(action: string, path: string, err: unknown): RepositoryError {
+  const code = (err as { code?: string }).code;
+  const reason =
+    code === "ENOSPC"
+      ? "no space left on device"
+      : code === "EROFS"
+        ? "read-only file system"
+        : code === "EACCES" || code === "EPERM"
+          ? "permission denied"
+          : code === "ENOENT"
+            ? "no such file or directory"
+            : code === "EDQUOT"
+              ? "disk quota exceeded"
+              : errorMessage(err);
+  return new RepositoryError(`cannot ${action} ${path}: ${reason}`, { cause: err });
+}
+
+export class Repository {
+  private constructor(readonly root: string) {}
+
+  /**
+   * Opens the repository at `root`. The directory must exist: a missing directory is more often an
+   * unmounted NAS than a wish to write to the local disk. With `create`, an empty directory is made
+   * into a new repository; a non-empty directory without the marker file is refused.
+   */
+  static async open(root: string, options: { create: boolean }): Promise<{ repo: Repository; created: boolean }> {
+    let st;
+    try {
+      st = await stat(root);
+    } catch (err) {
+      throw fsError("open backup directory", root, err);
+    }
+    if (!st.isDirectory()) throw new RepositoryError(`backup directory ${root} is not a directory`);
+    const repo = new Repository(root);
+    const marker = join(root, FORMAT_FILE);
+    let text: string | undefined;
+    try {
+      text = await readFile(marker, "utf8");
+    } catch (err) {
+      if ((err as { code?: string }).code !== "ENOENT") throw fsError("read", marker, err);
+    }
+    if (text !== undefined) {
+      repo.checkFormat(text, marker);
+      return { repo, created: false };
+    }
+    const entries = await readdir(root).catch((err: unknown) => {
+      throw fsError("read backup directory", root, err);
+    });
+    if (entries.filter((e) => e !== "lost+found").length > 0) {
+      throw new RepositoryError(`${root} is not an incus-backup repository (no ${FORMAT_FILE}) and is not empty`, {
+        hint: "Point --dir at an empty directory or at an existing incus-backup repository.",
+      });
+    }
+    if (!options.create) return { repo, created: false };
+    await repo.initialize();
+    return { repo, created: true };
+  }
+
+  /** Whether the marker file exists (an empty directory opened without `create` has none yet). */
+  async isInitialized(): Promise<boolean> {
+    return exists(join(this.root, FORMAT_FILE));
+  }
+
+  /** Makes the (empty, checked by open) directory a repository by writing the marker file. */
+  async initialize(): Promise<void> {
+    const marker = join(this.root, FORMAT_FILE);
+    const format = { format: "incus-backup", version: REPOSITORY_FORMAT, created: new Date().toISOString(), id: randomBytes(8).toString("hex") };
+    try {
+      await writeFileAtomic(marker, JSON.stringify(format, null, 2) + "\n");
+    } catch (err) {
+      throw fsError("initialize repository in", this.root, err);
+    }
+  }
+
+  private checkFormat(text: string, path: string): void {
+    let f: { format?: unknown; version?: unknown };
+    try {
+      f = JSON.parse(text) as typeof f;
+    } catch {
+      throw new RepositoryError(`${path} is not valid JSON: the repository marker is damaged`);
+    }
+    if (typeof f !== "object" || f === null || f.format !== "incus-backup") {
+      throw new RepositoryError(`${path} does not describe an incus-backup repository`);
+    }
+    if (f.version !== REPOSITORY_FORMAT) {
+      throw new RepositoryError(`repository format ${JSON.stringify(f.version)} in ${path} is not supported (this tool reads ${REPOSITORY_FORMAT})`, {
+        hint: "Use the incus-backup release that wrote this repository.",
+      });
+    }
+  }
+
+  /** Fails early, with a clear message, if the directory cannot be written. */
+  async checkWritable(): Promise<void> {
+    try {
+      await access(this.root, fsc.W_OK);
+    } catch (err) {
+      throw fsError("write to backup directory", this.root, err);
+    }
+  }
+
+  /** Every complete version of the given kinds, and the damaged ones found on the way. */
+  async list(kinds: readonly Kind[] = KINDS): Promise<Listing> {
+    const out: Listing = { versions: [], damaged: [] };
+    for (const kind of kinds) {
+      const base = join(this.root, KIND_DIRS[kind]);
+      for (const parts of await walk(base, KEY_DEPTH[kind])) {
+        const key = keyFromParts(kind, parts);
+        const dir = itemPath(this.root, key);
+        for (const version of await dirNames(dir)) {
+          if (!isVersion(version)) continue;
+          const r = await this.readVersion(key, version);
+          if ("problem" in r) out.damaged.push(r);
+          else out.versions.push(r);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Reads and checks one version's manifest (not its data files: see verifyFile). */
+  async readVersion(key: ItemKey, version: Version): Promise<VersionEntry | DamagedEntry> {
+    const dir = versionPath(this.root, key, version);
+    const damaged = (problem: string): DamagedEntry => ({ key, version, dir, problem });
+    let text: string;
+    try {
+      text = await readFile(join(dir, MANIFEST_FILE), "utf8");
+    } catch (err) {
+      return damaged((err as { code?: string }).code === "ENOENT" ? `${MANIFEST_FILE} is missing` : `cannot read ${MANIFEST_FILE}: ${errorMessage(err)}`);
+    }
+    const sums = await readSums(join(dir, SUMS_FILE));
+    if (typeof sums === "string") return damaged(sums);
+    const expected = sums.get(MANIFEST_FILE);
+    const actual = createHash("sha256").update(text).digest("hex");
+    if (expected !== actual) return damaged(`${MANIFEST_FILE} does not match its checksum in ${SUMS_FILE}`);
+    let manifest: Manifest;
+    try {
+      manifest = JSON.parse(text) as Manifest;
+    } catch {
+      return damaged(`${MANIFEST_FILE} is not valid JSON`);
+    }
+    const problem = manifestProblem(manifest);
+    if (problem) return damaged(`${MANIFEST_FILE}: ${problem}`);
+    if (
+      manifest.kind !== key.kind ||
+      manifest.version !== version ||
+      manifest.name !== key.name ||
+      (key.kind !== "database" && manifest.project !== key.project) ||
+      (key.kind === "volume" && manifest.pool !== key.pool)
+    ) {
+      return damaged(`${MANIFEST_FILE} describes another item or version than its directory`);
+    }
+    for (const f of manifest.files) {
+      if (sums.get(f.name) !== f.sha256) return damaged(`${f.name}: checksum in ${MANIFEST_FILE} and ${SUMS_FILE} disagree`);
+    }
+    return { manifest, dir, size: manifest.files.reduce((n, f) => n + f.size, 0) };
+  }
+
+  /** Checks one file of a version against its manifest entry: size first, then sha256. */
+  async verifyFile(entry: VersionEntry, file: FileEntry, signal?: AbortSignal): Promise<void> {
+    const path = join(entry.dir, file.name);
+    let st;
+    try {
+      st = await stat(path);
+    } catch (err) {
+      throw new IntegrityError(`${path}: ${errorMessage(fsError("read", path, err)).replace(/^cannot read [^:]*: /, "")}`);
+    }
+    if (st.size !== file.size) {
+      throw new IntegrityError(`${path}: size is ${st.size} bytes, the manifest says ${file.size}`);
+    }
+    const hash = createHash("sha256");
+    try {
+      await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), hash, signal === undefined ? {} : { signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new IntegrityError(`${path}: cannot read: ${errorMessage(err)}`);
+    }
+    const sum = hash.digest("hex");
+    if (sum !== file.sha256) throw new IntegrityError(`${path}: sha256 mismatch (the file is corrupt)`);
+  }
+
+  /** Starts writing a new version of an item in a private temporary directory. */
+  async begin(key: ItemKey, version: Version): Promise<VersionWriter> {
+    const final = versionPath(this.root, key, version);
+    if (await exists(final)) throw new RepositoryError(`${itemLabel(key)} already has a version ${version}`);
+    const tmp = join(this.root, TMP_DIR, `${version}-${key.kind}-${randomBytes(6).toString("hex")}`);
+    try {
+      await mkdirPrivate(tmp);
+    } catch (err) {
+      throw fsError("create", tmp, err);
+    }
+    return new VersionWriter(key, version, tmp, final);
+  }
+
+  /** Removes leftovers of writers that died. Only call while holding the repository lock. */
+  async cleanupTemp(): Promise<string[]> {
+    const base = join(this.root, TMP_DIR);
+    const names = await dirNames(base);
+    for (const n of names) await rm(join(base, n), { recursive: true, force: true });
+    return names;
+  }
+
+  /** Deletes one version; its directory is first renamed aside so a crash never leaves half of it listed. */
+  async deleteVersion(entry: VersionEntry | DamagedEntry): Promise<void> {
+    const dir = entry.dir;
+    const doomed = join(this.root, TMP_DIR, `deleting-${randomBytes(6).toString("hex")}`);
+    try {
+      await mkdirPrivate(join(this.root, TMP_DIR));
+      await rename(dir, doomed);
+      await syncDir(join(dir, ".."));
+      await rm(doomed, { recursive: true, force: true });
+    } catch (err) {
+      throw fsError("delete", dir, err);
+    }
+  }
+
+  /**
+   * Claims a version name for a new run: the run's start time, moved on by a second while an
+   * earlier run already used it. Only call while holding the repository lock.
+   */
+  async reserveVersion(at: Date, record: Omit<RunRecord, "version">): Promise<Version> {
+    const dir = join(this.root, RUNS_DIR);
+    try {
+      await mkdirPrivate(dir);
+    } catch (err) {
+      throw fsError("create", dir, err);
+    }
+    let version = versionAt(at);
+    for (;;) {
+      const path = join(dir, `${version}.json`);
+      if (!(await exists(path))) {
+        await this.saveRun({ ...record, version } as RunRecord);
+        return version;
+      }
+      version = nextVersion(version);
+    }
+  }
+
+  /** Writes (or rewrites) the record of a run. */
+  async saveRun(record: RunRecord): Promise<void> {
+    const path = join(this.root, RUNS_DIR, `${record.version}.json`);
+    try {
+      await writeFileAtomic(path, JSON.stringify(record, null, 2) + "\n");
+    } catch (err) {
+      throw fsError("write", path, err);
+    }
+  }
+
+  /** Run records, oldest first; unreadable ones are skipped. */
+  async listRuns(): Promise<RunRecord[]> {
+    const dir = join(this.root, RUNS_DIR);
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((n) => n.endsWith(".json")).sort();
+    } catch {
+      return [];
+    }
+    const out: RunRecord[] = [];
+    for (const n of names) {
+      try {
+        const r = JSON.parse(await readFile(join(dir, n), "utf8")) as RunRecord;
+        if (typeof r === "object" && r !== null && typeof r.version === "string") out.push(r);
+      } catch {
+        // a damaged run record only affects `status`; skip it
+      }
+    }
+    return out;
+  }
+
+  /** Total bytes of all complete versions (for status). */
+  async totalSize(): Promise<number> {
+    const { versions } = await this.list();
+    return versions.reduce((n, v) => n + v.size, 0);
+  }
+}
+
+/** Builds one version in a temp directory; `commit` makes it appear, complete, in one rename. */
+export class VersionWriter {
+  private readonly files: FileEntry[] = [];
+  private done = false;
+
+  constructor(
+    readonly key: ItemKey,
+    readonly version: Version,
+    readonly tmpDir: string,
+    readonly finalDir: string,
+  ) {}
+
+  /** A new data file; the caller streams into it and ends it. */
+  async createFile(name: string): Promise<HashingFileWriter> {
+    const path = join(this.tmpDir, name);
+    try {
+      return await HashingFileWriter.create(path);
+    } catch (err) {
+      throw fsError("create", path, err);
+    }
+  }
+
+  /** Records a finished data file for the manifest. */
+  addFile(entry: FileEntry): void {
+    this.files.push(entry);
+  }
+
+  /** Writes a small file (JSON, SQL text) and records it. */
+  async writeFile(name: string, data: string | Buffer): Promise<FileEntry> {
+    const path = join(this.tmpDir, name);
+    try {
+      const entry = await writeFileDurable(path, data);
+      this.files.push(entry);
+      return entry;
+    } catch (err) {
+      throw fsError("write", path, err);
+    }
+  }
+
+  /**
+   * Writes the manifest and SHA256SUMS, syncs everything, and renames the directory into place.
+   * Until this returns, nothing of the version is visible to `list`.
+   */
+  async commit(manifest: Omit<Manifest, "files">): Promise<VersionEntry> {
+    const full: Manifest = { ...manifest, files: [...this.files] } as Manifest;
+    const text = JSON.stringify(full, null, 2) + "\n";
+    try {
+      const m = await writeFileDurable(join(this.tmpDir, MANIFEST_FILE), text);
+      const lines = [...this.files, m].map((f) => `${f.sha256}  ${f.name}\n`).join("");
+      await writeFileDurable(join(this.tmpDir, SUMS_FILE), lines);
+      await syncDir(this.tmpDir);
+      const parent = join(this.finalDir, "..");
+      await mkdirPrivate(parent);
+      await rename(this.tmpDir, this.finalDir);
+      await syncDir(parent);
+    } catch (err) {
+      throw fsError("save backup to", this.finalDir, err);
+    }
+    this.done = true;
+    return { manifest: full, dir: this.finalDir, size: this.files.reduce((n, f) => n + f.size, 0) };
+  }
+
+  /** Throws the partial version away (after a failure or an interrupt). */
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await rm(this.tmpDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+async function readSums(path: string): Promise<Map<string, string> | string> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    return (err as { code?: string }).code === "ENOENT" ? `${SUMS_FILE} is missing` : `cannot read ${SUMS_FILE}: ${errorMessage(err)}`;
+  }
+  const map = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const m = /^([0-9a-f]{64}) [ *](.+)$/.exec(line);
+    if (!m) return `${SUMS_FILE} is malformed`;
+    map.set(m[2]!, m[1]!);
+  }
+  return map;
+}
+
+/** Subdirectory names of `dir` (none if it does not exist). */
+async function dirNames(dir: string): Promise<string[]> {
+  try {
+    const entries = await readdir(dir, { withFileTypes: true });
+    return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  } catch (err) {
+    if ((err as { code?: string }).code === "ENOENT" || (err as { code?: string }).code === "ENOTDIR") return [];
+    throw fsError("read", dir, err);
+  }
+}
+
+/** All directory paths exactly `depth` levels below `base`, as component lists. */
+async function walk(base: string, depth: number): Promise<string[][]> {
+  if (depth === 0) return [[]];
+  const out: string[][] = [];
+  for (const name of await dirNames(base)) {
+    for (const rest of await walk(join(base, name), depth - 1)) out.push([name, ...rest]);
+  }
+  return out;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
