@@ -4,8 +4,11 @@
 export type Version = string;
 
 const VERSION_RE = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})$/;
-/** Any prefix of a version: "2025", "20250914", "20250914-03", "20250914-030002". */
-const PREFIX_RE = /^\d{1,8}(-\d{0,6})?$/;
+/**
+ * Any prefix of a version: "2025", "20250914", "20250914-03", "20250914-030002". The dash only
+ * after all eight date digits, so "2025-09" is refused rather than matching nothing.
+ */
+const PREFIX_RE = /^(\d{1,7}|\d{8}(-\d{0,6})?)$/;
 
 /** The version name for a moment, in UTC. */
 export function versionAt(date: Date): Version {
