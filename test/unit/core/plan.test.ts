@@ -1,0 +1,397 @@
+// Restore planning: what each selected item restores from, what it replaces, what stops and starts.
+
+import { describe, expect, it } from "vitest";
+import { NotFoundError, UsageError } from "../../../src/errors";
+import { isDestructive, planRestore, type Candidate, type LiveState, type Plan, type PlanOptions, type Step } from "../../../src/core/plan";
+import type { Selection } from "../../../src/core/selection";
+import type { Manifest } from "../../../src/repository/manifest";
+
+const SHA = "a".repeat(64);
+
+function instance(project: string, name: string, version: string, status = "Stopped"): Candidate {
+  return candidate({ kind: "instance", project, name, version, status, files: [{ name: "instance.tar.zst", size: 100, sha256: SHA }] });
+}
+
+function volume(project: string, pool: string, name: string, version: string): Candidate {
+  return candidate({ kind: "volume", project, pool, name, version, files: [{ name: "volume.tar.zst", size: 200, sha256: SHA }] });
+}
+
+function candidate(m: Pick<Manifest, "kind" | "project" | "name" | "version" | "files"> & Partial<Manifest>): Candidate {
+  const manifest: Manifest = {
+    format: 1,
+    created: "2025-09-14T03:00:02.000Z",
+    tool: { name: "incus-backup", version: "test" },
+    server: {},
+    options: {},
+    ...m,
+  };
+  const dir = ["/repo", `${m.kind}s`, m.project, ...(m.pool === undefined ? [] : [m.pool]), m.name, m.version].join("/");
+  return { manifest, dir };
+}
+
+type User = { project: string; name: string; running: boolean };
+
+function live(instances: Record<string, string> = {}, volumes: Record<string, User[]> = {}): LiveState {
+  const state = {
+    instances: new Map(Object.entries(instances).map(([k, status]) => [k, { status }])),
+    volumes: new Map(Object.entries(volumes).map(([k, users]) => [k, { users }])),
+    images: new Set<string>(),
+    aliases: new Map<string, string>(),
+  };
+  return state;
+}
+
+function opts(selection: Partial<Selection>, rest: Partial<PlanOptions> = {}): PlanOptions {
+  return { selection: { kinds: ["volume", "instance"], names: [], ...selection }, noStart: false, ...rest };
+}
+
+/** A compact view of the steps: "op target from version". */
+function summary(plan: Plan): string[] {
+  return plan.steps.map((s) => {
+    const t = s.target;
+    const where = t.kind === "volume" ? `${t.project}/${t.pool}/${t.name}` : `${t.project}/${t.name}`;
+    return `${s.op} ${t.kind} ${where} from ${s.source.manifest.version}`;
+  });
+}
+
+function only<T extends Step["op"]>(plan: Plan, op: T): Extract<Step, { op: T }> {
+  expect(plan.steps).toHaveLength(1);
+  const step = plan.steps[0]!;
+  expect(step.op).toBe(op);
+  return step as Extract<Step, { op: T }>;
+}
+
+describe("planRestore: missing items are created", () => {
+  it.each<[string, boolean, boolean]>([
+    ["Running", false, true],
+    ["Running", true, false],
+    ["Stopped", false, false],
+    ["Frozen", false, false],
+  ])("an instance backed up %s (noStart %s) -> start %s", (status, noStart, start) => {
+    const plan = planRestore([instance("default", "web", "20250914-030002", status)], live(), opts({ kinds: ["instance"] }, { noStart }));
+    const step = only(plan, "create");
+    expect(step.start).toBe(start);
+    expect(step.target).toEqual({ kind: "instance", project: "default", name: "web" });
+    expect(isDestructive(plan)).toBe(false);
+  });
+
+  it("creates a missing volume and never starts anything for it", () => {
+    const plan = planRestore([volume("default", "fast", "data", "20250914-030002")], live(), opts({ kinds: ["volume"] }));
+    const step = only(plan, "create");
+    expect(step.start).toBe(false);
+    expect(step.target).toEqual({ kind: "volume", project: "default", pool: "fast", name: "data" });
+  });
+
+  it("does not take a same-named volume in another pool, or instance in another project, for the target", () => {
+    const plan = planRestore(
+      [volume("default", "fast", "data", "20250914-030002"), instance("default", "web", "20250914-030002")],
+      live({ "prod/web": "Running" }, { "default/slow/data": [] }),
+      opts({}),
+    );
+    expect(plan.steps.map((s) => s.op)).toEqual(["create", "create"]);
+  });
+});
+
+describe("planRestore: existing instances are replaced", () => {
+  it.each<[string, boolean, boolean, boolean]>([
+    ["Running", false, true, true],
+    ["Running", true, true, false],
+    ["Stopped", false, false, false],
+    ["Stopped", true, false, false],
+  ])("live status %s, noStart %s -> wasRunning %s, start %s", (status, noStart, wasRunning, start) => {
+    const plan = planRestore(
+      [instance("default", "web", "20250914-030002", "Running")],
+      live({ "default/web": status }),
+      opts({ kinds: ["instance"] }, { noStart }),
+    );
+    const step = only(plan, "replace");
+    expect(step.wasRunning).toBe(wasRunning);
+    expect(step.start).toBe(start);
+    expect(isDestructive(plan)).toBe(true);
+  });
+
+  it("goes by the live status, not the status at backup time", () => {
+    const plan = planRestore([instance("default", "web", "20250914-030002", "Stopped")], live({ "default/web": "Running" }), opts({}));
+    expect(only(plan, "replace").start).toBe(true);
+  });
+});
+
+describe("planRestore: existing volumes get their contents replaced", () => {
+  const users: User[] = [
+    { project: "default", name: "app", running: true },
+    { project: "default", name: "idle", running: false },
+    { project: "other", name: "worker", running: true },
+  ];
+
+  it("stops the running users and starts them again", () => {
+    const plan = planRestore([volume("default", "fast", "data", "20250914-030002")], live({}, { "default/fast/data": users }), opts({}));
+    const step = only(plan, "replace-contents");
+    expect(step.restart).toEqual([
+      { project: "default", name: "app", running: true },
+      { project: "other", name: "worker", running: true },
+    ]);
+    expect(step.stopOnly).toEqual([]);
+    expect(isDestructive(plan)).toBe(true);
+  });
+
+  it("with noStart, stops the running users and leaves them stopped", () => {
+    const plan = planRestore([volume("default", "fast", "data", "20250914-030002")], live({}, { "default/fast/data": users }), opts({}, { noStart: true }));
+    const step = only(plan, "replace-contents");
+    expect(step.restart).toEqual([]);
+    expect(step.stopOnly.map((u) => u.name)).toEqual(["app", "worker"]);
+  });
+
+  it("only stops users that are replaced later in the same plan; their own step starts them", () => {
+    const plan = planRestore(
+      [instance("default", "app", "20250914-030002", "Running"), volume("default", "fast", "data", "20250914-030002")],
+      live({ "default/app": "Running", "other/worker": "Running" }, { "default/fast/data": users }),
+      opts({ project: "default" }),
+    );
+    expect(summary(plan)).toEqual([
+      "replace-contents volume default/fast/data from 20250914-030002",
+      "replace instance default/app from 20250914-030002",
+    ]);
+    const [vol, inst] = plan.steps as [Extract<Step, { op: "replace-contents" }>, Extract<Step, { op: "replace" }>];
+    expect(vol.restart.map((u) => `${u.project}/${u.name}`)).toEqual(["other/worker"]);
+    expect(vol.stopOnly.map((u) => `${u.project}/${u.name}`)).toEqual(["default/app"]);
+    expect(inst.wasRunning).toBe(true);
+    expect(inst.start).toBe(true);
+  });
+
+  it("restarts a user that is created (not replaced) by the plan like any other", () => {
+    // An instance in the plan that does not exist yet cannot be a user of the volume; one of the
+    // same name in another project is a different instance.
+    const plan = planRestore(
+      [instance("prod", "app", "20250914-030002", "Running"), volume("default", "fast", "data", "20250914-030002")],
+      live({ "default/app": "Running" }, { "default/fast/data": [{ project: "default", name: "app", running: true }] }),
+      opts({}),
+    );
+    const vol = plan.steps[0] as Extract<Step, { op: "replace-contents" }>;
+    expect(vol.restart.map((u) => u.name)).toEqual(["app"]);
+    expect(vol.stopOnly).toEqual([]);
+    expect(plan.steps[1]?.op).toBe("create");
+  });
+});
+
+describe("planRestore: order and versions", () => {
+  const candidates = [
+    instance("default", "web", "20250913-030000"),
+    instance("default", "web", "20250914-150000"),
+    instance("default", "web", "20250914-030002"),
+    instance("default", "web", "20250915-030000"),
+    volume("default", "fast", "data", "20250914-030002"),
+    volume("default", "fast", "data", "20250915-030000"),
+    instance("default", "db", "20250914-030002"),
+  ];
+
+  it("puts volumes before instances whatever the candidates' order", () => {
+    for (const order of [candidates, [...candidates].reverse()]) {
+      const kinds = planRestore(order, live(), opts({})).steps.map((s) => s.target.kind);
+      expect(kinds).toEqual(["volume", "instance", "instance"]);
+    }
+  });
+
+  it("picks the latest version of each item by default, with no notes", () => {
+    const plan = planRestore(candidates, live(), opts({}));
+    expect(summary(plan).sort()).toEqual([
+      "create instance default/db from 20250914-030002",
+      "create instance default/web from 20250915-030000",
+      "create volume default/fast/data from 20250915-030000",
+    ]);
+    expect(plan.notes).toEqual([]);
+    expect(plan.skipped).toEqual([]);
+  });
+
+  it("picks the latest version of the day for a day prefix and says so", () => {
+    const plan = planRestore(candidates, live(), opts({ kinds: ["instance"], names: ["web"] }, { version: "20250914" }));
+    expect(summary(plan)).toEqual(["create instance default/web from 20250914-150000"]);
+    expect(plan.notes).toEqual(["instance default/web: --version 20250914 picked 20250914-150000"]);
+  });
+
+  it("adds no note when --version is a full version", () => {
+    const plan = planRestore(candidates, live(), opts({ names: ["web"] }, { version: "20250914-030002" }));
+    expect(summary(plan)).toEqual(["create instance default/web from 20250914-030002"]);
+    expect(plan.notes).toEqual([]);
+  });
+
+  it("skips the items that have no matching version and restores the others", () => {
+    const plan = planRestore(candidates, live(), opts({}, { version: "20250915" }));
+    expect(summary(plan)).toEqual([
+      "create volume default/fast/data from 20250915-030000",
+      "create instance default/web from 20250915-030000",
+    ]);
+    expect(plan.skipped).toEqual([{ item: { kind: "instance", project: "default", name: "db" }, reason: "no version matching 20250915" }]);
+  });
+
+  it("refuses a version that nothing has, listing the available ones newest first", () => {
+    const run = () => planRestore(candidates, live(), opts({ names: ["web"] }, { version: "2024" }));
+    expect(run).toThrow(NotFoundError);
+    expect(run).toThrow('no version matching "2024"; available: 20250915-030000, 20250914-150000, 20250914-030002, 20250913-030000');
+  });
+
+  it("lists only the available versions of the selected items", () => {
+    const run = () => planRestore(candidates, live(), opts({ kinds: ["volume"] }, { version: "20250913" }));
+    expect(run).toThrow(/available: 20250915-030000, 20250914-030002$/);
+  });
+
+  it("shortens a long list of available versions", () => {
+    const many = Array.from({ length: 25 }, (_, i) => instance("default", "web", `202509${String(i + 1).padStart(2, "0")}-000000`));
+    let message = "";
+    try {
+      planRestore(many, live(), opts({}, { version: "2024" }));
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/available: 20250925-000000, .*, 20250906-000000, \.\.\.$/);
+    expect(message.split(", ")).toHaveLength(21);
+  });
+});
+
+describe("planRestore: what the selection designates", () => {
+  it("refuses a selection that matches nothing", () => {
+    const run = () => planRestore([instance("default", "web", "20250914-030002")], live(), opts({ names: ["nope"] }));
+    expect(run).toThrow(NotFoundError);
+    expect(run).toThrow(/no backup of volumes, instances named "nope" in the repository/);
+  });
+
+  it("says so when the repository has nothing at all", () => {
+    expect(() => planRestore([], live(), opts({ project: "prod" }))).toThrow(/^no backup of volumes, instances in project prod in the repository$/);
+  });
+
+  it("ignores kinds that are not selected", () => {
+    const plan = planRestore(
+      [instance("default", "data", "20250914-030002"), volume("default", "fast", "data", "20250914-030002")],
+      live(),
+      opts({ kinds: ["volume"], names: ["data"] }),
+    );
+    expect(summary(plan)).toEqual(["create volume default/fast/data from 20250914-030002"]);
+  });
+
+  it("refuses a bare volume name found in two pools, listing both", () => {
+    const run = () =>
+      planRestore(
+        [volume("default", "fast", "data", "20250914-030002"), volume("default", "slow", "data", "20250914-030002")],
+        live(),
+        opts({ names: ["data"] }),
+      );
+    expect(run).toThrow(UsageError);
+    expect(run).toThrow('"data" matches 2 volumes: volume default/fast/data, volume default/slow/data; name the volume as POOL/NAME, or add --project');
+  });
+
+  it("takes POOL/NAME to tell such volumes apart", () => {
+    const plan = planRestore(
+      [volume("default", "fast", "data", "20250914-030002"), volume("default", "slow", "data", "20250914-030002")],
+      live(),
+      opts({ names: ["slow/data"] }),
+    );
+    expect(summary(plan)).toEqual(["create volume default/slow/data from 20250914-030002"]);
+  });
+
+  it("refuses an instance name found in two projects", () => {
+    const run = () =>
+      planRestore([instance("default", "web", "20250914-030002"), instance("prod", "web", "20250914-030002")], live(), opts({ names: ["web"] }));
+    expect(run).toThrow(UsageError);
+    expect(run).toThrow('"web" matches 2 instances: instance default/web, instance prod/web; add --project');
+  });
+
+  it("allows the same name for an instance and a volume", () => {
+    const plan = planRestore(
+      [instance("default", "data", "20250914-030002"), volume("default", "fast", "data", "20250914-030002")],
+      live(),
+      opts({ names: ["data"] }),
+    );
+    expect(plan.steps).toHaveLength(2);
+  });
+
+  it("restores everything in every project without names", () => {
+    const plan = planRestore([instance("default", "web", "20250914-030002"), instance("prod", "web", "20250914-030002")], live(), opts({}));
+    expect(summary(plan)).toHaveLength(2);
+  });
+
+  it("filters by --project", () => {
+    const plan = planRestore(
+      [instance("default", "web", "20250914-030002"), instance("prod", "web", "20250914-030002"), volume("prod", "fast", "data", "20250914-030002")],
+      live(),
+      opts({ names: ["web"], project: "prod" }),
+    );
+    expect(summary(plan)).toEqual(["create instance prod/web from 20250914-030002"]);
+    expect(plan.notes).toEqual([]);
+  });
+
+  it("restores into a --project that has no backups when the rest of the selection matches", () => {
+    const plan = planRestore(
+      [instance("default", "web", "20250914-030002", "Running"), instance("default", "db", "20250914-030002")],
+      live({ "staging/web": "Stopped" }),
+      opts({ kinds: ["instance"], names: ["web"], project: "staging" }),
+    );
+    const step = only(plan, "replace");
+    expect(step.target).toEqual({ kind: "instance", project: "staging", name: "web" });
+    expect(step.source.manifest.project).toBe("default");
+    expect(plan.notes).toEqual(["instance default/web goes into project staging"]);
+  });
+
+  it("still refuses an ambiguous name when restoring into another project", () => {
+    const run = () =>
+      planRestore(
+        [instance("default", "web", "20250914-030002"), instance("prod", "web", "20250914-030002")],
+        live(),
+        opts({ names: ["web"], project: "staging" }),
+      );
+    expect(run).toThrow(UsageError);
+  });
+
+  it("refuses --project naming no backups when nothing else matches either", () => {
+    expect(() => planRestore([instance("default", "web", "20250914-030002")], live(), opts({ names: ["db"], project: "staging" }))).toThrow(NotFoundError);
+  });
+});
+
+describe("planRestore: --target-name", () => {
+  it("refuses more than one item, naming them", () => {
+    const run = () =>
+      planRestore(
+        [instance("default", "web", "20250914-030002"), instance("default", "db", "20250914-030002")],
+        live(),
+        opts({ kinds: ["instance"] }, { targetName: "copy" }),
+      );
+    expect(run).toThrow(UsageError);
+    expect(run).toThrow("--target-name needs exactly one item, but the selection matches 2: instance default/web, instance default/db");
+  });
+
+  it("renames the target and leaves the source alone", () => {
+    const plan = planRestore(
+      [instance("default", "web", "20250914-030002", "Running"), instance("default", "db", "20250914-030002")],
+      live({ "default/web": "Running" }),
+      opts({ names: ["web"] }, { targetName: "web-restored" }),
+    );
+    const step = only(plan, "create");
+    expect(step.target).toEqual({ kind: "instance", project: "default", name: "web-restored" });
+    expect(step.source.manifest.name).toBe("web");
+    expect(step.source.dir).toBe("/repo/instances/default/web/20250914-030002");
+    expect(step.start).toBe(true);
+    expect(isDestructive(plan)).toBe(false);
+  });
+
+  it("replaces an existing item of the target name", () => {
+    const plan = planRestore(
+      [volume("default", "fast", "data", "20250914-030002")],
+      live({}, { "default/fast/copy": [] }),
+      opts({ names: ["fast/data"] }, { targetName: "copy" }),
+    );
+    const step = only(plan, "replace-contents");
+    expect(step.target).toEqual({ kind: "volume", project: "default", pool: "fast", name: "copy" });
+    expect(isDestructive(plan)).toBe(true);
+  });
+});
+
+describe("isDestructive", () => {
+  const c = instance("default", "web", "20250914-030002");
+  const t = { kind: "instance" as const, project: "default", name: "web" };
+  it.each<[string, Step[], boolean]>([
+    ["no steps", [], false],
+    ["only creates", [{ op: "create", source: c, target: t, start: false }], false],
+    ["a replace", [{ op: "create", source: c, target: t, start: false }, { op: "replace", source: c, target: t, wasRunning: false, start: false }], true],
+    ["a contents replace", [{ op: "replace-contents", source: c, target: t, restart: [], stopOnly: [] }], true],
+  ])("%s -> %s", (_label, steps, expected) => {
+    expect(isDestructive({ steps, skipped: [], notes: [] })).toBe(expected);
+  });
+});
