@@ -4,17 +4,21 @@ export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = n;
   let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
+  // Compare with what rounding will show, so 1048575 reads "1.0 MiB", not "1024 KiB", and
+  // 99.96 KiB reads "100 KiB", not "100.0 KiB". Rates are fractional: bytes are rounded too.
+  while (v >= 1023.5 && u < units.length - 1) {
     v /= 1024;
     u++;
   }
-  return u === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[u]}`;
+  return u === 0 ? `${Math.round(n)} B` : `${v.toFixed(v >= 99.95 ? 0 : 1)} ${units[u]}`;
 }
 
 export function formatDuration(seconds: number): string {
-  if (seconds < 60) return `${seconds.toFixed(1)}s`;
-  const m = Math.floor(seconds / 60);
-  const s = Math.round(seconds % 60);
+  // Round before splitting into units, so 119.6 s reads "2m00s", not "1m60s", and 59.96 s not "60.0s".
+  if (Math.round(seconds * 10) < 600) return `${seconds.toFixed(1)}s`;
+  const total = Math.round(seconds);
+  const m = Math.floor(total / 60);
+  const s = total % 60;
   if (m < 60) return `${m}m${String(s).padStart(2, "0")}s`;
   return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`;
 }
