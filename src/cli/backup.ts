@@ -18,11 +18,13 @@ export function backupCommand(ctx: CliContext) {
   return command({
     name: "backup",
     description:
-      "Back up instances and custom volumes. Each run adds one version (YYYYMMDD-HHMMSS, UTC) of each item; --all means instances and volumes.",
+      "Back up instances, volumes, images and the server configuration. Each run adds one version (YYYYMMDD-HHMMSS, UTC) of each item; --all means database, volumes and instances (add --images for images).",
     examples: [
       { description: "Back up everything", command: "incus-backup backup --all --dir=/mnt/nas/sysbackup/incus" },
       { description: "Two instances only", command: "incus-backup backup --instances --name web --name db" },
       { description: "One volume, given with its pool", command: "incus-backup backup --volumes --name default/dockge-data" },
+      { description: "Everything, images included", command: "incus-backup backup --all --images --dir=/mnt/nas/sysbackup/incus" },
+      { description: "The server configuration only", command: "incus-backup backup --database --dir=/mnt/nas/sysbackup/incus" },
     ],
     args: {
       ...selectorArgs,
@@ -46,7 +48,7 @@ export function backupCommand(ctx: CliContext) {
       parallel: option({ long: "parallel", type: optional(number), description: "items backed up at the same time (default 1)" }),
     },
     handler: async (a): Promise<number> => {
-      const selection = selectionOf(a, ["instance", "volume"], false);
+      const selection = selectionOf(a, ["database", "volume", "instance"], false);
       const parallel = a.parallel ?? 1;
       if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw new UsageError("--parallel must be a whole number from 1 to 64");
       if (a.stopTimeout !== undefined && (!Number.isFinite(a.stopTimeout) || a.stopTimeout < 0)) {
@@ -60,7 +62,7 @@ export function backupCommand(ctx: CliContext) {
       try {
         const items = await discoverForBackup(client, selection, ctx.signal);
         if (items.length === 0) {
-          err(ctx, "nothing to back up: no instance or volume matches");
+          err(ctx, "nothing to back up: nothing matches the selection");
           return ExitCode.OK;
         }
         if (!(await repo.isInitialized())) {

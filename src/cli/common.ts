@@ -33,10 +33,17 @@ export const selectorArgs = {
   instance: flag({ long: "instance", description: "same as --instances" }),
   volumes: flag({ long: "volumes", description: "custom storage volumes" }),
   volume: flag({ long: "volume", description: "same as --volumes" }),
+  images: flag({ long: "images", description: "images (a backup includes them only when asked)" }),
+  image: flag({ long: "image", description: "same as --images" }),
+  database: flag({
+    long: "database",
+    description: "the server's configuration: projects, storage pools, networks, profiles (and the SQL dumps)",
+  }),
+  config: flag({ long: "config", description: "same as --database" }),
   names: multioption({
     long: "name",
     type: array(string),
-    description: "only items with this name; repeatable; a volume may be given as POOL/NAME",
+    description: "only items with this name; repeatable; a volume may be POOL/NAME, an image an alias or fingerprint",
   }),
   project: option({ long: "project", type: optional(string), description: "only this project" }),
 };
@@ -47,6 +54,10 @@ export type SelectorValues = {
   instance: boolean;
   volumes: boolean;
   volume: boolean;
+  images: boolean;
+  image: boolean;
+  database: boolean;
+  config: boolean;
   names: string[];
   project: string | undefined;
 };
@@ -57,6 +68,8 @@ export function selectionOf(v: SelectorValues, allKinds: readonly Kind[], defaul
       all: v.all,
       instances: v.instances || v.instance,
       volumes: v.volumes || v.volume,
+      images: v.images || v.image,
+      database: v.database || v.config,
       names: v.names,
       project: v.project,
     },

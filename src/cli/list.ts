@@ -2,7 +2,7 @@
 
 import { command, flag } from "cmd-ts";
 import { ExitCode } from "../errors";
-import { itemId, matches, type Kind } from "../core/selection";
+import { KINDS, itemId, matches } from "../core/selection";
 import type { VersionEntry } from "../repository/repository";
 import { dirArg, openRepository, selectionOf, selectorArgs } from "./common";
 import { err, out, type CliContext } from "./context";
@@ -23,8 +23,7 @@ export function listCommand(ctx: CliContext) {
       json: flag({ long: "json", description: "print a JSON array of versions" }),
     },
     handler: async (a): Promise<number> => {
-      const allKinds: Kind[] = ["instance", "volume"];
-      const selection = selectionOf(a, allKinds, true);
+      const selection = selectionOf(a, KINDS, true);
       const { repo } = await openRepository(ctx, a.dir, false);
       const { versions, damaged } = await repo.list(selection.kinds);
       const chosen = versions.filter((v) => matches(selection, v.manifest));
@@ -72,7 +71,11 @@ export function listCommand(ctx: CliContext) {
 }
 
 function displayName(v: VersionEntry): string {
-  return v.manifest.kind === "volume" ? `${v.manifest.pool}/${v.manifest.name}` : v.manifest.name;
+  const m = v.manifest;
+  if (m.kind === "volume") return `${m.pool}/${m.name}`;
+  if (m.kind === "image") return m.aliases?.length ? `${m.aliases.join(",")} (${m.name.slice(0, 12)})` : m.name.slice(0, 12);
+  if (m.kind === "database") return "-";
+  return m.name;
 }
 
 function sortEntries(list: VersionEntry[]): VersionEntry[] {
@@ -93,6 +96,7 @@ function jsonRow(v: VersionEntry) {
     project: m.project,
     ...(m.pool === undefined ? {} : { pool: m.pool }),
     name: m.name,
+    ...(m.aliases === undefined ? {} : { aliases: m.aliases }),
     version: m.version,
     created: m.created,
     size: v.size,

@@ -2,8 +2,8 @@
 
 import { NotFoundError, UsageError } from "../errors";
 import type { Manifest } from "../repository/manifest";
-import { KINDS, itemId, itemLabel, matches, nameMatches, type ItemKey, type Kind, type Selection } from "./selection";
-import { pickVersion, type Version } from "./version";
+import { KINDS, itemId, itemLabel, matches, nameMatches, type ItemKey, type Selection } from "./selection";
+import { pickVersion } from "./version";
 
 /** One backed-up version available for restore (the repository's VersionEntry, reduced). */
 export interface Candidate {
@@ -22,12 +22,26 @@ export interface LiveState {
   instances: Map<string, { status: string }>;
   /** Existing custom volumes, by `project/pool/name`, with the instances that use them. */
   volumes: Map<string, { users: Array<InstanceRef & { running: boolean }> }>;
+  /** Existing images, by `project/fingerprint`. */
+  images: Set<string>;
+  /** Existing image aliases, by `project/alias`, with the fingerprint they point at. */
+  aliases: Map<string, string>;
 }
 
 export type Step =
   | { op: "create"; source: Candidate; target: ItemKey; start: boolean }
   | { op: "replace"; source: Candidate; target: ItemKey; wasRunning: boolean; start: boolean }
-  | { op: "replace-contents"; source: Candidate; target: ItemKey; restart: InstanceRef[]; stopOnly: InstanceRef[] };
+  | { op: "replace-contents"; source: Candidate; target: ItemKey; restart: InstanceRef[]; stopOnly: InstanceRef[] }
+  | {
+      op: "image";
+      source: Candidate;
+      target: ItemKey;
+      /** The image is there already (same fingerprint, so the same content): not uploaded again. */
+      exists: boolean;
+      createAliases: string[];
+      /** Aliases that point at another image now: moving them is destructive. */
+      moveAliases: Array<{ name: string; from: string }>;
+    };
 
 export interface Plan {
   steps: Step[];
@@ -42,9 +56,12 @@ export interface PlanOptions {
   version?: string;
   targetName?: string;
   noStart: boolean;
+  /** Return an empty plan instead of failing when nothing matches (another part of the restore may). */
+  allowEmpty?: boolean;
 }
 
 export const instanceKey = (project: string, name: string) => `${project}/${name}`;
+export const imageKey = (project: string, fingerprint: string) => `${project}/${fingerprint}`;
 export const volumeKey = (project: string, pool: string, name: string) => `${project}/${pool}/${name}`;
 
 /**
@@ -67,7 +84,10 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
     items = [...byItem.values()].filter((g) => matches(withoutProject, g.key));
     if (items.length > 0) targetProject = sel.project;
   }
-  if (items.length === 0) throw new NotFoundError(nothingMessage(sel, candidates));
+  if (items.length === 0) {
+    if (opts.allowEmpty) return { steps: [], skipped: [], notes: [] };
+    throw new NotFoundError(nothingMessage(sel, candidates));
+  }
   checkAmbiguity(sel, items.map((g) => g.key));
 
   if (opts.targetName !== undefined && items.length !== 1) {
@@ -85,7 +105,7 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
     if (opts.version !== undefined && opts.version !== v) notes.push(`${itemLabel(g.key)}: --version ${opts.version} picked ${v}`);
     chosen.push(g.versions.find((c) => c.manifest.version === v)!);
   }
-  if (chosen.length === 0) {
+  if (chosen.length === 0 && !opts.allowEmpty) {
     const available = [...new Set(items.flatMap((g) => g.versions.map((c) => c.manifest.version)))].sort().reverse();
     throw new NotFoundError(
       `no version matching ${JSON.stringify(opts.version)}; available: ${available.slice(0, 20).join(", ")}${available.length > 20 ? ", ..." : ""}`,
@@ -98,8 +118,10 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
     const target: ItemKey = {
       kind: c.manifest.kind,
       project: targetProject ?? c.manifest.project,
-      name: opts.targetName ?? c.manifest.name,
+      // Images are named by their content; --target-name does not apply to them.
+      name: c.manifest.kind === "image" ? c.manifest.name : (opts.targetName ?? c.manifest.name),
       ...(c.manifest.pool === undefined ? {} : { pool: c.manifest.pool }),
+      ...(c.manifest.aliases === undefined ? {} : { aliases: c.manifest.aliases }),
     };
     if (targetProject !== undefined) notes.push(`${itemLabel(c.manifest)} goes into project ${targetProject}`);
     if (target.kind === "instance" && live.instances.has(instanceKey(target.project, target.name))) {
@@ -133,7 +155,18 @@ function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstanc
     const stopOnly = running.filter((u) => !restart.includes(u));
     return { op: "replace-contents", source: c, target, restart, stopOnly };
   }
-  throw new UsageError(`restoring ${target.kind} items is not supported yet`);
+  if (target.kind === "image") {
+    const aliases = (c.manifest.aliases ?? []);
+    const createAliases: string[] = [];
+    const moveAliases: Array<{ name: string; from: string }> = [];
+    for (const a of aliases) {
+      const now = live.aliases.get(`${target.project}/${a}`);
+      if (now === undefined) createAliases.push(a);
+      else if (now !== target.name) moveAliases.push({ name: a, from: now });
+    }
+    return { op: "image", source: c, target, exists: live.images.has(imageKey(target.project, target.name)), createAliases, moveAliases };
+  }
+  throw new UsageError(`restoring ${target.kind} items is done by the database restore`);
 }
 
 /** A bare name that matches one kind in several pools or projects is refused. */
@@ -177,12 +210,5 @@ function nothingMessage(sel: Selection, candidates: readonly Candidate[]): strin
 
 /** Whether running the plan would destroy or change something that exists now. */
 export function isDestructive(plan: Plan): boolean {
-  return plan.steps.some((s) => s.op !== "create");
+  return plan.steps.some((s) => (s.op === "image" ? s.moveAliases.length > 0 : s.op !== "create"));
 }
-
-/** Kinds present in a plan, in order. */
-export function planKinds(plan: Plan): Kind[] {
-  return KINDS.filter((k) => plan.steps.some((s) => s.target.kind === k));
-}
-
-export type { Version };

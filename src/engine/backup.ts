@@ -26,6 +26,7 @@ import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolum
 import { startInstance, stopInstance } from "./power";
 import type { Reporter } from "./reporter";
 import { runPool } from "./pool";
+import { backupDatabase, backupImage, liveImages, type LiveDatabase, type LiveImage } from "./server_items";
 
 /** Compression algorithms Incus knows, and the file extension each gives the archive. */
 export const COMPRESSIONS: Record<string, string> = {
@@ -75,17 +76,22 @@ export interface BackupResult {
   interrupted: boolean;
 }
 
-type LiveItem = LiveInstance | LiveVolume;
+export type LiveItem = LiveInstance | LiveVolume | LiveImage | LiveDatabase;
 
-/** Finds the items a backup selection covers; a --name that matches nothing is an error. */
+/**
+ * Finds the items a backup selection covers, in the order they are backed up (the server's
+ * configuration first, instances last); a --name that matches nothing is an error.
+ */
 export async function discoverForBackup(c: IncusClient, sel: Selection, signal?: AbortSignal): Promise<LiveItem[]> {
   const items: LiveItem[] = [];
+  if (sel.kinds.includes("database")) items.push({ kind: "database", project: "", name: "server" });
+  if (sel.kinds.includes("image")) items.push(...(await liveImages(c, sel.project, signal)));
   if (sel.kinds.includes("volume")) items.push(...(await liveVolumes(c, sel.project, signal)));
   if (sel.kinds.includes("instance")) items.push(...(await liveInstances(c, sel.project, signal)));
   const chosen = items.filter((i) => matches(sel, i));
   const missing = unmatchedNames(sel, chosen);
   if (missing.length > 0) {
-    const kinds = sel.kinds.filter((k) => k === "instance" || k === "volume").join(" or ");
+    const kinds = sel.kinds.filter((k) => k !== "database").join(" or ");
     throw new NotFoundError(`no ${kinds} named ${missing.map((n) => JSON.stringify(n)).join(", ")}${sel.project ? ` in project ${sel.project}` : ""}`);
   }
   return chosen;
@@ -106,7 +112,7 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
     const t0 = Date.now();
     deps.reporter.itemStart(item);
     try {
-      const bytes = item.kind === "instance" ? await backupInstance(ctx, item) : await backupVolume(ctx, item);
+      const bytes = await backupItem(ctx, item);
       const r: ItemResult = { item, ok: true, bytes, seconds: (Date.now() - t0) / 1000 };
       results.push(r);
       deps.reporter.itemDone(item, { ok: true, bytes, seconds: r.seconds });
@@ -139,7 +145,20 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   return { version, items: results, interrupted };
 }
 
-interface ItemContext {
+function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
+  switch (item.kind) {
+    case "instance":
+      return backupInstance(ctx, item);
+    case "volume":
+      return backupVolume(ctx, item);
+    case "image":
+      return backupImage(ctx, item);
+    case "database":
+      return backupDatabase(ctx, item);
+  }
+}
+
+export interface ItemContext {
   deps: BackupDeps;
   opts: BackupOptions;
   version: Version;
@@ -248,24 +267,14 @@ async function backupWith(
     });
     const entry = sink.entry();
     writer.addFile(entry);
-    const manifest: Omit<Manifest, "files"> = {
-      format: 1,
-      kind: item.kind,
-      project: item.project,
-      ...(meta.pool === undefined ? {} : { pool: meta.pool }),
-      name: item.name,
-      version: ctx.version,
-      created: created.toISOString(),
-      tool: { name: "incus-backup", version: ctx.deps.toolVersion },
-      server: {
-        ...(ctx.serverInfo.name === undefined ? {} : { name: ctx.serverInfo.name }),
-        ...(ctx.serverInfo.version === undefined ? {} : { version: ctx.serverInfo.version }),
-      },
-      options: { compression, optimized_storage: false, ...meta.extraOptions },
-      object: meta.object,
-      ...(meta.status === undefined ? {} : { status: meta.status }),
-    };
-    await writer.commit(manifest);
+    await writer.commit(
+      manifestFor(ctx, item, created, {
+        ...(meta.pool === undefined ? {} : { pool: meta.pool }),
+        options: { compression, optimized_storage: false, ...meta.extraOptions },
+        object: meta.object,
+        ...(meta.status === undefined ? {} : { status: meta.status }),
+      }),
+    );
     return entry.size;
   } catch (err) {
     await writer?.abort();
@@ -278,6 +287,29 @@ async function backupWith(
       });
     }
   }
+}
+
+/** The manifest fields every kind shares, plus the kind's own. */
+export function manifestFor(
+  ctx: ItemContext,
+  item: ItemKey,
+  created: Date,
+  extra: Pick<Manifest, "options"> & Partial<Pick<Manifest, "pool" | "object" | "status" | "aliases">>,
+): Omit<Manifest, "files"> {
+  return {
+    format: 1,
+    kind: item.kind,
+    project: item.project,
+    name: item.name,
+    version: ctx.version,
+    created: created.toISOString(),
+    tool: { name: "incus-backup", version: ctx.deps.toolVersion },
+    server: {
+      ...(ctx.serverInfo.name === undefined ? {} : { name: ctx.serverInfo.name }),
+      ...(ctx.serverInfo.version === undefined ? {} : { version: ctx.serverInfo.version }),
+    },
+    ...extra,
+  };
 }
 
 /** Waits for the server to finish writing the backup, reporting its progress text. */

@@ -18,7 +18,9 @@ import {
   createStoragePoolVolumeFromBackup,
   deleteStoragePoolVolume,
 } from "../incus/storage_volumes";
-import { instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
+import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
+import { getImages } from "../incus/images";
+import { restoreImage } from "./image_restore";
 import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../repository/manifest";
 import type { Repository, VersionEntry } from "../repository/repository";
@@ -51,7 +53,11 @@ export interface RestoreResult {
 export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<LiveState> {
   const opts = signal === undefined ? {} : { signal };
   const instances = await getInstances(c, undefined, opts);
-  const state: LiveState = { instances: new Map(), volumes: new Map() };
+  const state: LiveState = { instances: new Map(), volumes: new Map(), images: new Set(), aliases: new Map() };
+  for (const img of await getImages(c, undefined, opts)) {
+    state.images.add(imageKey(img.project, img.fingerprint));
+    for (const a of img.aliases ?? []) state.aliases.set(`${img.project}/${a.name}`, img.fingerprint);
+  }
   for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status });
   for (const v of await liveVolumes(c, undefined, signal)) {
     const users = instancesUsingVolume(instances, v.volume, v.pool).map((i) => ({
@@ -62,6 +68,11 @@ export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<L
     state.volumes.set(volumeKey(v.project, v.pool, v.name), { users });
   }
   return state;
+}
+
+/** Total bytes of a version's files. */
+export function sizeOf(c: Candidate): number {
+  return c.manifest.files.reduce((n, f) => n + f.size, 0);
 }
 
 /** The archive file of an instance or volume version. */
@@ -83,7 +94,7 @@ export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSi
       await runStep(deps, step, signal);
       const seconds = (Date.now() - t0) / 1000;
       results.push({ item: step.target, ok: true, seconds });
-      deps.reporter.itemDone(step.target, { ok: true, seconds, bytes: archiveOf(step.source).size });
+      deps.reporter.itemDone(step.target, { ok: true, seconds, bytes: sizeOf(step.source) });
     } catch (err) {
       const seconds = (Date.now() - t0) / 1000;
       const error = signal.aborted ? "interrupted" : errorMessage(err);
@@ -95,6 +106,7 @@ export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSi
 }
 
 async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Promise<void> {
+  if (step.op === "image") return restoreImage(deps, step, signal);
   // Check the backup against its manifest before anything on the server changes.
   const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
   const archive = archiveOf(step.source);

@@ -71,6 +71,11 @@ export class IncusClient {
     return env.metadata as T;
   }
 
+  /** GET of a collection; some servers answer an empty one with null. */
+  async list<T>(path: string, what: string, options: RequestOptions = {}): Promise<T[]> {
+    return (await this.get<T[] | null>(path, what, options)) ?? [];
+  }
+
   /** A call answered synchronously; returns its metadata. */
   async sync<T>(method: string, path: string, what: string, options: RequestOptions = {}): Promise<T> {
     const env = await this.call(method, path, what, options);

@@ -49,7 +49,7 @@ const base = (name: string) => `/1.0/instances/${seg(name)}`;
 /** Instances of one project, or of all projects when `project` is undefined. */
 export async function getInstances(c: IncusClient, project?: string, opts: Signal = {}): Promise<Instance[]> {
   const query = project === undefined ? { recursion: 1, "all-projects": true } : { recursion: 1, project };
-  const list = await c.get<Instance[]>("/1.0/instances", "List instances", { query, ...opts });
+  const list = await c.list<Instance>("/1.0/instances", "List instances", { query, ...opts });
   // Older servers leave project out of single-project listings.
   return list.map((i) => ({ ...i, project: i.project || project || "default" }));
 }

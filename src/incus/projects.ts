@@ -11,5 +11,5 @@ export interface Project {
 }
 
 export function getProjects(c: IncusClient, opts: Signal = {}): Promise<Project[]> {
-  return c.get<Project[]>("/1.0/projects", "List projects", { query: { recursion: 1 }, ...opts });
+  return c.list<Project>("/1.0/projects", "List projects", { query: { recursion: 1 }, ...opts });
 }

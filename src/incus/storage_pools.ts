@@ -14,7 +14,7 @@ export interface StoragePool {
 }
 
 export function getStoragePools(c: IncusClient, opts: Signal = {}): Promise<StoragePool[]> {
-  return c.get<StoragePool[]>("/1.0/storage-pools", "List storage pools", { query: { recursion: 1 }, ...opts });
+  return c.list<StoragePool>("/1.0/storage-pools", "List storage pools", { query: { recursion: 1 }, ...opts });
 }
 
 export function getStoragePool(c: IncusClient, name: string, opts: Signal = {}): Promise<StoragePool> {

@@ -33,7 +33,7 @@ const vol = (pool: string, name: string) => `${custom(pool)}/${seg(name)}`;
 /** Custom volumes of a pool, in one project or in all of them when `project` is undefined. */
 export async function getStoragePoolVolumes(c: IncusClient, pool: string, project?: string, opts: Signal = {}): Promise<StorageVolume[]> {
   const query = project === undefined ? { recursion: 1, "all-projects": true } : { recursion: 1, project };
-  const list = await c.get<StorageVolume[]>(custom(pool), `List custom volumes of pool ${pool}`, { query, ...opts });
+  const list = await c.list<StorageVolume>(custom(pool), `List custom volumes of pool ${pool}`, { query, ...opts });
   return list.map((v) => ({ ...v, pool, project: v.project || project || "default" }));
 }
 

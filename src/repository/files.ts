@@ -46,19 +46,22 @@ export class HashingFileWriter extends Writable {
   private constructor(
     path: string,
     private readonly fh: FileHandle,
+    private readonly tee: Hash | undefined,
   ) {
     super({ highWaterMark: 4 << 20 });
     this.path = path;
   }
 
-  static async create(path: string): Promise<HashingFileWriter> {
+  /** `tee` also receives every byte (images: the fingerprint is the hash of all parts together). */
+  static async create(path: string, tee?: Hash): Promise<HashingFileWriter> {
     const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
     await fh.chmod(FILE_MODE);
-    return new HashingFileWriter(path, fh);
+    return new HashingFileWriter(path, fh, tee);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
     this.hash.update(chunk);
+    this.tee?.update(chunk);
     this.size += chunk.length;
     writeAll(this.fh, chunk).then(() => done(), done);
   }
@@ -67,6 +70,7 @@ export class HashingFileWriter extends Writable {
     const buffers = chunks.map((c) => c.chunk);
     for (const b of buffers) {
       this.hash.update(b);
+      this.tee?.update(b);
       this.size += b.length;
     }
     writevAll(this.fh, buffers).then(() => done(), done);

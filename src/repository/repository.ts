@@ -1,6 +1,6 @@
 // The backup repository in a directory: open or create it, list versions, write one atomically.
 
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { readdir, readFile, rename, rm, stat, access, constants as fsc } from "node:fs/promises";
 import { join } from "node:path";
@@ -344,10 +344,10 @@ export class VersionWriter {
   ) {}
 
   /** A new data file; the caller streams into it and ends it. */
-  async createFile(name: string): Promise<HashingFileWriter> {
+  async createFile(name: string, tee?: Hash): Promise<HashingFileWriter> {
     const path = join(this.tmpDir, name);
     try {
-      return await HashingFileWriter.create(path);
+      return await HashingFileWriter.create(path, tee);
     } catch (err) {
       throw fsError("create", path, err);
     }

@@ -1,0 +1,102 @@
+// Backups of what lives in the server rather than in a volume: images and the configuration.
+
+import { createHash } from "node:crypto";
+import { IntegrityError } from "../errors";
+import type { IncusClient } from "../incus/client";
+import { getImageFile, getImages, type Image } from "../incus/images";
+import type { ItemKey } from "../core/selection";
+import type { HashingFileWriter } from "../repository/files";
+import type { ItemContext } from "./backup";
+import { manifestFor } from "./backup";
+import { DATABASE_FILES, databaseDumps, exportDatabase } from "./database";
+
+export interface LiveImage extends ItemKey {
+  kind: "image";
+  image: Image;
+}
+
+export interface LiveDatabase extends ItemKey {
+  kind: "database";
+}
+
+/** File names of an image version: one tarball, or metadata + rootfs for a split image. */
+export const IMAGE_FILES = { unified: "image.tarball", meta: "image.metadata", rootfs: "image.rootfs" } as const;
+
+/** Images of one project (or all), leaving out cached ones: they come back from their source. */
+export async function liveImages(c: IncusClient, project: string | undefined, signal?: AbortSignal): Promise<LiveImage[]> {
+  const list = await getImages(c, project, signal === undefined ? {} : { signal });
+  return list
+    .filter((i) => !i.cached)
+    .map((i) => ({ kind: "image", project: i.project, name: i.fingerprint, aliases: i.aliases.map((a) => a.name), image: i }));
+}
+
+/**
+ * Downloads an image into a new version. The fingerprint is the sha256 of the image's files
+ * (both parts, in order, for a split image), so it is checked on the way: a version never holds
+ * an image other than the one it names.
+ */
+export async function backupImage(ctx: ItemContext, item: LiveImage): Promise<number> {
+  const created = ctx.deps.now();
+  const writer = await ctx.deps.repo.begin(item, ctx.version);
+  try {
+    const content = createHash("sha256");
+    const sinks: HashingFileWriter[] = [];
+    ctx.deps.reporter.itemStep(item, "downloading");
+    const parts = await getImageFile(
+      ctx.deps.client,
+      item.project,
+      item.name,
+      async (part) => {
+        const w = await writer.createFile(IMAGE_FILES[part], content);
+        sinks.push(w);
+        return w;
+      },
+      { signal: ctx.signal, onProgress: (done, total) => ctx.deps.reporter.itemBytes(item, done, total) },
+    );
+    const fingerprint = content.digest("hex");
+    if (fingerprint !== item.name) {
+      throw new IntegrityError(`image ${item.name.slice(0, 12)}: the downloaded files hash to ${fingerprint.slice(0, 12)}, not to its fingerprint`);
+    }
+    const split = parts.rootfs !== undefined;
+    for (const s of sinks) writer.addFile(s.entry());
+    await writer.commit(
+      manifestFor(ctx, item, created, {
+        aliases: item.aliases ?? [],
+        object: item.image,
+        options: {
+          split,
+          meta_name: parts.meta.name,
+          ...(parts.rootfs ? { rootfs_name: parts.rootfs.name, rootfs_field: parts.rootfs.field } : {}),
+        },
+      }),
+    );
+    return sinks.reduce((n, s) => n + s.entry().size, 0);
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}
+
+/**
+ * Backs up the server's configuration: a declarative export (what restore uses) and the SQL dumps
+ * of both databases (what Incus's documentation tells admins to keep; for experts, not restored).
+ */
+export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Promise<number> {
+  const created = ctx.deps.now();
+  ctx.deps.reporter.itemStep(item, "reading the configuration");
+  const snapshot = await exportDatabase(ctx.deps.client, ctx.signal);
+  const dumps = await databaseDumps(ctx.deps.client, ctx.signal);
+  const writer = await ctx.deps.repo.begin(item, ctx.version);
+  try {
+    const a = await writer.writeFile(DATABASE_FILES.config, JSON.stringify(snapshot, null, 2) + "\n");
+    const b = await writer.writeFile(DATABASE_FILES.global, dumps.global);
+    const c = await writer.writeFile(DATABASE_FILES.local, dumps.local);
+    const counts: Record<string, number> = {};
+    for (const e of snapshot.entities) counts[e.kind] = (counts[e.kind] ?? 0) + 1;
+    await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts } }));
+    return a.size + b.size + c.size;
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}
