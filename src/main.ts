@@ -51,9 +51,17 @@ export function parseErrorLine(message: string): string {
   let text = lines.filter((l) => l.trim() && !l.startsWith("hint:") && !l.startsWith("error: found")).join(" ");
   if (caretAt > 0) {
     const col = lines[caretAt]!.indexOf("^");
-    const token = lines[caretAt - 1]!.slice(col).split(" ")[0] ?? "";
+    // The whole word under the caret: for subcommands cmd-ts puts it on the word's second character.
+    const above = lines[caretAt - 1]!;
+    const token = above.slice(above.lastIndexOf(" ", col) + 1).split(" ")[0] ?? "";
     const reason = lines[caretAt]!.slice(col + 1).trim();
-    text = `${reason.charAt(0).toLowerCase()}${reason.slice(1)}${token ? `: ${token}` : ""}`;
+    // Lines under the caret's carry on its reason ("Did you mean backup?").
+    const more = lines.slice(caretAt + 1).filter((l) => l.trim() && !l.startsWith("hint:")).map((l) => l.trim()).join(" ");
+    text = `${lowerFirst(reason)}${token ? `: ${token}` : ""}${more ? `; ${lowerFirst(more)}` : ""}`;
   }
   return `${oneLine(text)}${hint ? ` (${hint})` : ""}`;
+}
+
+function lowerFirst(s: string): string {
+  return `${s.charAt(0).toLowerCase()}${s.slice(1)}`;
 }
