@@ -61,7 +61,7 @@ describe("manifestProblem", () => {
     ["version with a path", with_((m) => (m.version = "../20250914-030002")), /version/],
     ["no version", with_((m) => delete m.version), /version/],
     ["bad created", with_((m) => (m.created = "yesterday")), /created/],
-    ["files not a list", with_((m) => (m.files = {})), /files is not a list/],
+    ["files not a list", with_((m) => ((m as Record<string, unknown>).files = {})), /files is not a list/],
     ["a null file entry", with_((m) => (m.files[0] = null as unknown as Record<string, unknown>)), /bad name/],
     ["file name with a path", with_((m) => (m.files[0]!.name = "../../etc/passwd")), /bad name/],
     ["file named manifest.json", with_((m) => (m.files[0]!.name = "manifest.json")), /bad name/],
