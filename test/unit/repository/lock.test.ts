@@ -1,7 +1,13 @@
-// When a repository lock counts as abandoned, and how a holder is described to the user.
+// The repository lock: when it counts as abandoned, how its holder is named, taking and releasing it.
 
+import { spawnSync } from "node:child_process";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { STALE_AFTER_MS, describeLock, staleReason, type LockInfo } from "../../../src/repository/lock";
+import { ExitCode, LockedError } from "../../../src/errors";
+import { RepositoryLock, STALE_AFTER_MS, describeLock, readLock, staleReason, type LockInfo } from "../../../src/repository/lock";
+import { tempDir } from "../helpers/repo";
 
 const NOW = new Date("2025-09-14T03:30:00.000Z");
 const ago = (ms: number) => new Date(NOW.getTime() - ms).toISOString();
@@ -54,5 +60,98 @@ describe("staleReason", () => {
 describe("describeLock", () => {
   it("names pid, host, start time and command", () => {
     expect(describeLock(lock())).toBe("locked by pid 4242 on host nas since 2025-09-14 03:00:02Z (incus-backup backup --all)");
+  });
+});
+
+/** A pid that belonged to a process that has exited. */
+function deadPid(): number {
+  const pid = spawnSync(process.execPath, ["-e", ""]).pid;
+  if (pid === undefined) throw new Error("could not start a child process");
+  return pid;
+}
+
+async function lockFile(dir: string): Promise<LockInfo> {
+  return JSON.parse(await readFile(join(dir, "lock.json"), "utf8")) as LockInfo;
+}
+
+describe("RepositoryLock", () => {
+  it("writes who holds it, and removes the file on release", async () => {
+    const dir = await tempDir();
+    const lock = await RepositoryLock.acquire(dir, "incus-backup backup --all");
+    const info = await lockFile(dir);
+    expect(info).toMatchObject({ host: hostname(), pid: process.pid, command: "incus-backup backup --all" });
+    expect(info.started).toBe(info.refreshed);
+    await lock.release();
+    expect(await readdir(dir)).toEqual([]);
+    await lock.release(); // twice is harmless
+  });
+
+  it("refuses a second holder with LockedError naming the first", async () => {
+    const dir = await tempDir();
+    const lock = await RepositoryLock.acquire(dir, "incus-backup backup --all");
+    try {
+      const err = await RepositoryLock.acquire(dir, "incus-backup restore --all").catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(LockedError);
+      expect((err as LockedError).exitCode).toBe(ExitCode.Locked);
+      expect((err as LockedError).exitCode).toBe(7);
+      expect((err as Error).message).toMatch(
+        new RegExp(`^repository ${dir} is locked by pid ${process.pid} on host ${hostname()} since .* \\(incus-backup backup --all\\)$`),
+      );
+      expect((err as LockedError).hint).toMatch(/unlock/);
+      expect((await lockFile(dir)).command).toBe("incus-backup backup --all");
+    } finally {
+      await lock.release();
+    }
+    const again = await RepositoryLock.acquire(dir, "incus-backup restore --all");
+    await again.release();
+  });
+
+  it("takes over a lock whose process on this host is gone, and says so", async () => {
+    const dir = await tempDir();
+    const pid = deadPid();
+    const now = new Date().toISOString();
+    await writeFile(join(dir, "lock.json"), JSON.stringify({ host: hostname(), pid, command: "old run", started: now, refreshed: now, id: "dead" }));
+    const messages: string[] = [];
+    const lock = await RepositoryLock.acquire(dir, "new run", { onMessage: (t) => messages.push(t) });
+    try {
+      expect(messages).toEqual([expect.stringMatching(new RegExp(`^taking over a stale lock: locked by pid ${pid} on host .*\\(old run\\) \\(process ${pid} is gone\\)$`))]);
+      expect((await lockFile(dir)).command).toBe("new run");
+    } finally {
+      await lock.release();
+    }
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it("takes over a lock from another host that has not been refreshed for too long", async () => {
+    const dir = await tempDir();
+    const old = "2025-09-14T01:00:00.000Z";
+    await writeFile(join(dir, "lock.json"), JSON.stringify({ host: "elsewhere", pid: 1, command: "old run", started: old, refreshed: old, id: "old" }));
+    const messages: string[] = [];
+    const lock = await RepositoryLock.acquire(dir, "new run", { onMessage: (t) => messages.push(t), now: () => new Date("2025-09-14T02:00:00Z") });
+    await lock.release();
+    expect(messages).toEqual([expect.stringMatching(/not refreshed for 60 min\)$/)]);
+  });
+
+  it("respects a fresh lock from another host", async () => {
+    const dir = await tempDir();
+    const now = new Date().toISOString();
+    await writeFile(join(dir, "lock.json"), JSON.stringify({ host: "elsewhere", pid: 1, command: "other run", started: now, refreshed: now, id: "x" }));
+    await expect(RepositoryLock.acquire(dir, "new run")).rejects.toThrow(/locked by pid 1 on host elsewhere/);
+  });
+
+  it("treats an unreadable lock as held", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "lock.json"), "{ half a lo");
+    await expect(RepositoryLock.acquire(dir, "new run")).rejects.toThrow(LockedError);
+    expect(await readLock(join(dir, "lock.json"))).toMatchObject({ host: "?", pid: 0 });
+  });
+
+  it("does not remove a lock that another run holds by now", async () => {
+    const dir = await tempDir();
+    const lock = await RepositoryLock.acquire(dir, "first");
+    const now = new Date().toISOString();
+    await writeFile(join(dir, "lock.json"), JSON.stringify({ host: "elsewhere", pid: 1, command: "second", started: now, refreshed: now, id: "other" }));
+    await lock.release();
+    expect((await lockFile(dir)).command).toBe("second");
   });
 });

@@ -1,0 +1,342 @@
+// The directory repository: opening, writing versions atomically with private modes, listing, checking.
+
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, stat, writeFile, appendFile, cp, rm } from "node:fs/promises";
+import { join, relative } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { describe, expect, it } from "vitest";
+import { IntegrityError, RepositoryError, ExitCode } from "../../../src/errors";
+import { Repository } from "../../../src/repository/repository";
+import { data, manifestFields, tempDir, web, writeVersion } from "../helpers/repo";
+
+const V1 = "20250914-030002";
+const V2 = "20250915-030002";
+
+async function newRepo(): Promise<Repository> {
+  const { repo, created } = await Repository.open(await tempDir(), { create: true });
+  expect(created).toBe(true);
+  return repo;
+}
+
+async function listed(repo: Repository): Promise<string[]> {
+  const { versions } = await repo.list();
+  return versions.map((v) => relative(repo.root, v.dir)).sort();
+}
+
+/** Every file and directory under `root` with its permission bits, root itself left out. */
+async function modes(root: string): Promise<Array<[string, string]>> {
+  const out: Array<[string, string]> = [];
+  for (const rel of (await readdir(root, { recursive: true })).sort()) {
+    const st = await stat(join(root, rel));
+    out.push([rel, `${st.isDirectory() ? "d" : "f"}${(st.mode & 0o777).toString(8)}`]);
+  }
+  return out;
+}
+
+describe("Repository.open", () => {
+  it("refuses a missing directory, even with create", async () => {
+    const dir = join(await tempDir(), "not-mounted");
+    for (const create of [false, true]) {
+      const err = await Repository.open(dir, { create }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RepositoryError);
+      expect((err as RepositoryError).exitCode).toBe(ExitCode.Repository);
+      expect((err as Error).message).toBe(`cannot open backup directory ${dir}: no such file or directory`);
+    }
+    await expect(stat(dir)).rejects.toThrow();
+  });
+
+  it("refuses a file", async () => {
+    const file = join(await tempDir(), "file");
+    await writeFile(file, "x");
+    await expect(Repository.open(file, { create: true })).rejects.toThrow(/is not a directory/);
+  });
+
+  it("refuses a non-empty directory that is not a repository, and leaves it alone", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "holiday.jpg"), "x");
+    const err = await Repository.open(dir, { create: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryError);
+    expect((err as Error).message).toMatch(/is not an incus-backup repository \(no incus-backup\.json\) and is not empty/);
+    expect(await readdir(dir)).toEqual(["holiday.jpg"]);
+  });
+
+  it("opens an empty directory without making it a repository unless asked", async () => {
+    const dir = await tempDir();
+    const { repo, created } = await Repository.open(dir, { create: false });
+    expect(created).toBe(false);
+    expect(await repo.isInitialized()).toBe(false);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it("creates a repository in an empty directory (lost+found does not count)", async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, "lost+found"));
+    const { repo, created } = await Repository.open(dir, { create: true });
+    expect(created).toBe(true);
+    expect(await repo.isInitialized()).toBe(true);
+    const marker = JSON.parse(await readFile(join(dir, "incus-backup.json"), "utf8")) as Record<string, unknown>;
+    expect(marker).toMatchObject({ format: "incus-backup", version: 1 });
+    expect((await stat(join(dir, "incus-backup.json"))).mode & 0o777).toBe(0o600);
+
+    const again = await Repository.open(dir, { create: true });
+    expect(again.created).toBe(false);
+  });
+
+  it.each<[string, string, RegExp]>([
+    ["a newer format", JSON.stringify({ format: "incus-backup", version: 2 }), /repository format 2 in .* is not supported \(this tool reads 1\)/],
+    ["a format as text", JSON.stringify({ format: "incus-backup", version: "1" }), /repository format "1" .* is not supported/],
+    ["another tool's marker", JSON.stringify({ format: "restic", version: 1 }), /does not describe an incus-backup repository/],
+    ["JSON null", "null", /does not describe an incus-backup repository/],
+    ["broken JSON", "{", /is not valid JSON/],
+  ])("refuses a marker with %s", async (_label, text, message) => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "incus-backup.json"), text);
+    const err = await Repository.open(dir, { create: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RepositoryError);
+    expect((err as Error).message).toMatch(message);
+  });
+});
+
+describe("writing versions", () => {
+  it("makes a committed version visible with its manifest and size", async () => {
+    const repo = await newRepo();
+    const entry = await writeVersion(repo, web, V1, "0123456789");
+    expect(entry.dir).toBe(join(repo.root, "instances", "default", "web", V1));
+    expect(entry.size).toBe(10);
+    expect(entry.manifest.files).toEqual([
+      { name: "instance.tar.zst", size: 10, sha256: createHash("sha256").update("0123456789").digest("hex") },
+    ]);
+    const { versions, damaged } = await repo.list();
+    expect(damaged).toEqual([]);
+    expect(versions).toEqual([entry]);
+  });
+
+  it("writes SHA256SUMS in sha256sum format, covering the manifest", async () => {
+    const repo = await newRepo();
+    const entry = await writeVersion(repo, data, V1, "abc");
+    const sums = await readFile(join(entry.dir, "SHA256SUMS"), "utf8");
+    const manifestSum = createHash("sha256").update(await readFile(join(entry.dir, "manifest.json"))).digest("hex");
+    expect(sums).toBe(`${createHash("sha256").update("abc").digest("hex")}  volume.tar.zst\n${manifestSum}  manifest.json\n`);
+  });
+
+  it("hashes and sizes a streamed file", async () => {
+    const repo = await newRepo();
+    const w = await repo.begin(web, V1);
+    const sink = await w.createFile("instance.tar.zst");
+    const chunks = Array.from({ length: 50 }, (_, i) => Buffer.alloc(100_000, i));
+    await pipeline(Readable.from(chunks), sink);
+    w.addFile(sink.entry());
+    const entry = await w.commit(manifestFields(web, V1));
+    const all = Buffer.concat(chunks);
+    expect(entry.manifest.files[0]).toEqual({ name: "instance.tar.zst", size: all.length, sha256: createHash("sha256").update(all).digest("hex") });
+    await repo.verifyFile(entry, entry.manifest.files[0]!);
+  });
+
+  it("shows nothing of a version before its commit", async () => {
+    const repo = await newRepo();
+    const w = await repo.begin(web, V1);
+    await w.writeFile("instance.tar.zst", "partial");
+    expect(await listed(repo)).toEqual([]);
+    await w.commit(manifestFields(web, V1));
+    expect(await listed(repo)).toEqual([`instances/default/web/${V1}`]);
+  });
+
+  it("throws an aborted version away", async () => {
+    const repo = await newRepo();
+    const w = await repo.begin(web, V1);
+    await w.writeFile("instance.tar.zst", "partial");
+    await w.abort();
+    expect(await listed(repo)).toEqual([]);
+    expect(await readdir(join(repo.root, ".tmp"))).toEqual([]);
+    await w.abort(); // twice is harmless
+  });
+
+  it("refuses to write a version that exists", async () => {
+    const repo = await newRepo();
+    await writeVersion(repo, web, V1);
+    await expect(repo.begin(web, V1)).rejects.toThrow(new RepositoryError(`instance default/web already has a version ${V1}`));
+  });
+
+  it("removes writers' leftovers", async () => {
+    const repo = await newRepo();
+    const w = await repo.begin(web, V1);
+    await w.writeFile("instance.tar.zst", "partial");
+    expect(await repo.cleanupTemp()).toHaveLength(1);
+    expect(await readdir(join(repo.root, ".tmp"))).toEqual([]);
+    expect(await repo.cleanupTemp()).toEqual([]);
+  });
+
+  it.each([0o022, 0o000, 0o077])("makes files 0600 and directories 0700 under umask %s", async (mask) => {
+    const root = await tempDir();
+    const old = process.umask(mask);
+    try {
+      const { repo } = await Repository.open(root, { create: true });
+      await writeVersion(repo, web, V1);
+      await writeVersion(repo, data, V1);
+      await repo.begin(web, V2); // a leftover in .tmp
+      await repo.reserveVersion(new Date("2025-09-14T03:00:02Z"), { command: "test", started: "2025-09-14T03:00:02Z", status: "running" });
+    } finally {
+      process.umask(old);
+    }
+    const all = await modes(root);
+    expect(all.length).toBeGreaterThan(15);
+    for (const [path, mode] of all) expect([path, mode]).toEqual([path, mode.startsWith("d") ? "d700" : "f600"]);
+  });
+});
+
+describe("listing", () => {
+  it("lists every version of every kind, and only the kinds asked for", async () => {
+    const repo = await newRepo();
+    await writeVersion(repo, web, V1);
+    await writeVersion(repo, web, V2);
+    await writeVersion(repo, data, V1);
+    await writeVersion(repo, { kind: "instance", project: "prod", name: "web" }, V1);
+    expect(await listed(repo)).toEqual([
+      `instances/default/web/${V1}`,
+      `instances/default/web/${V2}`,
+      `instances/prod/web/${V1}`,
+      `volumes/default/fast/data/${V1}`,
+    ]);
+    const { versions } = await repo.list(["volume"]);
+    expect(versions.map((v) => v.manifest.name)).toEqual(["data"]);
+  });
+
+  it("ignores directories that are not version names", async () => {
+    const repo = await newRepo();
+    await writeVersion(repo, web, V1);
+    await mkdir(join(repo.root, "instances", "default", "web", "20250230-000000"));
+    await mkdir(join(repo.root, "instances", "default", "web", `${V2}.partial`));
+    expect(await listed(repo)).toEqual([`instances/default/web/${V1}`]);
+    expect((await repo.list()).damaged).toEqual([]);
+  });
+
+  it.each<[string, (dir: string) => Promise<void>, RegExp]>([
+    ["a tampered manifest", (d) => appendFile(join(d, "manifest.json"), " "), /manifest\.json does not match its checksum in SHA256SUMS/],
+    ["a missing manifest", (d) => rm(join(d, "manifest.json")), /manifest\.json is missing/],
+    ["missing SHA256SUMS", (d) => rm(join(d, "SHA256SUMS")), /SHA256SUMS is missing/],
+    ["malformed SHA256SUMS", (d) => appendFile(join(d, "SHA256SUMS"), "garbage\n"), /SHA256SUMS is malformed/],
+  ])("reports %s as damaged and does not list it", async (_label, damage, problem) => {
+    const repo = await newRepo();
+    const good = await writeVersion(repo, web, V1);
+    const bad = await writeVersion(repo, web, V2);
+    await damage(bad.dir);
+    const { versions, damaged } = await repo.list();
+    expect(versions).toEqual([good]);
+    expect(damaged).toHaveLength(1);
+    expect(damaged[0]).toMatchObject({ key: web, version: V2, dir: bad.dir });
+    expect(damaged[0]!.problem).toMatch(problem);
+  });
+
+  it("reports a version copied under another name as damaged", async () => {
+    const repo = await newRepo();
+    const entry = await writeVersion(repo, web, V1);
+    await cp(entry.dir, join(repo.root, "instances", "default", "db", V1), { recursive: true });
+    await cp(entry.dir, join(repo.root, "instances", "default", "web", V2), { recursive: true });
+    const { versions, damaged } = await repo.list();
+    expect(versions).toEqual([entry]);
+    expect(damaged.map((d) => d.problem)).toEqual([
+      "manifest.json describes another item or version than its directory",
+      "manifest.json describes another item or version than its directory",
+    ]);
+  });
+});
+
+describe("verifyFile", () => {
+  async function stored() {
+    const repo = await newRepo();
+    const entry = await writeVersion(repo, web, V1, Buffer.alloc(4096, 7));
+    const file = entry.manifest.files[0]!;
+    return { repo, entry, file, path: join(entry.dir, file.name) };
+  }
+
+  it("passes an intact file", async () => {
+    const { repo, entry, file } = await stored();
+    await expect(repo.verifyFile(entry, file)).resolves.toBeUndefined();
+  });
+
+  it("detects a changed size", async () => {
+    const { repo, entry, file, path } = await stored();
+    await appendFile(path, "x");
+    const err = await repo.verifyFile(entry, file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect((err as IntegrityError).exitCode).toBe(ExitCode.Integrity);
+    expect((err as Error).message).toBe(`${path}: size is 4097 bytes, the manifest says 4096`);
+  });
+
+  it("detects one flipped byte", async () => {
+    const { repo, entry, file, path } = await stored();
+    const bytes = await readFile(path);
+    bytes[2000] = bytes[2000]! ^ 0x01;
+    await writeFile(path, bytes);
+    const err = await repo.verifyFile(entry, file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect((err as Error).message).toBe(`${path}: sha256 mismatch (the file is corrupt)`);
+  });
+
+  it("detects a missing file", async () => {
+    const { repo, entry, file, path } = await stored();
+    await rm(path);
+    const err = await repo.verifyFile(entry, file).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect((err as Error).message).toBe(`${path}: no such file or directory`);
+  });
+});
+
+describe("reserveVersion and run records", () => {
+  const at = new Date("2025-09-14T03:00:02.500Z");
+  const record = { command: "incus-backup backup --all", started: at.toISOString(), status: "running" as const };
+
+  it("takes the run's start time, moved on by a second while a run record has it", async () => {
+    const repo = await newRepo();
+    expect(await repo.reserveVersion(at, record)).toBe("20250914-030002");
+    expect(await repo.reserveVersion(at, record)).toBe("20250914-030003");
+    expect(await repo.reserveVersion(at, record)).toBe("20250914-030004");
+    expect(await repo.reserveVersion(new Date("2025-09-14T03:00:03Z"), record)).toBe("20250914-030005");
+    expect((await repo.listRuns()).map((r) => r.version)).toEqual(["20250914-030002", "20250914-030003", "20250914-030004", "20250914-030005"]);
+  });
+
+  it("keeps what saveRun writes", async () => {
+    const repo = await newRepo();
+    const version = await repo.reserveVersion(at, record);
+    await repo.saveRun({ ...record, version, status: "ok", finished: "2025-09-14T03:10:00.000Z" });
+    expect(await repo.listRuns()).toEqual([{ ...record, version, status: "ok", finished: "2025-09-14T03:10:00.000Z" }]);
+  });
+
+  it("skips unreadable run records", async () => {
+    const repo = await newRepo();
+    await repo.reserveVersion(at, record);
+    await writeFile(join(repo.root, "runs", "20250101-000000.json"), "{");
+    expect((await repo.listRuns()).map((r) => r.version)).toEqual(["20250914-030002"]);
+  });
+});
+
+describe("deleteVersion", () => {
+  it("removes one version and keeps the others", async () => {
+    const repo = await newRepo();
+    const first = await writeVersion(repo, web, V1);
+    await writeVersion(repo, web, V2);
+    await repo.deleteVersion(first);
+    expect(await listed(repo)).toEqual([`instances/default/web/${V2}`]);
+    await expect(stat(first.dir)).rejects.toThrow();
+    expect(await readdir(join(repo.root, ".tmp"))).toEqual([]);
+  });
+
+  it("removes a damaged version", async () => {
+    const repo = await newRepo();
+    const entry = await writeVersion(repo, web, V1);
+    await rm(join(entry.dir, "manifest.json"));
+    const { damaged } = await repo.list();
+    await repo.deleteVersion(damaged[0]!);
+    expect(await repo.list()).toEqual({ versions: [], damaged: [] });
+  });
+
+  it("counts the size of what is left", async () => {
+    const repo = await newRepo();
+    const first = await writeVersion(repo, web, V1, "12345");
+    await writeVersion(repo, data, V1, "123");
+    expect(await repo.totalSize()).toBe(8);
+    await repo.deleteVersion(first);
+    expect(await repo.totalSize()).toBe(3);
+  });
+});
