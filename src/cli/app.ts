@@ -7,6 +7,8 @@ import { backupCommand } from "./backup";
 import type { CliContext } from "./context";
 import { listCommand } from "./list";
 import { restoreCommand } from "./restore";
+import { unlockCommand } from "./unlock";
+import { verifyCommand } from "./verify";
 
 /** Commands whose issue has not landed yet: present in the tree so the interface is stable. */
 function notYet(name: string, description: string) {
@@ -31,10 +33,11 @@ export function buildApp(ctx: CliContext) {
       backup: backupCommand(ctx),
       restore: restoreCommand(ctx),
       list: listCommand(ctx),
-      verify: notYet("verify", "Check backups against their checksums"),
+      verify: verifyCommand(ctx),
       prune: notYet("prune", "Remove old versions according to a retention policy"),
       daemon: notYet("daemon", "Run scheduled backups (the container's main process)"),
       status: notYet("status", "Show the last run, the next one and the repository size"),
+      unlock: unlockCommand(ctx),
     },
   });
 }

@@ -1,0 +1,48 @@
+// `incus-backup verify`: check backups against their manifests, and optionally read them to the end.
+
+import { command, flag, option, optional, string } from "cmd-ts";
+import { ExitCode } from "../errors";
+import { KINDS, itemLabel, matches } from "../core/selection";
+import { verifyVersions } from "../engine/verify";
+import { checkVersionArg, dirArg, openRepository, selectionOf, selectorArgs } from "./common";
+import { out, type CliContext } from "./context";
+import { formatBytes } from "./format";
+import { reporterFor } from "./progress";
+
+export function verifyCommand(ctx: CliContext) {
+  return command({
+    name: "verify",
+    description: "Check every backup file's size and sha256 against its manifest; --deep also reads each archive to the end.",
+    examples: [
+      { description: "Everything", command: "incus-backup verify --dir=/mnt/nas/sysbackup/incus" },
+      { description: "The versions of one day, thoroughly", command: "incus-backup verify --version 20250914 --deep" },
+    ],
+    args: {
+      ...selectorArgs,
+      ...dirArg,
+      version: option({ long: "version", type: optional(string), description: "only versions starting with this (YYYYMMDD-HHMMSS or a prefix)" }),
+      deep: flag({ long: "deep", description: "also decompress and read each archive, and check backup/index.yaml names the item" }),
+      json: flag({ long: "json", description: "print the results as JSON" }),
+    },
+    handler: async (a): Promise<number> => {
+      const selection = selectionOf(a, KINDS, true);
+      const version = checkVersionArg(a.version);
+      const { repo } = await openRepository(ctx, a.dir, false);
+      const listing = await repo.list(selection.kinds);
+      const pick = (key: Parameters<typeof matches>[1], v: string) => matches(selection, key) && (version === undefined || v.startsWith(version));
+      const versions = listing.versions.filter((v) => pick(v.manifest, v.manifest.version));
+      const damaged = listing.damaged.filter((d) => pick(d.key, d.version));
+      const results = await verifyVersions(repo, versions, damaged, { deep: a.deep, reporter: reporterFor(ctx, "verify"), signal: ctx.signal });
+      const failed = results.filter((r) => !r.ok);
+      if (a.json) {
+        out(ctx, JSON.stringify(results.map((r) => ({ type: r.item.kind, project: r.item.project, ...(r.item.pool ? { pool: r.item.pool } : {}), name: r.item.name, version: r.version, ok: r.ok, problems: r.problems, size: r.bytes, path: r.dir })), null, 2));
+      } else {
+        for (const f of failed) out(ctx, `FAILED ${itemLabel(f.item)} ${f.version}: ${f.problems.join("; ")}`);
+        const bytes = results.reduce((n, r) => n + r.bytes, 0);
+        out(ctx, `verify: ${results.length - failed.length} of ${results.length} version(s) ok${a.deep ? " (deep)" : ""}, ${formatBytes(bytes)} checked${failed.length ? `, ${failed.length} FAILED` : ""}`);
+      }
+      if (ctx.signal.aborted) return ExitCode.Interrupted;
+      return failed.length > 0 ? ExitCode.Integrity : ExitCode.OK;
+    },
+  });
+}

@@ -1,0 +1,92 @@
+// Checks backups: every file against its manifest (size, sha256) and, deeply, that archives read to the end.
+
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { errorMessage } from "../errors";
+import type { ItemKey } from "../core/selection";
+import type { DamagedEntry, Repository, VersionEntry } from "../repository/repository";
+import { readArchive } from "./archive";
+import { IMAGE_FILES } from "./server_items";
+import { DATABASE_FILES } from "./database";
+import type { Reporter } from "./reporter";
+
+export interface VerifyResult {
+  item: ItemKey;
+  version: string;
+  dir: string;
+  ok: boolean;
+  problems: string[];
+  bytes: number;
+}
+
+/** Verifies each version; damaged ones (no usable manifest) are failures too. Never throws per item. */
+export async function verifyVersions(
+  repo: Repository,
+  versions: VersionEntry[],
+  damaged: DamagedEntry[],
+  options: { deep: boolean; reporter: Reporter; signal: AbortSignal },
+): Promise<VerifyResult[]> {
+  const results: VerifyResult[] = damaged.map((d) => ({ item: d.key, version: d.version, dir: d.dir, ok: false, problems: [d.problem], bytes: 0 }));
+  for (const d of results) options.reporter.itemDone(d.item, { ok: false, error: `${d.version}: ${d.problems[0]}`, seconds: 0 });
+  for (const v of versions) {
+    if (options.signal.aborted) break;
+    const item = v.manifest;
+    const t0 = Date.now();
+    options.reporter.itemStart(item);
+    const problems: string[] = [];
+    for (const f of v.manifest.files) {
+      options.reporter.itemStep(item, `checking ${f.name}`);
+      try {
+        await repo.verifyFile(v, f, options.signal);
+      } catch (err) {
+        problems.push(errorMessage(err));
+      }
+    }
+    if (options.deep && problems.length === 0 && !options.signal.aborted) {
+      options.reporter.itemStep(item, "reading the archive to the end");
+      try {
+        const p = await deepCheck(v, options.signal);
+        if (p) problems.push(p);
+      } catch (err) {
+        problems.push(errorMessage(err));
+      }
+    }
+    const ok = problems.length === 0;
+    const seconds = (Date.now() - t0) / 1000;
+    results.push({ item, version: v.manifest.version, dir: v.dir, ok, problems, bytes: v.size });
+    options.reporter.itemDone(item, ok ? { ok, seconds, bytes: v.size, note: v.manifest.version } : { ok, seconds, error: `${v.manifest.version}: ${problems.join("; ")}` });
+  }
+  return results;
+}
+
+/** The kind-specific deep check; returns a problem or undefined. */
+async function deepCheck(v: VersionEntry, signal: AbortSignal): Promise<string | undefined> {
+  const m = v.manifest;
+  if (m.kind === "instance" || m.kind === "volume") {
+    const archive = m.files.find((f) => f.name.startsWith(`${m.kind}.`));
+    if (!archive) return `no ${m.kind} archive in the manifest`;
+    const check = await readArchive(join(v.dir, archive.name), signal);
+    if (check.indexName === undefined) return `${archive.name} has no backup/index.yaml`;
+    if (check.indexName !== m.name) return `${archive.name} holds a backup of "${check.indexName}", not of "${m.name}"`;
+    return undefined;
+  }
+  if (m.kind === "image") {
+    const names = m.options.split === true ? [IMAGE_FILES.meta, IMAGE_FILES.rootfs] : [IMAGE_FILES.unified];
+    const hash = createHash("sha256");
+    for (const n of names) {
+      for await (const chunk of createReadStream(join(v.dir, n), { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
+    }
+    const fp = hash.digest("hex");
+    return fp === m.name ? undefined : `the image files hash to ${fp.slice(0, 12)}, not to the fingerprint ${m.name.slice(0, 12)}`;
+  }
+  const text = await readFile(join(v.dir, DATABASE_FILES.config), "utf8");
+  try {
+    const snap = JSON.parse(text) as { format?: unknown; entities?: unknown };
+    if (snap.format !== 1 || !Array.isArray(snap.entities)) return `${DATABASE_FILES.config} is not a configuration export`;
+  } catch {
+    return `${DATABASE_FILES.config} is not valid JSON`;
+  }
+  return undefined;
+}
