@@ -129,6 +129,7 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
     }
     return { c, target };
   });
+  checkTargetClashes(targets);
 
   for (const kind of KINDS) {
     for (const { c, target } of targets) {
@@ -167,6 +168,25 @@ function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstanc
     return { op: "image", source: c, target, exists: live.images.has(imageKey(target.project, target.name)), createAliases, moveAliases };
   }
   throw new UsageError(`restoring ${target.kind} items is done by the database restore`);
+}
+
+/**
+ * Restoring into another project can bring two items onto one name there (default/web and
+ * prod/web both as staging/web): one would fail or overwrite the other. Images are left out: the
+ * same fingerprint is the same content.
+ */
+function checkTargetClashes(targets: ReadonlyArray<{ c: Candidate; target: ItemKey }>): void {
+  const seen = new Map<string, Candidate>();
+  for (const { c, target } of targets) {
+    if (target.kind === "image") continue;
+    const first = seen.get(itemId(target));
+    if (first) {
+      throw new UsageError(
+        `${itemLabel(first.manifest)} and ${itemLabel(c.manifest)} would both be restored as ${itemLabel(target)}; add --name, or restore one project at a time`,
+      );
+    }
+    seen.set(itemId(target), c);
+  }
 }
 
 /** A bare name that matches one kind in several pools or projects is refused. */
