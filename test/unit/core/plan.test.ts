@@ -330,6 +330,17 @@ describe("planRestore: what the selection designates", () => {
     expect(plan.notes).toEqual(["instance default/web goes into project staging"]);
   });
 
+  it("refuses to bring two items onto the same name in the target project", () => {
+    const run = () =>
+      planRestore(
+        [instance("default", "web", "20250914-030002"), instance("prod", "web", "20250914-030002"), instance("prod", "db", "20250914-030002")],
+        live(),
+        opts({ project: "staging" }),
+      );
+    expect(run).toThrow(UsageError);
+    expect(run).toThrow("instance default/web and instance prod/web would both be restored as instance staging/web; add --name, or restore one project at a time");
+  });
+
   it("still refuses an ambiguous name when restoring into another project", () => {
     const run = () =>
       planRestore(
