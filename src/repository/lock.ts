@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { link, readFile, rename, rm, unlink } from "node:fs/promises";
+import { link, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { LockedError } from "../errors";
 import { writeFileAtomic, writeFileDurable } from "./files";
 import { LOCK_FILE } from "./layout";
@@ -132,9 +132,11 @@ export async function readLock(path: string): Promise<LockInfo | undefined> {
     const info = JSON.parse(text) as LockInfo;
     if (typeof info.pid === "number" && typeof info.host === "string") return info;
   } catch {
-    // fall through: an unreadable lock is treated as held since now, so it goes stale in time
+    // fall through: an unreadable lock is treated as held since its file was last written, so it
+    // goes stale in time (a fresh "now" on every read would keep it held forever)
   }
-  return { host: "?", pid: 0, command: "?", started: new Date(0).toISOString(), refreshed: new Date().toISOString(), id: "?" };
+  const since = ((await stat(path).catch(() => undefined))?.mtime ?? new Date()).toISOString();
+  return { host: "?", pid: 0, command: "?", started: since, refreshed: since, id: "?" };
 }
 
 /** Why a lock is stale, or undefined if its holder may still be alive. */
