@@ -1,7 +1,7 @@
 // The repository lock: when it counts as abandoned, how its holder is named, taking and releasing it.
 
 import { spawnSync } from "node:child_process";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -144,6 +144,18 @@ describe("RepositoryLock", () => {
     await writeFile(join(dir, "lock.json"), "{ half a lo");
     await expect(RepositoryLock.acquire(dir, "new run")).rejects.toThrow(LockedError);
     expect(await readLock(join(dir, "lock.json"))).toMatchObject({ host: "?", pid: 0 });
+  });
+
+  it("takes over an unreadable lock once its file is old enough", async () => {
+    const dir = await tempDir();
+    const path = join(dir, "lock.json");
+    await writeFile(path, "");
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await utimes(path, hourAgo, hourAgo);
+    const messages: string[] = [];
+    const lock = await RepositoryLock.acquire(dir, "new run", { onMessage: (t) => messages.push(t) });
+    await lock.release();
+    expect(messages).toEqual([expect.stringMatching(/^taking over a stale lock: locked by pid 0 on host \? .*\(not refreshed for 60 min\)$/)]);
   });
 
   it("does not remove a lock that another run holds by now", async () => {
