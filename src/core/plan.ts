@@ -214,6 +214,8 @@ function groupByItem(candidates: readonly Candidate[]): Map<string, Group> {
     const key: ItemKey = { kind: m.kind, project: m.project, name: m.name, ...(m.pool === undefined ? {} : { pool: m.pool }) };
     const id = itemId(key);
     const g = map.get(id) ?? { key, versions: [] };
+    // --name matches an image by alias too: by any alias any of its versions had.
+    if (m.aliases !== undefined && m.aliases.length > 0) g.key.aliases = [...new Set([...(g.key.aliases ?? []), ...m.aliases])];
     g.versions.push(c);
     map.set(id, g);
   }
