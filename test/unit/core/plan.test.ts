@@ -31,14 +31,22 @@ function candidate(m: Pick<Manifest, "kind" | "project" | "name" | "version" | "
 
 type User = { project: string; name: string; running: boolean };
 
-function live(instances: Record<string, string> = {}, volumes: Record<string, User[]> = {}): LiveState {
-  const state = {
+function image(project: string, fingerprint: string, version: string, aliases: string[]): Candidate {
+  return candidate({ kind: "image", project, name: fingerprint, aliases, version, files: [{ name: "image.tar.zst", size: 300, sha256: SHA }] });
+}
+
+function live(
+  instances: Record<string, string> = {},
+  volumes: Record<string, User[]> = {},
+  images: string[] = [],
+  aliases: Record<string, string> = {},
+): LiveState {
+  return {
     instances: new Map(Object.entries(instances).map(([k, status]) => [k, { status }])),
     volumes: new Map(Object.entries(volumes).map(([k, users]) => [k, { users }])),
-    images: new Set<string>(),
-    aliases: new Map<string, string>(),
+    images: new Set(images),
+    aliases: new Map(Object.entries(aliases)),
   };
-  return state;
 }
 
 function opts(selection: Partial<Selection>, rest: Partial<PlanOptions> = {}): PlanOptions {
@@ -391,6 +399,67 @@ describe("planRestore: --target-name", () => {
     const step = only(plan, "replace-contents");
     expect(step.target).toEqual({ kind: "volume", project: "default", pool: "fast", name: "copy" });
     expect(isDestructive(plan)).toBe(true);
+  });
+});
+
+describe("planRestore: images", () => {
+  const FP = "9f3c1e2a7b6d5c4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
+  const OTHER = "1".repeat(64);
+  const sel = { kinds: ["image" as const, "volume" as const, "instance" as const] };
+
+  it("uploads a missing image and creates its aliases, before volumes and instances", () => {
+    const plan = planRestore(
+      [instance("default", "web", "20250914-030002"), image("default", FP, "20250914-030002", ["noble", "ubuntu/24.04"])],
+      live(),
+      opts(sel),
+    );
+    expect(plan.steps.map((s) => s.op)).toEqual(["image", "create"]);
+    expect(plan.steps[0]).toMatchObject({ exists: false, createAliases: ["noble", "ubuntu/24.04"], moveAliases: [] });
+    expect(isDestructive(plan)).toBe(false);
+  });
+
+  it("does not upload an image that is there, and leaves aliases that point at it", () => {
+    const plan = planRestore([image("default", FP, "20250914-030002", ["noble"])], live({}, {}, [`default/${FP}`], { "default/noble": FP }), opts(sel));
+    expect(only(plan, "image")).toMatchObject({ exists: true, createAliases: [], moveAliases: [] });
+    expect(isDestructive(plan)).toBe(false);
+  });
+
+  it("moves an alias that points at another image, which is destructive", () => {
+    const plan = planRestore([image("default", FP, "20250914-030002", ["noble"])], live({}, {}, [], { "default/noble": OTHER }), opts(sel));
+    expect(only(plan, "image")).toMatchObject({ exists: false, createAliases: [], moveAliases: [{ name: "noble", from: OTHER }] });
+    expect(isDestructive(plan)).toBe(true);
+  });
+
+  it("finds an image by alias or fingerprint prefix, and keeps its name under --target-name", () => {
+    expect(only(planRestore([image("default", FP, "20250914-030002", ["noble"])], live(), opts({ ...sel, names: ["noble"] })), "image").target.name).toBe(FP);
+    expect(only(planRestore([image("default", FP, "20250914-030002", [])], live(), opts({ ...sel, names: [FP.slice(0, 12)] })), "image")).toBeDefined();
+    const renamed = planRestore([image("default", FP, "20250914-030002", ["noble"])], live(), opts({ ...sel, names: ["noble"] }, { targetName: "x" }));
+    expect(only(renamed, "image").target.name).toBe(FP);
+  });
+
+  it("finds an image by an alias only an older version had, and restores the latest version", () => {
+    const plan = planRestore(
+      [image("default", FP, "20250914-030002", ["noble", "old-name"]), image("default", FP, "20250915-030002", ["noble"])],
+      live(),
+      opts({ ...sel, names: ["old-name"] }),
+    );
+    expect(only(plan, "image").source.manifest.version).toBe("20250915-030002");
+  });
+
+  it("refuses an alias found in two projects", () => {
+    const run = () =>
+      planRestore([image("default", FP, "20250914-030002", ["noble"]), image("prod", OTHER, "20250914-030002", ["noble"])], live(), opts({ ...sel, names: ["noble"] }));
+    expect(run).toThrow(UsageError);
+    expect(run).toThrow('"noble" matches 2 images: image default/noble, image prod/noble; add --project');
+  });
+
+  it("lets the same image from two projects go into one project", () => {
+    const plan = planRestore(
+      [image("default", FP, "20250914-030002", ["noble"]), image("prod", FP, "20250914-030002", ["noble"])],
+      live(),
+      opts({ kinds: ["image"], project: "staging" }),
+    );
+    expect(plan.steps.map((s) => `${s.op} ${s.target.project}/${s.target.name}`)).toEqual([`image staging/${FP}`, `image staging/${FP}`]);
   });
 });
 
