@@ -72,10 +72,20 @@ export class RepositoryLock {
 
   private startRefresh(now: () => Date): void {
     this.timer = setInterval(() => {
-      this.info = { ...this.info, refreshed: now().toISOString() };
-      writeFileAtomic(this.path, JSON.stringify(this.info) + "\n").catch(() => undefined);
+      void this.refresh(now);
     }, REFRESH_EVERY_MS);
     this.timer.unref();
+  }
+
+  /** Rewrites the refresh time, unless another run took the lock over (after a long suspend, say). */
+  private async refresh(now: () => Date): Promise<void> {
+    const holder = await readLock(this.path).catch(() => undefined);
+    if (holder?.id !== this.info.id) {
+      if (this.timer) clearInterval(this.timer);
+      return;
+    }
+    this.info = { ...this.info, refreshed: now().toISOString() };
+    await writeFileAtomic(this.path, JSON.stringify(this.info) + "\n").catch(() => undefined);
   }
 
   /** Releases the lock if it is still ours. */
