@@ -24,6 +24,9 @@ usage: lab.sh COMMAND [ARGS]
   server-remove [VERSION] NAME
                            stop and remove that extra incusd
   gc                       remove throwaway labs whose holder and owner died
+  leftovers                list what labs left behind on this machine (temp dirs, processes,
+                           mounts, lxc locks, cgroups, containers on a host Incus), except the
+                           kept lab; exit 1 if anything is found
 
 STATE is a state file or its directory. Without one, commands use $INCUS_BACKUP_LAB_STATE,
 then the kept lab. VERSION defaults to the state's primary lab.
@@ -36,6 +39,9 @@ Environment:
   INCUS_BACKUP_LAB_OUTER    auto (default) | private | host: where the lab containers run
   INCUS_BACKUP_LAB_POOL     storage pool for the lab on a host Incus (default: the default
                             profile's root pool)
+  INCUS_BACKUP_LAB_HOST_SOCKETS
+                            where to look for a host Incus (default: /var/lib/incus/unix.socket
+                            /run/incus/unix.socket; $INCUS_SOCKET is deliberately not used)
 EOF
 }
 
@@ -47,7 +53,7 @@ TMP_ROOT=${TMP_ROOT%/}
 POINTER=$TMP_ROOT/incus-backup-lab.state
 POINTER_LOCK=$TMP_ROOT/incus-backup-lab.lock
 KNOWN_VERSIONS="6.0 7.0"
-HOST_SOCKETS="/var/lib/incus/unix.socket /run/incus/unix.socket"
+HOST_SOCKETS=${INCUS_BACKUP_LAB_HOST_SOCKETS:-/var/lib/incus/unix.socket /run/incus/unix.socket}
 INCUSD=${INCUS_BACKUP_INCUSD:-/usr/libexec/incus/incusd}
 
 # Our incus calls always name their socket and use the state's own client config: whatever the
@@ -314,6 +320,18 @@ unlock_state() {
 	exec 9>&-
 	LOCKED=0
 }
+# Serialises the commands that create or remove the kept lab.
+lock_pointer() {
+	mkdir -p "$TMP_ROOT"
+	while :; do
+		exec 7>>"$POINTER_LOCK"
+		flock 7
+		# down deletes the lock file with the kept lab; a lock on a deleted file guards nothing.
+		if [ /proc/self/fd/7 -ef "$POINTER_LOCK" ]; then return 0; fi
+		exec 7>&-
+	done
+}
+
 new_state() { # KEEP
 	mkdir -p "$TMP_ROOT"
 	STATE_DIR=$(mktemp -d "$TMP_ROOT/ibk-lab.XXXXXX")
@@ -492,7 +510,14 @@ lab_create() ( # VERSION; in a subshell: it runs in parallel with the other lab
 	bb=$(busybox_entry)
 	image=$(lab_var IMAGE "$v")
 	[ -n "$image" ] || image=$name
-	outer image import "$entry/meta.tar.gz" "$entry/rootfs.tar.zst" --alias "$image" >/dev/null
+	# On a shared Incus, a concurrent run may hold the same image (same fingerprint) for a
+	# moment; it deletes it right after use.
+	tries=0
+	until quiet outer image import "$entry/meta.tar.gz" "$entry/rootfs.tar.zst" --alias "$image"; do
+		tries=$((tries + 1))
+		if [ "$IBK_OUTER" != host ] || [ "$tries" -ge 10 ]; then die "cannot import the $v lab image"; fi
+		sleep 3
+	done
 	# No profiles: on a user's Incus the default profile may carry NICs or limits we must not use.
 	# Privileged, because idmapped mounts (disk devices with shift=true) cannot be made inside
 	# a user namespace; the lab is a throwaway, so root-equals-root is acceptable.
@@ -714,19 +739,23 @@ cmd_down() { # [STATE]
 		return 0
 	fi
 	case $(basename "$STATE_DIR") in ibk-lab.*) ;; *) die "$STATE_DIR is not a lab state directory" ;; esac
+	local kept=0
+	if [ -f "$POINTER" ] && [ "$(cat "$POINTER")" = "$STATE_FILE" ]; then
+		kept=1
+		lock_pointer
+	fi
 	lock_state
 	[ -d "$STATE_DIR" ] || return 0 # removed while we waited for the lock
 	state_load
 	teardown
+	if [ "$kept" = 1 ] && [ ! -e "$POINTER" ]; then rm -f "$POINTER_LOCK"; fi
 }
 
 cmd_up() {
 	local versions kept=""
 	read -r -a versions <<<"$(requested_versions)"
 	cmd_gc
-	mkdir -p "$TMP_ROOT"
-	exec 7>>"$POINTER_LOCK"
-	flock 7
+	lock_pointer
 	[ -f "$POINTER" ] && kept=$(cat "$POINTER")
 	if [ -n "$kept" ] && [ -f "$kept" ]; then
 		resolve_state "$kept"
@@ -840,6 +869,49 @@ cmd_gc() {
 			(cmd_down "$f") || :
 		fi
 	done
+}
+
+cmd_leftovers() {
+	local kept="" keep_names="" found=0 d p cmd line s conf
+	if [ -f "$POINTER" ]; then
+		kept=$(dirname "$(cat "$POINTER")")
+		keep_names=$(sed -n 's/^IBK_LAB_[0-9_]*=//p' "$kept/state" 2>/dev/null | tr '\n' ' ')
+	fi
+	report() {
+		echo "$1"
+		found=1
+	}
+	mine() { [ -n "$kept" ] && [[ $1 == *"$kept/"* || $1 == *"$kept" ]]; }
+	kept_name() { local n; for n in $keep_names; do [[ $1 == *"$n"* ]] && return 0; done; return 1; }
+	for d in "$TMP_ROOT"/ibk-lab.*; do
+		[ -e "$d" ] && [ "$d" != "$kept" ] && report "temp dir: $d"
+	done
+	for p in /proc/[0-9]*; do
+		cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+		case $cmd in
+		*"/ibk-lab."* | *"ibk-lab-"*) mine "$cmd" || kept_name "$cmd" || report "process ${p#/proc/}: ${cmd:0:160}" ;;
+		esac
+	done
+	while read -r line; do mine "$line" || report "mount: $line"; done < <(awk '$5 ~ /\/ibk-lab\./ { print $5 }' /proc/self/mountinfo)
+	while read -r line; do mine "${line#/run/lxc/lock}" || report "lxc lock: $line"; done < <(
+		find /run/lxc/lock -type d -name 'ibk-lab.*' -prune 2>/dev/null
+	)
+	while read -r line; do kept_name "$line" || report "cgroup: $line"; done < <(
+		find /sys/fs/cgroup -maxdepth 2 -type d -name 'lxc.*.ibk-lab-*' 2>/dev/null
+	)
+	for s in $HOST_SOCKETS; do
+		[ -S "$s" ] || continue
+		conf=$(mktemp -d)
+		while read -r line; do
+			[ -n "$line" ] && ! kept_name "$line" && report "container on the Incus at $s: $line"
+		done < <(INCUS_SOCKET=$s INCUS_CONF=$conf timeout 15 incus list '^ibk-lab-' -f csv -c n </dev/null 2>/dev/null || :)
+		while read -r line; do
+			[ -n "$line" ] && report "image alias on the Incus at $s: $line"
+		done < <(INCUS_SOCKET=$s INCUS_CONF=$conf timeout 15 incus image alias list 'ibk-lab-image-' -f csv -c n </dev/null 2>/dev/null || :)
+		rm -rf "$conf"
+	done
+	[ "$found" = 0 ] && log "nothing left behind${kept:+ (apart from the kept lab in $kept)}"
+	return "$found"
 }
 
 # Optional STATE and VERSION arguments in either order.
@@ -1042,6 +1114,7 @@ main() {
 	server-add) cmd_server_add "$@" ;;
 	server-remove) cmd_server_remove "$@" ;;
 	gc) cmd_gc ;;
+	leftovers) cmd_leftovers ;;
 	-h | --help | help) usage ;;
 	*)
 		usage >&2
