@@ -108,7 +108,8 @@ async function hold(): Promise<Held> {
   });
   let err = "";
   child.stderr.setEncoding("utf8").on("data", (d: string) => {
-    err = tail(err + d, 200);
+    err += d;
+    if (err.length > 200_000) err = err.slice(-100_000);
     process.stderr.write(d);
   });
   const exited = new Promise<number | null>((resolve) => {

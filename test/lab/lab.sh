@@ -600,10 +600,7 @@ bring_up() { # VERSION...
 	build_all "${missing[@]}" 7>&- 9>&- &
 	builds=$!
 	if [ -z "${IBK_OUTER:-}" ]; then outer_up; fi
-	if ! wait "$builds"; then
-		log "error: building the lab images failed"
-		return 1
-	fi
+	wait "$builds" || return 1
 	for v in "${missing[@]}"; do
 		if [ -n "$(lab_var LAB "$v")" ]; then
 			log "lab $v: $(lab_var LAB "$v") is unhealthy or outdated; replacing it"
@@ -945,7 +942,7 @@ cmd_status() {
 		fi
 		echo "lab $v: container $(lab_var LAB "$v"), Incus $(lab_var VERSION "$v"), socket $(lab_var SOCKET "$v"): $extra"
 	done
-	for extra in ${!IBK_SERVER_@}; do echo "extra incusd ${extra#IBK_SERVER_?_?_} (lab ${extra:11:1}.${extra:13:1}): ${!extra}"; done
+	for extra in ${!IBK_SERVER_@}; do echo "extra incusd ${extra#IBK_SERVER_}: ${!extra}"; done
 	return "$healthy"
 }
 

@@ -119,7 +119,8 @@ function labScript(args: string[], opts: RunOptions = {}): Promise<RunResult> {
 
 /**
  * Starts an additional, empty incusd inside a lab (own INCUS_DIR, `default` dir pool, root disk
- * in the default profile) and returns its socket. `name`: lowercase letters, digits, hyphens.
+ * in the default profile) and returns its socket. `name`: up to 16 lowercase letters, digits and
+ * hyphens, starting with a letter; unique among the extra servers of that lab.
  */
 export async function startExtraServer(name: string, version: string = labVersion()): Promise<string> {
   const r = await labScript(["server-add", version, name]);
