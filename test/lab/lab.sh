@@ -246,7 +246,7 @@ build_busybox() (
 	printf 'root:x:0:\n' >"$root/etc/group"
 	tar -C "$root" --owner=0 --group=0 --numeric-owner -czf "$stage/rootfs.tar.gz" .
 	rm -rf "$root"
-	write_meta "$stage" busybox "$("$bb" | head -n 1 | awk '{ print $2 }')" "incus-backup test image (busybox)"
+	write_meta "$stage" busybox "$("$bb" 2>&1 | awk 'NR == 1 { print $2 }')" "incus-backup test image (busybox)"
 	mv "$stage" "$entry"
 	trap - EXIT
 	for old in "$CACHE_DIR/busybox-"*; do
@@ -362,7 +362,15 @@ pid_alive() { # PID: running and not a zombie
 	st=$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
 	[ -n "$st" ] && [ "$st" != Z ]
 }
-pid_is_incusd() { { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -q incusd; }
+# No `| grep -q` in this file: under pipefail, grep quitting early fails the pipeline (SIGPIPE).
+# Sets CMDLINE to the command line of PID, without forking: sweeps read every process.
+read_cmdline() {
+	local args=()
+	CMDLINE=""
+	{ mapfile -d '' -t args <"/proc/$1/cmdline"; } 2>/dev/null || return 1
+	CMDLINE="${args[*]}"
+}
+pid_is_incusd() { read_cmdline "$1" && [[ $CMDLINE == *incusd* ]]; }
 wait_gone() { # PID SECONDS
 	local i=0
 	while pid_alive "$1"; do
@@ -447,7 +455,7 @@ outer_up() {
 		state_set IBK_OUTER_SOCKET "$host"
 		local pool=${INCUS_BACKUP_LAB_POOL:-}
 		[ -n "$pool" ] || pool=$(INCUS_TIMEOUT=15 outer profile device get default root pool 2>/dev/null) || pool=""
-		[ -n "$pool" ] || pool=$(INCUS_TIMEOUT=15 outer storage list -f csv -c n 2>/dev/null | head -n 1) || pool=""
+		[ -n "$pool" ] || pool=$(INCUS_TIMEOUT=15 outer storage list -f csv -c n 2>/dev/null | awk 'NR == 1') || pool=""
 		[ -n "$pool" ] || die "the Incus on $host has no storage pool; set INCUS_BACKUP_LAB_POOL"
 		state_set IBK_POOL "$pool"
 		log "outer layer: the Incus on $host (pool $pool); only ibk-lab-* containers are created there"
@@ -551,7 +559,7 @@ lab_healthy() { # VERSION
 	[ -n "$name" ] && [ -S "$sock" ] || return 1
 	# A changed recipe (lab-init, packages) means the kept lab no longer is what the tests expect.
 	[ "$(lab_var KEY "$v")" = "$(lab_key "$v")" ] || return 1
-	INCUS_TIMEOUT=15 outer info "$name" 2>/dev/null | grep -q '^Status: RUNNING' || return 1
+	[[ $(INCUS_TIMEOUT=15 outer list "^$name\$" -f csv -c s 2>/dev/null) == RUNNING ]] || return 1
 	INCUS_TIMEOUT=15 inner "$v" image info busybox >/dev/null 2>&1
 }
 
@@ -636,27 +644,30 @@ unmount_under() { # DIR
 
 # Only for a private daemon that died or had to be killed: what it leaves running.
 sweep_processes() {
-	local p v name cg killed=0
+	local p v name cg killed=0 re='^([^ ]*incusd |\[lxc monitor\] )' names=() cgroups=()
+	for v in $(lab_versions); do
+		name=$(lab_var LAB "$v")
+		[ -z "$name" ] || names+=("$name")
+	done
 	for p in /proc/[0-9]*; do
 		p=${p#/proc/}
 		[ "$p" = $$ ] && continue
-		if { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qE "^(\S*incusd |\[lxc monitor\] ).*$STATE_DIR/"; then
+		read_cmdline "$p" || continue
+		if [[ $CMDLINE =~ $re && $CMDLINE == *"$STATE_DIR/"* ]]; then
 			kill -KILL "$p" 2>/dev/null && killed=$((killed + 1))
 			continue
 		fi
-		for v in $(lab_versions); do
-			name=$(lab_var LAB "$v")
-			[ -n "$name" ] || continue
-			if grep -q "lxc.payload.$name" "/proc/$p/cgroup" 2>/dev/null; then
+		{ mapfile -t cgroups <"/proc/$p/cgroup"; } 2>/dev/null || continue
+		for name in "${names[@]}"; do
+			if [[ "${cgroups[*]}" == *"lxc.payload.$name"* ]]; then
 				kill -KILL "$p" 2>/dev/null && killed=$((killed + 1))
+				break
 			fi
 		done
 	done
 	[ "$killed" = 0 ] || log "killed $killed leftover process(es) of the lab"
-	for v in $(lab_versions); do
-		name=$(lab_var LAB "$v")
-		[ -n "$name" ] || continue
-		sleep 0.2
+	[ "$killed" = 0 ] || sleep 0.2
+	for name in "${names[@]}"; do
 		while read -r cg; do rmdir "$cg" 2>/dev/null || :; done < <(
 			find /sys/fs/cgroup -depth -type d \( -path "*/lxc.payload.$name*" -o -path "*/lxc.monitor.$name*" \) 2>/dev/null
 		)
@@ -869,7 +880,7 @@ cmd_gc() {
 }
 
 cmd_leftovers() {
-	local kept="" keep_names="" found=0 d p cmd line s conf
+	local kept="" keep_names="" found=0 d p line s conf
 	if [ -f "$POINTER" ]; then
 		kept=$(dirname "$(cat "$POINTER")")
 		keep_names=$(sed -n 's/^IBK_LAB_[0-9_]*=//p' "$kept/state" 2>/dev/null | tr '\n' ' ')
@@ -884,9 +895,9 @@ cmd_leftovers() {
 		[ -e "$d" ] && [ "$d" != "$kept" ] && report "temp dir: $d"
 	done
 	for p in /proc/[0-9]*; do
-		cmd=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
-		case $cmd in
-		*"/ibk-lab."* | *"ibk-lab-"*) mine "$cmd" || kept_name "$cmd" || report "process ${p#/proc/}: ${cmd:0:160}" ;;
+		read_cmdline "${p#/proc/}" || continue
+		case $CMDLINE in
+		*"/ibk-lab."* | *"ibk-lab-"*) mine "$CMDLINE" || kept_name "$CMDLINE" || report "process ${p#/proc/}: $(printf '%.160s' "${CMDLINE//$'\n'/ }")" ;;
 		esac
 	done
 	while read -r line; do mine "$line" || report "mount: $line"; done < <(awk '$5 ~ /\/ibk-lab\./ { print $5 }' /proc/self/mountinfo)
