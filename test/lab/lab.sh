@@ -433,6 +433,7 @@ use POSIX ();
 my $nr = { x86_64 => 157, aarch64 => 167 }->{(POSIX::uname())[4]};
 syscall($nr, 36, 1, 0, 0, 0) if defined $nr;    # PR_SET_CHILD_SUBREAPER
 my $pidfile = shift @ARGV;
+$0 = "ibk-lab-reaper @ARGV";    # what ps shows
 my $pid = fork() // die "fork: $!";
 if ($pid == 0) { exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!" }
 open(my $fh, ">", "$pidfile.tmp") or die; print $fh "$pid\n"; close($fh); rename("$pidfile.tmp", $pidfile);
