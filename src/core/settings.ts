@@ -1,0 +1,147 @@
+// The scheduled service's settings, read from INCUS_BACKUP_* variables (the container's environment.* keys).
+
+import { UsageError } from "../errors";
+import { EMPTY_POLICY, RULES, type RetentionPolicy } from "./retention";
+import { parseSchedule, type Schedule } from "./schedule";
+
+export const DEFAULT_SCHEDULE = "0 3 * * *";
+/** The policy when no INCUS_BACKUP_KEEP_* variable is set at all. */
+export const DEFAULT_POLICY: RetentionPolicy = { ...EMPTY_POLICY, daily: 7, weekly: 4, monthly: 6 };
+
+export type NotifyWhen = "failure" | "always";
+
+export interface Settings {
+  schedule: Schedule;
+  policy: RetentionPolicy;
+  /** Whether the policy came from INCUS_BACKUP_KEEP_* or is the default. */
+  policySource: "settings" | "default";
+  /** Scheduled runs include images. */
+  images: boolean;
+  /** Items backed up at the same time; undefined leaves it to the backup engine. */
+  parallel: number | undefined;
+  notify: { url: string; when: NotifyWhen } | undefined;
+  /** One run at start-up when a scheduled time passed while the daemon was not running. */
+  catchUp: boolean;
+  verify: { schedule: Schedule; deep: boolean } | undefined;
+  /** The backup container itself ("project/name"): scheduled runs leave it out. */
+  self: { project: string; name: string } | undefined;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** The variable names, for messages and for deploy/install.sh, which sets them. */
+export const ENV = {
+  schedule: "INCUS_BACKUP_SCHEDULE",
+  tz: "INCUS_BACKUP_TZ",
+  images: "INCUS_BACKUP_IMAGES",
+  parallel: "INCUS_BACKUP_PARALLEL",
+  notifyUrl: "INCUS_BACKUP_NOTIFY_URL",
+  notify: "INCUS_BACKUP_NOTIFY",
+  catchUp: "INCUS_BACKUP_CATCHUP",
+  verifySchedule: "INCUS_BACKUP_VERIFY_SCHEDULE",
+  verifyDeep: "INCUS_BACKUP_VERIFY_DEEP",
+  self: "INCUS_BACKUP_SELF",
+  keep: (rule: string) => `INCUS_BACKUP_KEEP_${rule.toUpperCase()}`,
+} as const;
+
+function value(env: Env, name: string): string | undefined {
+  const v = env[name]?.trim();
+  return v === undefined || v === "" ? undefined : v;
+}
+
+export function parseBool(text: string | undefined, name: string, fallback: boolean): boolean {
+  if (text === undefined) return fallback;
+  const t = text.toLowerCase();
+  if (["1", "true", "yes", "on"].includes(t)) return true;
+  if (["0", "false", "no", "off"].includes(t)) return false;
+  throw new UsageError(`${name}=${JSON.stringify(text)}: use true or false`);
+}
+
+export function parseCount(text: string, name: string, max = 1_000_000): number {
+  if (!/^\d+$/.test(text) || Number(text) > max) throw new UsageError(`${name}=${JSON.stringify(text)}: use a whole number from 0 to ${max}`);
+  return Number(text);
+}
+
+/**
+ * The retention policy from INCUS_BACKUP_KEEP_{LAST,HOURLY,DAILY,WEEKLY,MONTHLY,YEARLY}: the rules
+ * set are used and the others are off; with none set, undefined.
+ */
+export function policyFromEnv(env: Env): RetentionPolicy | undefined {
+  let any = false;
+  const p: RetentionPolicy = { ...EMPTY_POLICY };
+  for (const r of RULES) {
+    const name = ENV.keep(r);
+    const v = value(env, name);
+    if (v === undefined) continue;
+    any = true;
+    p[r] = parseCount(v, name);
+  }
+  return any ? p : undefined;
+}
+
+/** The time zone: INCUS_BACKUP_TZ, else the container's own (TZ, /etc/localtime), passed in. */
+export function timeZoneFromEnv(env: Env, systemTz: string): string {
+  return value(env, ENV.tz) ?? systemTz;
+}
+
+/** Reads and checks every setting; the first bad one is a UsageError naming the variable. */
+export function settingsFromEnv(env: Env, systemTz: string): Settings {
+  const tz = timeZoneFromEnv(env, systemTz);
+  const schedule = parseSchedule(value(env, ENV.schedule) ?? DEFAULT_SCHEDULE, tz, ENV.schedule);
+  const fromEnv = policyFromEnv(env);
+  const policy = fromEnv ?? DEFAULT_POLICY;
+  if (RULES.every((r) => policy[r] === 0)) {
+    throw new UsageError(`every INCUS_BACKUP_KEEP_* is 0: that policy would remove every version; keep at least one`);
+  }
+  const parallelText = value(env, ENV.parallel);
+  const parallel = parallelText === undefined ? undefined : parseCount(parallelText, ENV.parallel, 64);
+  if (parallel === 0) throw new UsageError(`${ENV.parallel}=0: use a whole number from 1 to 64`);
+  const url = value(env, ENV.notifyUrl);
+  let notify: Settings["notify"];
+  if (url !== undefined) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new UsageError(`${ENV.notifyUrl} is not a URL`);
+    }
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new UsageError(`${ENV.notifyUrl} must be an http or https URL`);
+    const when = (value(env, ENV.notify) ?? "failure").toLowerCase();
+    if (when !== "failure" && when !== "always") throw new UsageError(`${ENV.notify}=${JSON.stringify(when)}: use failure or always`);
+    notify = { url, when };
+  }
+  const verifyText = value(env, ENV.verifySchedule);
+  const verify = verifyText === undefined ? undefined : { schedule: parseSchedule(verifyText, tz, ENV.verifySchedule), deep: parseBool(value(env, ENV.verifyDeep), ENV.verifyDeep, false) };
+  const selfText = value(env, ENV.self);
+  let self: Settings["self"];
+  if (selfText !== undefined) {
+    const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(selfText);
+    if (!m) throw new UsageError(`${ENV.self}=${JSON.stringify(selfText)}: use NAME or PROJECT/NAME`);
+    self = { project: m[1] ?? "default", name: m[2]! };
+  }
+  return {
+    schedule,
+    policy,
+    policySource: fromEnv ? "settings" : "default",
+    images: parseBool(value(env, ENV.images), ENV.images, false),
+    parallel,
+    notify,
+    catchUp: parseBool(value(env, ENV.catchUp), ENV.catchUp, true),
+    verify,
+    self,
+  };
+}
+
+/**
+ * A URL as it may appear in logs and status: scheme and host only. Webhook URLs often carry their
+ * secret in the path or query (and sometimes user:password@), so nothing of those is shown.
+ */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    const rest = u.pathname !== "/" || u.search !== "" || u.username !== "" ? "/…" : "/";
+    return `${u.protocol}//${u.host}${rest}`;
+  } catch {
+    return "(invalid URL)";
+  }
+}
