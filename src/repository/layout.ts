@@ -14,6 +14,8 @@ export const LOCK_FILE = "lock.json";
 export const JOURNAL_DIR = "journal";
 /** One record per backup run (its items and results), for `status`. */
 export const RUNS_DIR = "runs";
+/** The scheduled service's records (daemon.json, prune.json, verify.json), for `status` and catch-up. */
+export const STATE_DIR = "state";
 
 export const KIND_DIRS: Record<Kind, string> = {
   instance: "instances",

@@ -16,6 +16,7 @@ import {
   KIND_DIRS,
   REPOSITORY_FORMAT,
   RUNS_DIR,
+  STATE_DIR,
   TMP_DIR,
   itemPath,
   keyFromParts,
@@ -322,6 +323,28 @@ export class Repository {
       }
     }
     return out;
+  }
+
+  /** Reads state/NAME.json; undefined when it is missing or unreadable (it only feeds status and catch-up). */
+  async readState<T>(name: string): Promise<T | undefined> {
+    try {
+      const v = JSON.parse(await readFile(join(this.root, STATE_DIR, `${name}.json`), "utf8")) as unknown;
+      return typeof v === "object" && v !== null ? (v as T) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Writes state/NAME.json atomically. */
+  async saveState(name: string, value: unknown): Promise<void> {
+    const dir = join(this.root, STATE_DIR);
+    const path = join(dir, `${name}.json`);
+    try {
+      await mkdirPrivate(dir);
+      await writeFileAtomic(path, JSON.stringify(value, null, 2) + "\n");
+    } catch (err) {
+      throw fsError("write", path, err);
+    }
   }
 
   /** Total bytes of all complete versions (for status). */
