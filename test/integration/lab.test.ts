@@ -99,6 +99,18 @@ describe("the lab", () => {
     expect(used.used_by).toEqual([`/1.0/instances/${name}`]);
   });
 
+  it("creates a managed bridge network that gives an instance an address", async () => {
+    const network = uniqueName("ibk").slice(0, 15);
+    track.defer(() => incus(["network", "delete", network], { allowFail: true }));
+    await incusOk(["network", "create", network, "ipv4.address=10.123.45.1/24", "ipv6.address=none"]);
+    const name = await launchInstance(uniqueName("lab-net"), { track, start: false });
+    await incusOk(["config", "device", "add", name, "eth0", "nic", `network=${network}`]);
+    await incusOk(["start", name]);
+    // busybox udhcpc reports the lease on stderr (it has no script to apply it with).
+    const lease = await incusOk(["exec", name, "--", "sh", "-c", "udhcpc -q -n -t 5 -i eth0 2>&1"]);
+    expect(lease).toMatch(/lease of 10\.123\.45\.\d+ obtained/);
+  });
+
   it("runs an extra, empty incusd in the lab", async () => {
     const socket = await startExtraServer("sanity");
     track.defer(() => stopExtraServer("sanity"));
@@ -108,6 +120,10 @@ describe("the lab", () => {
     await stopExtraServer("sanity");
     expect((await incus(["info"], { socket, allowFail: true, timeoutMs: 10_000 })).code).not.toBe(0);
     expect((await labShell("test -e /var/lib/incus-sanity || echo gone")).stdout).toBe("gone\n");
+
+    const bare = await startExtraServer("sanity-bare", { bare: true });
+    track.defer(() => stopExtraServer("sanity-bare"));
+    expect(await incusOk(["storage", "list", "-f", "csv"], { socket: bare })).toBe("");
   });
 
   it("restarts the main incusd without stopping its instances", async () => {

@@ -17,6 +17,9 @@ stop() {
 trap stop PWR TERM INT
 
 mkdir -p /var/log/incus
+# Nothing else brings loopback up here; without it the lab's network namespace has no routing
+# table and inner managed networks cannot be created.
+ip link set lo up 2>/dev/null || :
 while :; do
 	/usr/libexec/incus/incusd --group root --logfile /var/log/incus/incusd.log </dev/null >>/var/log/incus/incusd.out 2>&1 &
 	pid=$!

@@ -19,8 +19,9 @@ usage: lab.sh COMMAND [ARGS]
   exec [VERSION] -- CMD..  run CMD inside the lab container
   restart-incusd [VERSION] [--kill]
                            restart the lab's main incusd (SIGTERM; --kill fakes a crash)
-  server-add [VERSION] NAME
-                           start an extra, empty incusd in the lab; prints its socket
+  server-add [VERSION] [--bare] NAME
+                           start an extra, empty incusd in the lab with a `default` dir pool
+                           and root disk (--bare: not even those); prints its socket
   server-remove [VERSION] NAME
                            stop and remove that extra incusd
   gc                       remove throwaway labs whose holder and owner died
@@ -114,8 +115,9 @@ lab_recipe() {
 		'--dpkgopt=path-exclude=/usr/share/doc/*'
 		'--dpkgopt=path-exclude=/usr/share/locale/*'
 		# incus-base is the daemon without VM support: the `incus` package adds QEMU, which
-		# nested containers cannot use and which doubles the image.
-		--include=incus-base,incus-client,tini,zstd,ca-certificates
+		# nested containers cannot use and which doubles the image. dnsmasq-base (only
+		# recommended) lets tests create managed bridge networks inside the lab.
+		--include=incus-base,incus-client,tini,zstd,ca-certificates,dnsmasq-base
 	)
 	RECIPE_SOURCES=('deb @MIRROR@ trixie main')
 	case $1 in
@@ -1037,11 +1039,14 @@ cmd_restart_incusd() {
 	log "lab $TARGET_VERSION: incusd restarted (SIG$sig, pid $old -> $new)"
 }
 
-server_args() { # [STATE] [VERSION] NAME -> TARGET_VERSION, SERVER_NAME, SERVER_VAR
+server_args() { # [STATE] [VERSION] [--bare] NAME -> TARGET_VERSION, SERVER_NAME, SERVER_VAR, BARE
 	local args=() a
 	SERVER_NAME=""
+	BARE=0
 	for a in "$@"; do
-		if [ -z "$SERVER_NAME" ] && ! is_version "$a" && [[ "$a" =~ ^[a-z][a-z0-9-]{0,15}$ ]] && [ ! -e "$a" ]; then
+		if [ "$a" = --bare ]; then
+			BARE=1
+		elif [ -z "$SERVER_NAME" ] && ! is_version "$a" && [[ "$a" =~ ^[a-z][a-z0-9-]{0,15}$ ]] && [ ! -e "$a" ]; then
 			SERVER_NAME=$a
 		else
 			args+=("$a")
@@ -1074,8 +1079,10 @@ cmd_server_add() {
 	outer config device add "$name" "srv-$SERVER_NAME" proxy "listen=unix:$sock" "connect=unix:$dir/unix.socket" \
 		bind=host "uid=$(id -u)" "gid=$(id -g)" mode=0660 >/dev/null
 	INCUS_TIMEOUT=70 incus_at "$sock" admin waitready --timeout 60
-	incus_at "$sock" storage create default dir >/dev/null
-	incus_at "$sock" profile device add default root disk pool=default path=/ >/dev/null
+	if [ "$BARE" = 0 ]; then
+		incus_at "$sock" storage create default dir >/dev/null
+		incus_at "$sock" profile device add default root disk pool=default path=/ >/dev/null
+	fi
 	log "lab $TARGET_VERSION: extra incusd '$SERVER_NAME' up in $(since "$t0")"
 	printf '%s\n' "$sock"
 }

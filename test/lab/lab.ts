@@ -119,17 +119,18 @@ function labScript(args: string[], opts: RunOptions = {}): Promise<RunResult> {
 
 /**
  * Starts an additional, empty incusd inside a lab (own INCUS_DIR, `default` dir pool, root disk
- * in the default profile) and returns its socket. `name`: up to 16 lowercase letters, digits and
- * hyphens, starting with a letter; unique among the extra servers of that lab.
+ * in the default profile; `bare`: not even those) and returns its socket. `name`: up to 16
+ * lowercase letters, digits and hyphens, starting with a letter; unique among the extra servers
+ * of that lab. Default lab: the primary one.
  */
-export async function startExtraServer(name: string, version: string = labVersion()): Promise<string> {
-  const r = await labScript(["server-add", version, name]);
+export async function startExtraServer(name: string, opts: { version?: string; bare?: boolean } = {}): Promise<string> {
+  const r = await labScript(["server-add", opts.version ?? labVersion(), ...(opts.bare ? ["--bare"] : []), name]);
   return r.stdout.trim();
 }
 
 /** Shuts an extra incusd down and removes its data. */
-export async function stopExtraServer(name: string, version: string = labVersion()): Promise<void> {
-  await labScript(["server-remove", version, name]);
+export async function stopExtraServer(name: string, opts: { version?: string } = {}): Promise<void> {
+  await labScript(["server-remove", opts.version ?? labVersion(), name]);
 }
 
 /**
