@@ -645,7 +645,8 @@ unmount_under() { # DIR
 	done < <(awk -v p="$1/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r)
 }
 
-# Only for a private daemon that died or had to be killed: what it leaves running.
+# After the private daemon is gone: kills what a dead or killed daemon left running (helpers,
+# monitors, the labs' processes). After a clean shutdown it finds nothing.
 sweep_processes() {
 	local p v name cg killed=0 re='^([^ ]*incusd |\[lxc monitor\] )' names=() cgroups=()
 	for v in $(lab_versions); do
