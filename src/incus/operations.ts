@@ -63,11 +63,7 @@ export class Operation {
       }
       let data: OperationData;
       try {
-        data = await this.client.get<OperationData>(
-          `/1.0/operations/${encodeURIComponent(this.id)}/wait`,
-          this.what,
-          { query: { timeout: step }, ...(options.signal === undefined ? {} : { signal: options.signal }) },
-        );
+        data = await this.waitStep(step, options.signal);
       } catch (err) {
         if (err instanceof InterruptedError) {
           await this.cancel().catch(() => undefined);
@@ -82,6 +78,22 @@ export class Operation {
       this.last = data;
       if (options.onProgress && data.metadata) options.onProgress(data.metadata);
       if (data.status_code >= SUCCESS) return this.outcome(data);
+    }
+  }
+
+  /**
+   * One bounded wait. When the wait times out with the operation still running, Incus 6.0 answers
+   * HTTP 200 with an error body "context deadline exceeded" (newer servers return the running
+   * operation); then the operation is read directly, for its progress.
+   */
+  private async waitStep(step: number, signal: AbortSignal | undefined): Promise<OperationData> {
+    const path = `/1.0/operations/${encodeURIComponent(this.id)}`;
+    const opts = signal === undefined ? {} : { signal };
+    try {
+      return await this.client.get<OperationData>(`${path}/wait`, this.what, { query: { timeout: step }, ...opts });
+    } catch (err) {
+      if (!(err instanceof IncusError) || !/context deadline exceeded/i.test(err.serverMessage)) throw err;
+      return this.client.get<OperationData>(path, this.what, opts);
     }
   }
 
