@@ -4,6 +4,8 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
+    // Removing the lab can take a few seconds; without this, vitest exits before it finishes.
+    teardownTimeout: 60_000,
     projects: [
       {
         test: {

@@ -1,0 +1,215 @@
+#!/usr/bin/env node
+// Benchmark: incus-backup against plain `incus export` / `incus import` on the same data, in one run.
+//
+// It brings up (or reuses) the kept test lab, creates N busybox instances holding SIZE MiB each
+// (half random, half compressible), then alternates A/B runs:
+//   backup:  `incus-backup backup --instances --name ...`  vs  a loop of
+//            `incus export NAME FILE --compression zstd --instance-only`, one after another;
+//   restore: `incus-backup restore --all --force` onto a server emptied of those instances  vs
+//            a loop of `incus import FILE`.
+// It prints the median wall times of each, the ratios, and the tool's peak RSS (GNU time).
+//
+// Usage: node bench/bench.mjs [--instances N] [--size MiB] [--runs R] [--parallel P] [--lab 6.0|7.0]
+//        [--keep] [--json FILE]
+// Needs the built bundle (npm run build) and what the tests need (root, Incus, see test/lab).
+
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, readdirSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const bundle = join(root, "dist", "incus-backup.mjs");
+
+function parseArgs(argv) {
+  const o = { instances: 4, size: 100, runs: 3, parallel: undefined, lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", keep: false, json: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
+    if (a === "--instances") o.instances = Number(v());
+    else if (a === "--size") o.size = Number(v());
+    else if (a === "--runs") o.runs = Number(v());
+    else if (a === "--parallel") o.parallel = Number(v());
+    else if (a === "--lab") o.lab = v();
+    else if (a === "--keep") o.keep = true;
+    else if (a === "--json") o.json = v();
+    else if (a === "--help" || a === "-h") {
+      console.log(readFileHead());
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  if (!(o.instances >= 1 && o.size >= 1 && o.runs >= 1)) throw new Error("--instances, --size and --runs must be positive");
+  return o;
+}
+
+function readFileHead() {
+  return "usage: node bench/bench.mjs [--instances N] [--size MiB] [--runs R] [--parallel P] [--lab 6.0|7.0] [--keep] [--json FILE]";
+}
+
+/** Runs a command; resolves with its output and wall time. Rejects on failure. */
+function run(cmd, args, env, { input } = {}) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (code === 0) resolve({ out, err, seconds });
+      else reject(new Error(`${cmd} ${args.join(" ")}: exit ${code}: ${err.trim() || out.trim()}`));
+    });
+    child.stdin.end(input ?? "");
+  });
+}
+
+function labEnv(version) {
+  const up = spawnSync("bash", [join(root, "test/lab/lab.sh"), "up"], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, INCUS_BACKUP_LABS: version, INCUS_BACKUP_LAB_VERSION: version } });
+  if (up.status !== 0) throw new Error("could not bring up the lab (see above)");
+  const r = spawnSync("bash", [join(root, "test/lab/lab.sh"), "env", "", version], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`lab.sh env failed: ${r.stderr}`);
+  const env = { ...process.env };
+  delete env.INCUS_DIR;
+  delete env.INCUS_REMOTE;
+  delete env.INCUS_PROJECT;
+  for (const line of r.stdout.split("\n")) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]] = m[2].replace(/^'|'$/g, "");
+  }
+  return env;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+/** Runs the tool under GNU time to get its peak RSS (KiB). */
+async function tool(env, args) {
+  const r = await run("/usr/bin/time", ["-f", "IBK_MAXRSS_KB=%M", process.execPath, bundle, ...args], env);
+  const m = /IBK_MAXRSS_KB=(\d+)/.exec(r.err);
+  return { seconds: r.seconds, rssMiB: m ? Number(m[1]) / 1024 : NaN };
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  if (!existsSync(bundle)) throw new Error("no dist/incus-backup.mjs: run `npm run build` first");
+  const env = labEnv(o.lab);
+  const incus = (...args) => run("incus", args, env);
+  const server = JSON.parse((await incus("query", "/1.0")).out);
+  const tag = Math.random().toString(36).slice(2, 7);
+  const names = Array.from({ length: o.instances }, (_, i) => `bench-${tag}-${i}`);
+  const work = mkdtempSync(join(tmpdir(), "ibk-bench-"));
+  const log = (s) => process.stderr.write(`${s}\n`);
+  log(`lab ${o.lab} (Incus ${server.environment.server_version}), ${o.instances} x ${o.size} MiB, ${o.runs} runs, work dir ${work}`);
+
+  try {
+    for (const n of names) {
+      await incus("launch", "busybox", n);
+      const half = Math.max(1, Math.floor(o.size / 2));
+      // Half random (incompressible), half text (compressible), like a real root filesystem.
+      await incus("exec", n, "--", "sh", "-c", `dd if=/dev/urandom of=/root/random bs=1M count=${half} 2>/dev/null && yes "incus-backup bench line $(hostname)" | head -c ${(o.size - half) * 1048576} > /root/text && sync`);
+      await incus("stop", n);
+    }
+    const nameArgs = names.flatMap((n) => ["--name", n]);
+    const par = o.parallel === undefined ? [] : ["--parallel", String(o.parallel)];
+    const results = { toolBackup: [], exportLoop: [], toolRestore: [], importLoop: [], rss: [] };
+    const deleteAll = async () => {
+      for (const n of names) await incus("delete", "--force", n);
+    };
+
+    for (let r = 0; r < o.runs; r++) {
+      const repo = join(work, `repo-${r}`);
+      const exp = join(work, `export-${r}`);
+      spawnSync("mkdir", ["-p", repo, exp]);
+      const toolFirst = r % 2 === 0;
+      const doTool = async () => {
+        const t = await tool(env, ["backup", "--instances", ...nameArgs, ...par, "--dir", repo]);
+        results.toolBackup.push(t.seconds);
+        results.rss.push(t.rssMiB);
+        log(`run ${r + 1}: incus-backup backup ${t.seconds.toFixed(2)} s, peak RSS ${t.rssMiB.toFixed(0)} MiB`);
+      };
+      const doExport = async () => {
+        const t0 = performance.now();
+        for (const n of names) await incus("export", n, join(exp, `${n}.tar.zst`), "--compression", "zstd", "--instance-only");
+        const s = (performance.now() - t0) / 1000;
+        results.exportLoop.push(s);
+        log(`run ${r + 1}: incus export loop ${s.toFixed(2)} s`);
+      };
+      if (toolFirst) {
+        await doTool();
+        await doExport();
+      } else {
+        await doExport();
+        await doTool();
+      }
+
+      const doRestore = async () => {
+        await deleteAll();
+        const t = await tool(env, ["restore", "--instances", ...nameArgs, ...par, "--force", "--no-start", "--dir", repo]);
+        results.toolRestore.push(t.seconds);
+        results.rss.push(t.rssMiB);
+        log(`run ${r + 1}: incus-backup restore ${t.seconds.toFixed(2)} s, peak RSS ${t.rssMiB.toFixed(0)} MiB`);
+      };
+      const doImport = async () => {
+        await deleteAll();
+        const t0 = performance.now();
+        for (const f of readdirSync(exp)) await incus("import", join(exp, f));
+        const s = (performance.now() - t0) / 1000;
+        results.importLoop.push(s);
+        log(`run ${r + 1}: incus import loop ${s.toFixed(2)} s`);
+      };
+      if (toolFirst) {
+        await doRestore();
+        await doImport();
+      } else {
+        await doImport();
+        await doRestore();
+      }
+      rmSync(repo, { recursive: true, force: true });
+      rmSync(exp, { recursive: true, force: true });
+    }
+
+    const row = (label, a, b) => {
+      const ma = median(a);
+      const mb = median(b);
+      return { label, tool: ma, incus: mb, ratio: ma / mb };
+    };
+    const rows = [row("backup", results.toolBackup, results.exportLoop), row("restore", results.toolRestore, results.importLoop)];
+    const peak = Math.max(...results.rss);
+    const summary = {
+      lab: o.lab,
+      incus: server.environment.server_version,
+      instances: o.instances,
+      sizeMiB: o.size,
+      runs: o.runs,
+      parallel: o.parallel ?? null,
+      rows,
+      peakRssMiB: peak,
+      raw: results,
+    };
+    console.log(`\nincus-backup vs incus, ${o.instances} x ${o.size} MiB, Incus ${server.environment.server_version}, median of ${o.runs} alternating runs`);
+    console.log("              incus-backup   incus loop   ratio");
+    for (const x of rows) console.log(`${x.label.padEnd(12)}  ${x.tool.toFixed(2).padStart(10)} s  ${x.incus.toFixed(2).padStart(9)} s   ${x.ratio.toFixed(2)}`);
+    console.log(`peak RSS of incus-backup: ${peak.toFixed(0)} MiB`);
+    if (o.json) writeFileSync(o.json, JSON.stringify(summary, null, 2) + "\n");
+  } finally {
+    if (!o.keep) {
+      for (const n of names) await incus("delete", "--force", n).catch(() => undefined);
+    }
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench: ${err.message}`);
+  process.exit(1);
+});
