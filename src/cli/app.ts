@@ -1,26 +1,16 @@
 // The command tree: one subcommand per file, each a thin layer over one engine function.
 
-import { command, subcommands } from "cmd-ts";
-import { AppError, ExitCode } from "../errors";
+import { subcommands } from "cmd-ts";
 import { VERSION } from "../version";
 import { backupCommand } from "./backup";
 import type { CliContext } from "./context";
+import { daemonCommand } from "./daemon";
 import { listCommand } from "./list";
+import { pruneCommand } from "./prune";
 import { restoreCommand } from "./restore";
+import { statusCommand } from "./status";
 import { unlockCommand } from "./unlock";
 import { verifyCommand } from "./verify";
-
-/** Commands whose issue has not landed yet: present in the tree so the interface is stable. */
-function notYet(name: string, description: string) {
-  return command({
-    name,
-    description,
-    args: {},
-    handler: async (): Promise<number> => {
-      throw new AppError(`"${name}" is not available in this version yet`, ExitCode.Failure);
-    },
-  });
-}
 
 export function buildApp(ctx: CliContext) {
   return subcommands({
@@ -34,9 +24,9 @@ export function buildApp(ctx: CliContext) {
       restore: restoreCommand(ctx),
       list: listCommand(ctx),
       verify: verifyCommand(ctx),
-      prune: notYet("prune", "Remove old versions according to a retention policy"),
-      daemon: notYet("daemon", "Run scheduled backups (the container's main process)"),
-      status: notYet("status", "Show the last run, the next one and the repository size"),
+      prune: pruneCommand(ctx),
+      daemon: daemonCommand(ctx),
+      status: statusCommand(ctx),
       unlock: unlockCommand(ctx),
     },
   });

@@ -114,6 +114,12 @@ export const VALUE_OPTIONS = new Set([
   "--target-name",
   "--parallel",
   "--stop-timeout",
+  "--keep-last",
+  "--keep-hourly",
+  "--keep-daily",
+  "--keep-weekly",
+  "--keep-monthly",
+  "--keep-yearly",
 ]);
 
 /**

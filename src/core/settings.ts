@@ -79,6 +79,22 @@ export function policyFromEnv(env: Env): RetentionPolicy | undefined {
   return any ? p : undefined;
 }
 
+/**
+ * The time zone the process runs in: $TZ when it names a zone, else the runtime's default
+ * (/etc/localtime), else UTC. Read from the given environment so tests can set it.
+ */
+export function systemTimeZone(env: Env): string {
+  const tz = value(env, "TZ")?.replace(/^:/, "");
+  if (tz !== undefined) {
+    try {
+      return new Intl.DateTimeFormat("en-US", { timeZone: tz }).resolvedOptions().timeZone;
+    } catch {
+      // a TZ that is a path or POSIX rule: fall through to the runtime's idea of it
+    }
+  }
+  return Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC";
+}
+
 /** The time zone: INCUS_BACKUP_TZ, else the container's own (TZ, /etc/localtime), passed in. */
 export function timeZoneFromEnv(env: Env, systemTz: string): string {
   return value(env, ENV.tz) ?? systemTz;

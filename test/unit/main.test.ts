@@ -145,12 +145,6 @@ describe("errors from the world", () => {
     expect(r.stderr).toMatch(/^\s+at /m);
     expect(r.stderr.trimEnd().split("\n").at(-1)).toMatch(/^error: cannot open backup directory/);
   });
-
-  it("exits 1 for commands that are not there yet", async () => {
-    const r = await run(["prune"]);
-    expect(r.code).toBe(1);
-    expect(errorLine(r)).toMatch(/not available/);
-  });
 });
 
 describe("help and version: exit 0, on stdout", () => {

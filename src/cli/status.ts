@@ -1,0 +1,119 @@
+// `incus-backup status`: the last run, what runs now, the next run, policy, last prune and verify, repository size.
+
+import { command, flag } from "cmd-ts";
+import { ExitCode, UsageError } from "../errors";
+import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } from "../core/settings";
+import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
+import { gatherStatus, type StatusReport } from "../engine/status";
+import { backupDir, dirArg } from "./common";
+import { out, type CliContext } from "./context";
+import { formatBytes, formatDuration } from "./format";
+
+export function statusCommand(ctx: CliContext) {
+  return command({
+    name: "status",
+    description:
+      "Show the last run and its items, a run in progress, the next scheduled run, the retention policy, the last prune and verify, and the repository size. " +
+      "Exits 2 when the service's settings are invalid (it then schedules nothing) and 8 when the repository cannot be read.",
+    examples: [
+      { description: "In the deployed container", command: "incus exec backup -- incus-backup status" },
+      { description: "For monitoring", command: "incus exec backup -- incus-backup status --json" },
+    ],
+    args: {
+      ...dirArg,
+      json: flag({ long: "json", description: "print the status as JSON" }),
+    },
+    handler: async (a): Promise<number> => {
+      const dir = backupDir(ctx, a.dir);
+      const system = systemTimeZone(ctx.env);
+      let settings: Settings | undefined;
+      let settingsError: string | undefined;
+      // The service's settings count only where the service runs: deploy/install.sh always sets
+      // the schedule, so without it this is a run by hand (on the host, say).
+      if (ctx.env[ENV.schedule] !== undefined) {
+        try {
+          settings = settingsFromEnv(ctx.env, system);
+        } catch (err) {
+          if (!(err instanceof UsageError)) throw err;
+          settingsError = err.message;
+        }
+      }
+      let tz = system;
+      try {
+        tz = checkTimeZone(timeZoneFromEnv(ctx.env, system));
+      } catch {
+        // a bad INCUS_BACKUP_TZ is shown as the settings error; times are then in the system's zone
+      }
+      const report = await gatherStatus({ dir, now: ctx.now(), tz, ...(settings ? { settings } : {}), ...(settingsError ? { settingsError } : {}) });
+      out(ctx, a.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+      if (report.settingsError) return ExitCode.Usage;
+      if (report.repository.error) return ExitCode.Repository;
+      return ExitCode.OK;
+    },
+  });
+}
+
+/** The text form: one labelled line per topic, the last run's items indented below it. */
+export function formatStatus(r: StatusReport): string {
+  const at = (iso: string) => formatLocal(new Date(iso), r.tz);
+  const lines: Array<[string, string]> = [];
+  const add = (label: string, value: string) => lines.push([label, value]);
+  const repo = r.repository;
+  if (repo.error) add("repository", `${repo.dir}: ERROR: ${repo.error}`);
+  else if (!repo.initialized) add("repository", `${repo.dir}: empty (no backup yet)`);
+  else {
+    add(
+      "repository",
+      `${repo.dir}: ${repo.items} item(s), ${repo.versions} version(s), ${formatBytes(repo.size)}${repo.damaged ? `, ${repo.damaged} DAMAGED (run \`incus-backup verify\`)` : ""}`,
+    );
+  }
+  if (r.settingsError) add("settings", `ERROR: ${r.settingsError}; nothing is scheduled until this is fixed`);
+  add("running", r.running ? `${r.running.command}: pid ${r.running.pid} on ${r.running.host} since ${at(r.running.since)}` : "nothing");
+  const run = r.lastRun;
+  const itemLines: string[] = [];
+  if (run) {
+    const items = run.items ?? [];
+    const ok = items.filter((i) => i.ok);
+    const bytes = ok.reduce((n, i) => n + (i.bytes ?? 0), 0);
+    const took = run.finished ? ` (${formatDuration((Date.parse(run.finished) - Date.parse(run.started)) / 1000)})` : "";
+    const end = run.finished ? ` to ${at(run.finished)}` : "";
+    add("last run", `${run.version} ${run.status.toUpperCase()}: ${at(run.started)}${end}${took}, ${ok.length} of ${items.length} item(s), ${formatBytes(bytes)}`);
+    for (const i of items) {
+      itemLines.push(i.ok ? `ok      ${i.label}  ${formatBytes(i.bytes ?? 0)}  ${formatDuration(i.seconds ?? 0)}` : `FAILED  ${i.label}: ${i.error ?? "?"}`);
+    }
+  } else add("last run", "none yet");
+  const lastRunIndex = lines.length;
+  const s = r.schedule;
+  if (s) {
+    const next = s.next ? at(s.next) : "not planned (the service is not running)";
+    const from = s.source === "daemon" ? ", as the service last planned it" : "";
+    const catchUp = s.catchUp === null ? "" : `, catch-up ${s.catchUp ? "on" : "off"}`;
+    add("next run", `${next} (schedule "${s.expression}" in ${s.tz}${catchUp}${from})`);
+  } else add("next run", "no schedule here (the service's settings are not set)");
+  if (r.policy) add("policy", `keep ${formatPolicy(r.policy)}${r.policy.source === "default" ? " (default)" : r.policy.source === "last prune" ? " (of the last prune)" : ""}`);
+  if (r.images !== null) add("images", r.images ? "included in scheduled backups" : "not included in scheduled backups");
+  const p = r.lastPrune;
+  if (p) {
+    const failed = p.failed.length ? `, ${p.failed.length} could not be removed` : "";
+    add("last prune", `${at(p.finished)} (${p.trigger}): removed ${p.removed}, kept ${p.kept}, ${formatBytes(p.bytesFreed)} freed${failed}${p.interrupted ? ", interrupted" : ""}`);
+  } else add("last prune", "none yet");
+  const v = r.verify;
+  const vParts: string[] = [];
+  if (v.expression) vParts.push(`schedule "${v.expression}"${v.deep ? " (deep)" : ""}${v.next ? `, next ${at(v.next)}` : ""}`);
+  if (v.last) {
+    const bad = v.last.failed.length;
+    vParts.push(`last ${at(v.last.finished)}: ${v.last.ok} of ${v.last.checked} version(s) ok${bad ? `, ${bad} FAILED` : ""}${v.last.interrupted ? ", interrupted" : ""}`);
+  }
+  add("verify", vParts.length ? vParts.join("; ") : "not scheduled");
+  if (r.notify) add("notify", `${r.notify.target} on ${r.notify.when}`);
+  if (r.daemon) {
+    const d = r.daemon;
+    add("service", d.stopped ? `stopped at ${at(d.stopped)} (pid ${d.pid} on ${d.host})` : `pid ${d.pid} on ${d.host} since ${at(d.started)}`);
+  }
+  const width = Math.max(...lines.map(([l]) => l.length));
+  const text = lines.map(([l, val]) => `${l.padEnd(width)}  ${val}`);
+  const indent = " ".repeat(width + 4);
+  text.splice(lastRunIndex, 0, ...itemLines.map((l) => indent + l));
+  if (v.last) for (const f of v.last.failed) text.push(`${indent}FAILED  ${f.label} ${f.version}: ${f.problems.join("; ")}`);
+  return text.join("\n");
+}

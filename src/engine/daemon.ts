@@ -1,0 +1,433 @@
+// The scheduled service: backs up and prunes on a cron schedule, verifies on another, catches up once after downtime.
+
+import { stat } from "node:fs/promises";
+import { InterruptedError, LockedError, errorMessage } from "../errors";
+import type { IncusClient } from "../incus/client";
+import { KINDS, itemLabel, type Kind, type Selection } from "../core/selection";
+import { formatLocal, formatPolicy, isEmptyPolicy } from "../core/retention";
+import { missedRun } from "../core/schedule";
+import { redactUrl, type Settings } from "../core/settings";
+import { RepositoryLock } from "../repository/lock";
+import { Repository } from "../repository/repository";
+import { discoverForBackup, runBackup, type LiveItem } from "./backup";
+import { postJson } from "./notify";
+import { prune } from "./prune";
+import type { Reporter } from "./reporter";
+import { recoverJournals } from "./restore";
+import { verifyVersions } from "./verify";
+
+export type Trigger = "schedule" | "catch-up";
+export type RunStatus = "ok" | "partial" | "failed" | "interrupted";
+
+/** What one scheduled run did: logged, kept in state/daemon.json, and sent as the notification. */
+export interface RunSummary {
+  kind: "backup" | "verify";
+  trigger: Trigger;
+  /** The scheduled time this run is for (ISO). */
+  slot: string;
+  status: RunStatus;
+  started: string;
+  finished: string;
+  /** The backup's version name. */
+  version?: string;
+  items: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number }>;
+  /** Why the run as a whole failed (Incus or the repository unavailable, ...). */
+  error?: string;
+  prune?: { removed: number; kept: number; bytesFreed: number; failed: number; error?: string };
+  verify?: { checked: number; failed: Array<{ label: string; version: string; problems: string[] }>; deep: boolean };
+}
+
+/** state/daemon.json: what the service did and plans, for catch-up after downtime and for status. */
+export interface DaemonState {
+  host: string;
+  pid: number;
+  /** When this daemon started. */
+  started: string;
+  /** When it stopped while idle (absent while it runs, or when it died). */
+  stopped?: string;
+  /**
+   * Every scheduled time up to here was run or deliberately skipped (while idle-running, or
+   * during a longer run). A scheduled time after it and before a start-up was missed.
+   */
+  coveredUntil?: string;
+  schedule: string;
+  tz: string;
+  next?: string;
+  verifySchedule?: string;
+  verifyNext?: string;
+  lastRun?: Pick<RunSummary, "kind" | "trigger" | "slot" | "status" | "started" | "finished" | "version">;
+  updated: string;
+}
+
+/** state/verify.json: the last scheduled verify. */
+export interface VerifyRecord {
+  started: string;
+  finished: string;
+  deep: boolean;
+  checked: number;
+  ok: number;
+  failed: Array<{ label: string; version: string; problems: string[] }>;
+  interrupted: boolean;
+}
+
+export const DAEMON_STATE = "daemon";
+export const VERIFY_STATE = "verify";
+
+/** The daemon loop's dependencies: time, sleep and the jobs, so the loop is tested with a fake clock. */
+export interface DaemonDeps {
+  now(): Date;
+  /** Resolves after `ms`, or as soon as `signal` fires. */
+  sleep(ms: number, signal: AbortSignal): Promise<void>;
+  /** One plain line per event; the CLI adds the timestamp. */
+  log(line: string): void;
+  backup(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
+  verify(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
+  notify(summary: RunSummary, signal: AbortSignal): Promise<void>;
+  loadState(): Promise<DaemonState | undefined>;
+  saveState(state: DaemonState): Promise<void>;
+  host: string;
+  pid: number;
+}
+
+/** Longest single sleep: the clock is looked at again at least this often (suspend, clock changes). */
+const MAX_SLEEP_MS = 60_000;
+
+/**
+ * Runs until `signal` fires. Idle, it returns at once; during a run, the run's engines abandon
+ * the item in progress cleanly (no partial version; the server-side backup is deleted or
+ * expires) and it returns after that. Returns whether a run was interrupted.
+ */
+export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: AbortSignal): Promise<{ interrupted: boolean }> {
+  const { schedule } = settings;
+  const tz = schedule.tz;
+  const at = (d: Date) => formatLocal(d, tz);
+  const loaded = await deps.loadState().catch(() => undefined);
+  const startedAt = deps.now();
+  const state: DaemonState = {
+    ...(loaded?.coveredUntil ? { coveredUntil: loaded.coveredUntil } : {}),
+    ...(loaded?.lastRun ? { lastRun: loaded.lastRun } : {}),
+    host: deps.host,
+    pid: deps.pid,
+    started: startedAt.toISOString(),
+    schedule: schedule.expression,
+    tz,
+    ...(settings.verify ? { verifySchedule: settings.verify.schedule.expression } : {}),
+    updated: startedAt.toISOString(),
+  };
+  const save = async () => {
+    state.updated = deps.now().toISOString();
+    await deps.saveState(state).catch((err: unknown) => deps.log(`warning: could not save the service state: ${errorMessage(err)}`));
+  };
+
+  deps.log(
+    `started: backups on "${schedule.expression}" (${tz}), keep ${formatPolicy(settings.policy)}` +
+      `${settings.images ? ", images included" : ""}` +
+      `${settings.verify ? `; verify${settings.verify.deep ? " --deep" : ""} on "${settings.verify.schedule.expression}"` : ""}` +
+      `${settings.notify ? `; notify ${redactUrl(settings.notify.url)} on ${settings.notify.when}` : ""}` +
+      `; catch-up ${settings.catchUp ? "on" : "off"}`,
+  );
+
+  let interrupted = false;
+  const runJob = async (kind: "backup" | "verify", trigger: Trigger, slot: Date): Promise<void> => {
+    deps.log(`${kind} ${trigger === "catch-up" ? "catching up on" : "for"} ${at(slot)} starting`);
+    const job = kind === "backup" ? deps.backup : deps.verify;
+    const summary = await job(trigger, slot, signal);
+    if (summary.status === "interrupted") interrupted = true;
+    deps.log(summaryLine(summary));
+    if (kind === "backup") {
+      state.lastRun = { kind, trigger, slot: summary.slot, status: summary.status, started: summary.started, finished: summary.finished, ...(summary.version ? { version: summary.version } : {}) };
+      // An interrupted run leaves its time uncovered, so the next start-up catches up on it.
+      if (summary.status !== "interrupted") state.coveredUntil = deps.now().toISOString();
+    }
+    await save();
+    const n = settings.notify;
+    // Not for interrupted runs: the container is stopping, and the catch-up run reports.
+    if (n && summary.status !== "interrupted" && (n.when === "always" || summary.status !== "ok")) {
+      try {
+        await deps.notify(summary, signal);
+        deps.log(`notified ${redactUrl(n.url)} (${kind} ${summary.status})`);
+      } catch (err) {
+        deps.log(`warning: notification failed: ${errorMessage(err)}`);
+      }
+    }
+  };
+
+  const missed = settings.catchUp ? missedRun(schedule, parseDate(state.coveredUntil), startedAt) : undefined;
+  if (state.coveredUntil === undefined) {
+    // First start on this repository: nothing can have been missed before it.
+    state.coveredUntil = startedAt.toISOString();
+  }
+  await save();
+  if (missed && !signal.aborted) {
+    deps.log(`the run scheduled for ${at(missed)} was missed while the service was down`);
+    await runJob("backup", "catch-up", missed);
+  }
+
+  let nextBackup = schedule.next(deps.now());
+  let nextVerify = settings.verify?.schedule.next(deps.now());
+  const plan = async () => {
+    state.next = nextBackup.toISOString();
+    if (nextVerify) state.verifyNext = nextVerify.toISOString();
+    await save();
+    deps.log(`next backup at ${at(nextBackup)}${nextVerify ? `, next verify at ${at(nextVerify)}` : ""}`);
+  };
+  if (!signal.aborted) await plan();
+
+  while (!signal.aborted) {
+    const due = nextVerify && nextVerify < nextBackup ? nextVerify : nextBackup;
+    const wait = due.getTime() - deps.now().getTime();
+    if (wait > 0) {
+      await deps.sleep(Math.min(wait, MAX_SLEEP_MS), signal);
+      continue;
+    }
+    if (due === nextBackup) {
+      const slot = nextBackup;
+      await runJob("backup", "schedule", slot);
+      nextBackup = schedule.next(laterOf(deps.now(), slot));
+      const skipped = countBetween((d) => schedule.next(d), slot, nextBackup);
+      if (skipped > 0) deps.log(`the run took longer than the schedule allows: ${skipped} scheduled time(s) skipped`);
+    } else {
+      const slot = nextVerify!;
+      await runJob("verify", "schedule", slot);
+      nextVerify = settings.verify!.schedule.next(laterOf(deps.now(), slot));
+    }
+    if (!signal.aborted) await plan();
+  }
+
+  if (!interrupted) {
+    // Stopped while idle: every scheduled time until now was looked after.
+    state.coveredUntil = deps.now().toISOString();
+  }
+  state.stopped = deps.now().toISOString();
+  await save();
+  deps.log(interrupted ? "stopped; the interrupted run is caught up on at the next start" : "stopped");
+  return { interrupted };
+}
+
+function parseDate(iso: string | undefined): Date | undefined {
+  if (iso === undefined) return undefined;
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+function laterOf(a: Date, b: Date): Date {
+  return a.getTime() > b.getTime() ? a : b;
+}
+
+/** How many scheduled times lie strictly between `from` and `to` (at most 1000 are counted). */
+function countBetween(next: (d: Date) => Date, from: Date, to: Date): number {
+  let n = 0;
+  for (let d = next(from); d.getTime() < to.getTime() && n < 1000; d = next(d)) n++;
+  return n;
+}
+
+/** "backup ok (schedule): 20251126-030002, 5 of 5 item(s), 1.2 GiB; pruned 3, kept 40". */
+export function summaryLine(s: RunSummary): string {
+  const parts: string[] = [];
+  if (s.version) parts.push(s.version);
+  if (s.kind === "backup") {
+    const ok = s.items.filter((i) => i.ok);
+    parts.push(`${ok.length} of ${s.items.length} item(s) backed up, ${bytesText(ok.reduce((n, i) => n + (i.bytes ?? 0), 0))}`);
+    for (const f of s.items.filter((i) => !i.ok)) parts.push(`${f.label} failed: ${f.error ?? "?"}`);
+  }
+  if (s.verify) parts.push(`${s.verify.checked - s.verify.failed.length} of ${s.verify.checked} version(s) ok${s.verify.deep ? " (deep)" : ""}`);
+  if (s.prune) parts.push(s.prune.error ? `prune failed: ${s.prune.error}` : `pruned ${s.prune.removed}, kept ${s.prune.kept}${s.prune.failed ? `, ${s.prune.failed} could not be removed` : ""}`);
+  if (s.error) parts.push(s.error);
+  const seconds = (Date.parse(s.finished) - Date.parse(s.started)) / 1000;
+  return `${s.kind} ${s.status}${s.trigger === "catch-up" ? " (catch-up)" : ""} in ${seconds.toFixed(1)}s: ${parts.join("; ")}`;
+}
+
+function bytesText(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real jobs.
+
+export interface ServiceContext {
+  /** The repository directory. */
+  dir: string;
+  /** A new Incus client for one run (closed after it). */
+  connect(): IncusClient;
+  now(): Date;
+  sleep(ms: number, signal: AbortSignal): Promise<void>;
+  log(line: string): void;
+  /** Renders per-item events of backups (one line per item). */
+  reporter: Reporter;
+  /** Renders per-version events of verify (failures only: a repository has many versions). */
+  verifyReporter: Reporter;
+  settings: Settings;
+  toolVersion: string;
+}
+
+/** The lock holder's command line, as a manual run that finds the lock taken shows it. */
+export const SERVICE_COMMAND = "incus-backup daemon (scheduled backup and prune)";
+
+/** The kinds a scheduled backup covers: everything, images only when the settings say so. */
+export function scheduledKinds(settings: Settings): Kind[] {
+  return KINDS.filter((k) => k !== "image" || settings.images);
+}
+
+/**
+ * Waits for the repository lock rather than failing: a manual run holds it for a while at most.
+ * Stale locks are taken over by RepositoryLock itself.
+ */
+export async function acquireLockWaiting(ctx: Pick<ServiceContext, "log" | "sleep">, root: string, command: string, signal: AbortSignal): Promise<RepositoryLock> {
+  let told = false;
+  for (;;) {
+    if (signal.aborted) throw new InterruptedError();
+    try {
+      return await RepositoryLock.acquire(root, command, { onMessage: (t) => ctx.log(t) });
+    } catch (err) {
+      if (!(err instanceof LockedError)) throw err;
+      if (!told) ctx.log(`waiting: ${err.message}`);
+      told = true;
+      await ctx.sleep(5_000, signal);
+    }
+  }
+}
+
+/** One scheduled backup then prune, under the repository lock. Never throws: failures are in the summary. */
+export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> {
+  const started = ctx.now();
+  const summary: RunSummary = { kind: "backup", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
+  let client: IncusClient | undefined;
+  try {
+    const { repo } = await Repository.open(ctx.dir, { create: true });
+    await repo.checkWritable();
+    const lock = await acquireLockWaiting(ctx, repo.root, SERVICE_COMMAND, signal);
+    try {
+      const leftovers = await repo.cleanupTemp();
+      if (leftovers.length > 0) ctx.log(`removed ${leftovers.length} unfinished backup file(s) left by an earlier run`);
+      client = ctx.connect();
+      for (const line of await recoverJournals({ client, repo, reporter: ctx.reporter, now: ctx.now })) ctx.log(line);
+      const selection: Selection = { kinds: scheduledKinds(ctx.settings), names: [] };
+      const items = withoutSelf(await discoverForBackup(client, selection, signal), ctx);
+      const result = await runBackup(
+        { client, repo, reporter: ctx.reporter, now: ctx.now, toolVersion: ctx.toolVersion },
+        { selection, compression: "zstd", snapshots: false, stop: false, parallel: ctx.settings.parallel ?? 1, command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}` },
+        items,
+        signal,
+      );
+      summary.version = result.version;
+      summary.items = result.items.map((r) => ({
+        label: itemLabel(r.item),
+        ok: r.ok,
+        ...(r.error === undefined ? {} : { error: r.error }),
+        ...(r.bytes === undefined ? {} : { bytes: r.bytes }),
+        seconds: r.seconds,
+      }));
+      const failed = result.items.filter((r) => !r.ok).length;
+      summary.status = result.interrupted ? "interrupted" : failed === 0 ? "ok" : failed === result.items.length ? "failed" : "partial";
+      if (!result.interrupted && !signal.aborted && !isEmptyPolicy(ctx.settings.policy)) {
+        try {
+          const p = await prune(
+            { repo, reporter: ctx.reporter, now: ctx.now },
+            { selection: { kinds: [...KINDS], names: [] }, policy: ctx.settings.policy, tz: ctx.settings.schedule.tz, trigger: "scheduled" },
+            signal,
+          );
+          summary.prune = {
+            removed: p.result.removed.length,
+            kept: p.result.kept,
+            bytesFreed: p.result.removed.reduce((n, r) => n + r.bytes, 0),
+            failed: p.result.failed.length,
+          };
+          if (p.result.interrupted) summary.status = "interrupted";
+          else if (p.result.failed.length > 0 && summary.status === "ok") summary.status = "partial";
+        } catch (err) {
+          summary.prune = { removed: 0, kept: 0, bytesFreed: 0, failed: 0, error: errorMessage(err) };
+          if (signal.aborted) summary.status = "interrupted";
+          else if (summary.status === "ok") summary.status = "partial";
+        }
+      }
+    } finally {
+      await lock.release();
+    }
+  } catch (err) {
+    summary.status = signal.aborted ? "interrupted" : "failed";
+    summary.error = errorMessage(err);
+  } finally {
+    await client?.close().catch(() => undefined);
+  }
+  summary.finished = ctx.now().toISOString();
+  return summary;
+}
+
+/** The backup container itself is left out: it holds no data (its state is on the NAS) and is re-created by deploy/install.sh. */
+function withoutSelf(items: LiveItem[], ctx: ServiceContext): LiveItem[] {
+  const self = ctx.settings.self;
+  if (!self) return items;
+  return items.filter((i) => !(i.kind === "instance" && i.project === self.project && i.name === self.name));
+}
+
+/** One scheduled verify of every version (no lock: verify reads only). Never throws. */
+export async function scheduledVerify(ctx: ServiceContext, trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> {
+  const started = ctx.now();
+  const deep = ctx.settings.verify?.deep ?? false;
+  const summary: RunSummary = { kind: "verify", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
+  try {
+    const { repo } = await Repository.open(ctx.dir, { create: false });
+    const { versions, damaged } = await repo.list();
+    const results = await verifyVersions(repo, versions, damaged, { deep, reporter: ctx.verifyReporter, signal });
+    // A version a concurrent prune removed while we read it is not damage.
+    const failed = [];
+    for (const r of results.filter((x) => !x.ok)) {
+      if (await stat(r.dir).then(() => true, () => false)) failed.push({ label: itemLabel(r.item), version: r.version, problems: r.problems });
+    }
+    const checked = results.length - (results.filter((x) => !x.ok).length - failed.length);
+    summary.verify = { checked, failed, deep };
+    summary.status = signal.aborted ? "interrupted" : failed.length === 0 ? "ok" : "failed";
+    const record: VerifyRecord = { started: summary.started, finished: ctx.now().toISOString(), deep, checked, ok: checked - failed.length, failed, interrupted: signal.aborted };
+    await repo.saveState(VERIFY_STATE, record).catch((err: unknown) => ctx.log(`warning: could not save the verify record: ${errorMessage(err)}`));
+  } catch (err) {
+    summary.status = signal.aborted ? "interrupted" : "failed";
+    summary.error = errorMessage(err);
+  }
+  summary.finished = ctx.now().toISOString();
+  return summary;
+}
+
+/** The JSON a notification carries: the run's summary, where it ran, and a line for chat webhooks. */
+export function notificationPayload(summary: RunSummary, info: { host: string; toolVersion: string; next?: Date }): Record<string, unknown> {
+  return {
+    tool: "incus-backup",
+    toolVersion: info.toolVersion,
+    host: info.host,
+    text: `incus-backup on ${info.host}: ${summaryLine(summary)}`,
+    ...summary,
+    ...(info.next ? { next: info.next.toISOString() } : {}),
+  };
+}
+
+/** Wires the loop to the real jobs. */
+export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: number }): DaemonDeps {
+  let repo: Repository | undefined;
+  const openRepo = async () => (repo ??= (await Repository.open(ctx.dir, { create: true })).repo);
+  return {
+    now: ctx.now,
+    sleep: ctx.sleep,
+    log: ctx.log,
+    host: info.host,
+    pid: info.pid,
+    backup: (trigger, slot, signal) => scheduledBackup(ctx, trigger, slot, signal),
+    verify: (trigger, slot, signal) => scheduledVerify(ctx, trigger, slot, signal),
+    notify: async (summary, signal) => {
+      const n = ctx.settings.notify;
+      if (!n) return;
+      const next = ctx.settings.schedule.next(ctx.now());
+      await postJson(n.url, notificationPayload(summary, { host: info.host, toolVersion: ctx.toolVersion, next }), {
+        signal,
+        userAgent: `incus-backup/${ctx.toolVersion}`,
+      });
+    },
+    loadState: async () => (await openRepo()).readState<DaemonState>(DAEMON_STATE),
+    saveState: async (s) => (await openRepo()).saveState(DAEMON_STATE, s),
+  };
+}

@@ -1,0 +1,135 @@
+// Prune: plan which versions a retention policy removes, remove them, and record the result for status.
+
+import { errorMessage, InterruptedError } from "../errors";
+import { itemLabel, matches, type ItemKey, type Selection } from "../core/selection";
+import { planRetention, type ItemRetention, type RetentionPolicy } from "../core/retention";
+import type { Repository, VersionEntry } from "../repository/repository";
+import type { Reporter } from "./reporter";
+
+/** One version as prune sees it. */
+export interface PruneCandidate {
+  key: ItemKey;
+  version: string;
+  entry: VersionEntry;
+}
+
+export interface PrunePlan {
+  policy: RetentionPolicy;
+  tz: string;
+  items: ItemRetention<PruneCandidate>[];
+  /** Damaged versions are neither counted nor removed: `verify` reports them. */
+  damaged: number;
+}
+
+/** Lists the repository and applies the policy to every selected item. Reads only. */
+export async function planPrune(repo: Repository, selection: Selection, policy: RetentionPolicy, tz: string): Promise<PrunePlan> {
+  const listing = await repo.list(selection.kinds);
+  const candidates = listing.versions
+    .filter((v) => matches(selection, v.manifest))
+    .map((v): PruneCandidate => ({ key: v.manifest, version: v.manifest.version, entry: v }));
+  return {
+    policy,
+    tz,
+    items: planRetention(candidates, policy, tz),
+    damaged: listing.damaged.filter((d) => matches(selection, d.key)).length,
+  };
+}
+
+export function planCounts(plan: PrunePlan): { keep: number; remove: number; removeBytes: number } {
+  let keep = 0;
+  let remove = 0;
+  let removeBytes = 0;
+  for (const item of plan.items) {
+    for (const d of item.decisions) {
+      if (d.keep) keep++;
+      else {
+        remove++;
+        removeBytes += d.entry.entry.size;
+      }
+    }
+  }
+  return { keep, remove, removeBytes };
+}
+
+export interface PruneResult {
+  removed: Array<{ label: string; version: string; bytes: number }>;
+  failed: Array<{ label: string; version: string; error: string }>;
+  kept: number;
+  interrupted: boolean;
+}
+
+/**
+ * Removes the versions the plan does not keep. The caller holds the repository lock and made the
+ * plan under it. Each removal renames the version aside first, so an interrupted prune never
+ * leaves half a version listed. One failure does not stop the others.
+ */
+export async function applyPrune(repo: Repository, plan: PrunePlan, reporter: Reporter, signal: AbortSignal): Promise<PruneResult> {
+  const result: PruneResult = { removed: [], failed: [], kept: planCounts(plan).keep, interrupted: false };
+  for (const item of plan.items) {
+    for (const d of item.decisions) {
+      if (d.keep) continue;
+      if (signal.aborted) {
+        result.interrupted = true;
+        return result;
+      }
+      const label = itemLabel(item.key);
+      try {
+        await repo.deleteVersion(d.entry.entry);
+        result.removed.push({ label, version: d.entry.version, bytes: d.entry.entry.size });
+        reporter.info(`removed ${label} ${d.entry.version}`);
+      } catch (err) {
+        result.failed.push({ label, version: d.entry.version, error: errorMessage(err) });
+        reporter.warn(`could not remove ${label} ${d.entry.version}: ${errorMessage(err)}`);
+      }
+    }
+  }
+  return result;
+}
+
+/** What `status` shows of the last prune: state/prune.json. */
+export interface PruneRecord {
+  started: string;
+  finished: string;
+  /** "manual" (the prune command) or "scheduled" (the daemon, after its backup). */
+  trigger: "manual" | "scheduled";
+  policy: RetentionPolicy;
+  tz: string;
+  removed: number;
+  kept: number;
+  bytesFreed: number;
+  failed: PruneResult["failed"];
+  interrupted: boolean;
+}
+
+export const PRUNE_STATE = "prune";
+
+export function pruneRecord(result: PruneResult, plan: PrunePlan, trigger: PruneRecord["trigger"], started: Date, finished: Date): PruneRecord {
+  return {
+    started: started.toISOString(),
+    finished: finished.toISOString(),
+    trigger,
+    policy: plan.policy,
+    tz: plan.tz,
+    removed: result.removed.length,
+    kept: result.kept,
+    bytesFreed: result.removed.reduce((n, r) => n + r.bytes, 0),
+    failed: result.failed,
+    interrupted: result.interrupted,
+  };
+}
+
+/** Plans and applies in one go, under a lock the caller holds, and records the result. */
+export async function prune(
+  deps: { repo: Repository; reporter: Reporter; now: () => Date },
+  opts: { selection: Selection; policy: RetentionPolicy; tz: string; trigger: PruneRecord["trigger"] },
+  signal: AbortSignal,
+): Promise<{ plan: PrunePlan; result: PruneResult }> {
+  const started = deps.now();
+  const plan = await planPrune(deps.repo, opts.selection, opts.policy, opts.tz);
+  if (signal.aborted) throw new InterruptedError();
+  const result = await applyPrune(deps.repo, plan, deps.reporter, signal);
+  await deps.repo
+    .saveState(PRUNE_STATE, pruneRecord(result, plan, opts.trigger, started, deps.now()))
+    .catch((err: unknown) => deps.reporter.warn(`could not save the prune record: ${errorMessage(err)}`));
+  return { plan, result };
+}

@@ -1,0 +1,115 @@
+// Status: the last run and its items, what runs now, the next scheduled run, the policy, the last prune and verify, the size.
+
+import { join } from "node:path";
+import { errorMessage } from "../errors";
+import { itemId } from "../core/selection";
+import { redactUrl, type Settings } from "../core/settings";
+import type { RetentionPolicy } from "../core/retention";
+import { LOCK_FILE } from "../repository/layout";
+import { readLock } from "../repository/lock";
+import { Repository, type RunRecord } from "../repository/repository";
+import { DAEMON_STATE, VERIFY_STATE, type DaemonState, type VerifyRecord } from "./daemon";
+import { PRUNE_STATE, type PruneRecord } from "./prune";
+
+export interface StatusReport {
+  now: string;
+  /** The time zone times are shown in. */
+  tz: string;
+  repository: { dir: string; initialized: boolean; size: number; items: number; versions: number; damaged: number; error?: string };
+  /** The lock's holder: a backup or prune in progress. */
+  running: { pid: number; host: string; command: string; since: string } | null;
+  lastRun: RunRecord | null;
+  /** From the settings when the service's variables are set, else as the daemon last planned it. */
+  schedule: { expression: string; tz: string; next: string | null; catchUp: boolean | null; source: "settings" | "daemon" } | null;
+  /** A setting the service refuses: it schedules nothing until it is fixed. */
+  settingsError: string | null;
+  policy: (RetentionPolicy & { source: "settings" | "default" | "last prune" }) | null;
+  images: boolean | null;
+  verify: { expression: string | null; next: string | null; deep: boolean | null; last: VerifyRecord | null };
+  lastPrune: PruneRecord | null;
+  /** Where notifications go: scheme and host only, the rest of a webhook URL is its secret. */
+  notify: { target: string; when: string } | null;
+  daemon: Pick<DaemonState, "host" | "pid" | "started" | "stopped" | "coveredUntil" | "lastRun"> | null;
+}
+
+export interface StatusOptions {
+  dir: string;
+  now: Date;
+  tz: string;
+  /** The service's settings, when this runs where they are set (the backup container). */
+  settings?: Settings;
+  settingsError?: string;
+}
+
+/** Reads everything status shows; never throws for a missing or damaged part, it says so instead. */
+export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
+  const report: StatusReport = {
+    now: o.now.toISOString(),
+    tz: o.tz,
+    repository: { dir: o.dir, initialized: false, size: 0, items: 0, versions: 0, damaged: 0 },
+    running: null,
+    lastRun: null,
+    schedule: null,
+    settingsError: o.settingsError ?? null,
+    policy: null,
+    images: null,
+    verify: { expression: null, next: null, deep: null, last: null },
+    lastPrune: null,
+    notify: null,
+    daemon: null,
+  };
+  const s = o.settings;
+  if (s) {
+    report.schedule = { expression: s.schedule.expression, tz: s.schedule.tz, next: s.schedule.next(o.now).toISOString(), catchUp: s.catchUp, source: "settings" };
+    report.policy = { ...s.policy, source: s.policySource };
+    report.images = s.images;
+    if (s.verify) report.verify = { ...report.verify, expression: s.verify.schedule.expression, next: s.verify.schedule.next(o.now).toISOString(), deep: s.verify.deep };
+    if (s.notify) report.notify = { target: redactUrl(s.notify.url), when: s.notify.when };
+  }
+
+  let repo: Repository;
+  try {
+    repo = (await Repository.open(o.dir, { create: false })).repo;
+    report.repository.initialized = await repo.isInitialized();
+  } catch (err) {
+    report.repository.error = errorMessage(err);
+    return report;
+  }
+  if (!report.repository.initialized) return report;
+
+  try {
+    const { versions, damaged } = await repo.list();
+    report.repository.size = versions.reduce((n, v) => n + v.size, 0);
+    report.repository.versions = versions.length;
+    report.repository.damaged = damaged.length;
+    report.repository.items = new Set(versions.map((v) => itemId(v.manifest))).size;
+  } catch (err) {
+    report.repository.error = errorMessage(err);
+  }
+  const holder = await readLock(join(repo.root, LOCK_FILE)).catch(() => undefined);
+  if (holder) report.running = { pid: holder.pid, host: holder.host, command: holder.command, since: holder.started };
+  const runs = await repo.listRuns();
+  report.lastRun = runs.at(-1) ?? null;
+
+  const daemon = await repo.readState<DaemonState>(DAEMON_STATE);
+  if (daemon) {
+    report.daemon = {
+      host: daemon.host,
+      pid: daemon.pid,
+      started: daemon.started,
+      ...(daemon.stopped ? { stopped: daemon.stopped } : {}),
+      ...(daemon.coveredUntil ? { coveredUntil: daemon.coveredUntil } : {}),
+      ...(daemon.lastRun ? { lastRun: daemon.lastRun } : {}),
+    };
+    if (!report.schedule && typeof daemon.schedule === "string") {
+      report.schedule = { expression: daemon.schedule, tz: daemon.tz, next: daemon.stopped ? null : (daemon.next ?? null), catchUp: null, source: "daemon" };
+    }
+    if (report.verify.expression === null && typeof daemon.verifySchedule === "string") {
+      report.verify = { ...report.verify, expression: daemon.verifySchedule, next: daemon.stopped ? null : (daemon.verifyNext ?? null) };
+    }
+  }
+  report.lastPrune = (await repo.readState<PruneRecord>(PRUNE_STATE)) ?? null;
+  if (!report.policy && report.lastPrune?.policy) report.policy = { ...report.lastPrune.policy, source: "last prune" };
+  report.verify.last = (await repo.readState<VerifyRecord>(VERIFY_STATE)) ?? null;
+  return report;
+}

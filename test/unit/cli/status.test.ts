@@ -1,0 +1,176 @@
+// `status` on real temp repositories: what it shows, JSON, exit codes, and no secrets.
+
+import { writeFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Repository } from "../../../src/repository/repository";
+import { RepositoryLock } from "../../../src/repository/lock";
+import type { DaemonState, VerifyRecord } from "../../../src/engine/daemon";
+import type { PruneRecord } from "../../../src/engine/prune";
+import { runCli } from "../helpers/cli";
+import { data, tempDir, web, writeVersion } from "../helpers/repo";
+
+const SERVICE_ENV = {
+  INCUS_BACKUP_SCHEDULE: "0 3 * * *",
+  INCUS_BACKUP_TZ: "Europe/Berlin",
+  INCUS_BACKUP_KEEP_DAILY: "7",
+  INCUS_BACKUP_KEEP_WEEKLY: "4",
+  INCUS_BACKUP_NOTIFY_URL: "https://hooks.example.com/services/T000/B000/s3cr3tT0ken?key=hunter2",
+  INCUS_BACKUP_NOTIFY: "always",
+  INCUS_BACKUP_VERIFY_SCHEDULE: "0 5 * * 0",
+};
+const NOW = new Date("2025-09-14T10:00:00Z");
+
+async function fullRepo(): Promise<string> {
+  const dir = await tempDir();
+  const { repo } = await Repository.open(dir, { create: true });
+  await writeVersion(repo, web, "20250913-010000");
+  await writeVersion(repo, web, "20250914-010000");
+  await writeVersion(repo, data, "20250914-010000");
+  const version = await repo.reserveVersion(new Date("2025-09-14T01:00:00Z"), { command: "x", started: "2025-09-14T01:00:00.000Z", status: "running" });
+  await repo.saveRun({
+    version,
+    command: "incus-backup daemon (scheduled backup and prune): schedule 2025-09-14T01:00:00.000Z",
+    started: "2025-09-14T01:00:00.000Z",
+    finished: "2025-09-14T01:01:30.000Z",
+    status: "partial",
+    items: [
+      { label: "instance default/web", ok: true, bytes: 3 * 1024 * 1024, seconds: 12 },
+      { label: "volume default/fast/data", ok: false, error: "Create volume backup: disk full", seconds: 1 },
+    ],
+  });
+  const prune: PruneRecord = {
+    started: "2025-09-14T01:01:30.000Z",
+    finished: "2025-09-14T01:01:31.000Z",
+    trigger: "scheduled",
+    policy: { last: 0, hourly: 0, daily: 7, weekly: 4, monthly: 0, yearly: 0 },
+    tz: "Europe/Berlin",
+    removed: 2,
+    kept: 3,
+    bytesFreed: 2048,
+    failed: [],
+    interrupted: false,
+  };
+  await repo.saveState("prune", prune);
+  const verify: VerifyRecord = {
+    started: "2025-09-07T03:00:00.000Z",
+    finished: "2025-09-07T03:00:05.000Z",
+    deep: false,
+    checked: 3,
+    ok: 2,
+    failed: [{ label: "instance default/web", version: "20250913-010000", problems: ["instance.tar.zst: sha256 mismatch"] }],
+    interrupted: false,
+  };
+  await repo.saveState("verify", verify);
+  const daemon: DaemonState = {
+    host: "backup",
+    pid: 7,
+    started: "2025-09-10T08:00:00.000Z",
+    coveredUntil: "2025-09-14T01:01:31.000Z",
+    schedule: "0 3 * * *",
+    tz: "Europe/Berlin",
+    next: "2025-09-15T01:00:00.000Z",
+    updated: "2025-09-14T01:01:31.000Z",
+  };
+  await repo.saveState("daemon", daemon);
+  return dir;
+}
+
+describe("status", () => {
+  it("shows the last run with its items, the next run, policy, prune, verify and size", async () => {
+    const dir = await fullRepo();
+    const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
+    expect(r.code).toBe(0);
+    const lines = r.stdout.split("\n");
+    expect(lines[0]).toMatch(/^repository  .*: 2 item\(s\), 3 version\(s\), \d+ B$/);
+    expect(r.stdout).toMatch(/^running +nothing$/m);
+    expect(r.stdout).toMatch(/^last run +20250914-010000 PARTIAL: 2025-09-14 03:00:00 \+02:00 to 2025-09-14 03:01:30 \+02:00 \(1m30s\), 1 of 2 item\(s\), 3\.0 MiB$/m);
+    expect(r.stdout).toMatch(/^ +ok +instance default\/web +3\.0 MiB +12\.0s$/m);
+    expect(r.stdout).toMatch(/^ +FAILED +volume default\/fast\/data: Create volume backup: disk full$/m);
+    expect(r.stdout).toMatch(/^next run +2025-09-15 03:00:00 \+02:00 \(schedule "0 3 \* \* \*" in Europe\/Berlin, catch-up on\)$/m);
+    expect(r.stdout).toMatch(/^policy +keep daily 7, weekly 4$/m);
+    expect(r.stdout).toMatch(/^last prune +2025-09-14 03:01:31 \+02:00 \(scheduled\): removed 2, kept 3, 2\.0 KiB freed$/m);
+    expect(r.stdout).toMatch(/^verify +schedule "0 5 \* \* 0", next 2025-09-21 05:00:00 \+02:00; last 2025-09-07 05:00:05 \+02:00: 2 of 3 version\(s\) ok, 1 FAILED$/m);
+    expect(r.stdout).toMatch(/FAILED +instance default\/web 20250913-010000: instance\.tar\.zst: sha256 mismatch/);
+    expect(r.stdout).toMatch(/^notify +https:\/\/hooks\.example\.com\/… on always$/m);
+    expect(r.stdout).toMatch(/^service +pid 7 on backup since 2025-09-10 10:00:00 \+02:00$/m);
+  });
+
+  it("prints JSON with the same facts", async () => {
+    const dir = await fullRepo();
+    const r = await runCli(["status", "--dir", dir, "--json"], { env: SERVICE_ENV, now: NOW });
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout) as Record<string, any>;
+    expect(j.repository).toMatchObject({ initialized: true, items: 2, versions: 3, damaged: 0 });
+    expect(j.lastRun).toMatchObject({ version: "20250914-010000", status: "partial" });
+    expect(j.lastRun.items).toHaveLength(2);
+    expect(j.schedule).toMatchObject({ expression: "0 3 * * *", tz: "Europe/Berlin", next: "2025-09-15T01:00:00.000Z", catchUp: true, source: "settings" });
+    expect(j.policy).toMatchObject({ daily: 7, weekly: 4, monthly: 0, source: "settings" });
+    expect(j.lastPrune).toMatchObject({ removed: 2 });
+    expect(j.verify).toMatchObject({ expression: "0 5 * * 0", next: "2025-09-21T03:00:00.000Z" });
+    expect(j.verify.last.failed).toHaveLength(1);
+    expect(j.notify).toEqual({ target: "https://hooks.example.com/…", when: "always" });
+    expect(j.running).toBeNull();
+  });
+
+  it("never shows the notify URL's secret, in text or JSON", async () => {
+    const dir = await fullRepo();
+    for (const args of [[], ["--json"]]) {
+      const r = await runCli(["status", "--dir", dir, ...args], { env: SERVICE_ENV, now: NOW });
+      expect(r.stdout + r.stderr).not.toMatch(/s3cr3t|hunter2|T000/);
+    }
+  });
+
+  it("shows a run in progress from the lock", async () => {
+    const dir = await fullRepo();
+    const lock = await RepositoryLock.acquire(dir, "incus-backup backup --all", { now: () => new Date("2025-09-14T09:59:00Z") });
+    try {
+      const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
+      expect(r.stdout).toMatch(/^running +incus-backup backup --all: pid \d+ on .* since 2025-09-14 11:59:00 \+02:00$/m);
+    } finally {
+      await lock.release();
+    }
+  });
+
+  it("outside the service, shows the schedule as the daemon last planned it", async () => {
+    const dir = await fullRepo();
+    const r = await runCli(["status", "--dir", dir], { env: { TZ: "UTC" }, now: NOW });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^next run +2025-09-15 01:00:00 \+00:00 \(schedule "0 3 \* \* \*" in Europe\/Berlin, as the service last planned it\)$/m);
+    expect(r.stdout).toMatch(/^policy +keep daily 7, weekly 4 \(of the last prune\)$/m);
+    expect(r.stdout).not.toMatch(/^notify/m);
+  });
+
+  it("says so for an empty repository", async () => {
+    const dir = await tempDir();
+    const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^repository +.*: empty \(no backup yet\)$/m);
+    expect(r.stdout).toMatch(/^last run +none yet$/m);
+    expect(r.stdout).toMatch(/^next run +2025-09-15 03:00:00 \+02:00/m);
+  });
+
+  it("exits 2 and says why when a setting is invalid", async () => {
+    const dir = await fullRepo();
+    const r = await runCli(["status", "--dir", dir], { env: { ...SERVICE_ENV, INCUS_BACKUP_SCHEDULE: "every night" }, now: NOW });
+    expect(r.code).toBe(2);
+    expect(r.stdout).toMatch(/^settings +ERROR: INCUS_BACKUP_SCHEDULE "every night" is not a valid cron expression.*nothing is scheduled until this is fixed$/m);
+    expect(r.stdout).toMatch(/^last run +20250914-010000/m);
+  });
+
+  it("exits 8 when the directory is missing, still showing the schedule", async () => {
+    const r = await runCli(["status", "--dir", "/nonexistent/nas"], { env: SERVICE_ENV, now: NOW });
+    expect(r.code).toBe(8);
+    expect(r.stdout).toMatch(/^repository +\/nonexistent\/nas: ERROR: cannot open backup directory/m);
+    expect(r.stdout).toMatch(/^next run +2025-09-15/m);
+  });
+
+  it("exits 8 for a directory that is not a repository", async () => {
+    const dir = await tempDir();
+    await mkdir(join(dir, "photos"));
+    await writeFile(join(dir, "photos", "a.jpg"), "x");
+    const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
+    expect(r.code).toBe(8);
+    expect(r.stdout).toMatch(/not an incus-backup repository/);
+  });
+});
