@@ -7,7 +7,7 @@ import { recoverJournals } from "../engine/restore";
 import { RepositoryLock } from "../repository/lock";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
-import { backupDir, connect, dirArg, selectionOf, selectorArgs, socketArg } from "./common";
+import { backupDir, checkParallel, connect, dirArg, selectionOf, selectorArgs, socketArg } from "./common";
 import type { CliContext } from "./context";
 import { err, out } from "./context";
 import { formatBytes, formatDuration } from "./format";
@@ -45,12 +45,11 @@ export function backupCommand(ctx: CliContext) {
         type: optional(number),
         description: "seconds an instance gets to shut down cleanly before it is forced (default 60)",
       }),
-      parallel: option({ long: "parallel", type: optional(number), description: "items backed up at the same time (default 1)" }),
+      parallel: option({ long: "parallel", type: optional(number), description: "items backed up at the same time (default: one per CPU, at most 4)" }),
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, ["database", "volume", "instance"], false);
-      const parallel = a.parallel ?? 1;
-      if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) throw new UsageError("--parallel must be a whole number from 1 to 64");
+      const parallel = checkParallel(a.parallel);
       if (a.stopTimeout !== undefined && (!Number.isFinite(a.stopTimeout) || a.stopTimeout < 0)) {
         throw new UsageError("--stop-timeout must be a number of seconds");
       }
@@ -84,6 +83,8 @@ export function backupCommand(ctx: CliContext) {
               stop: a.stop,
               ...(a.stopTimeout === undefined ? {} : { stopTimeout: a.stopTimeout }),
               parallel,
+              // Troubleshooting switch: INCUS_BACKUP_DIRECT=0 uses export-and-download even where streaming works.
+              direct: ctx.env.INCUS_BACKUP_DIRECT !== "0",
               command: commandLine(ctx),
             },
             items,

@@ -42,11 +42,21 @@ export class LineReporter implements Reporter {
   }
 }
 
-/** Live lines for the items in progress, redrawn at most ten times a second. */
+/** Live lines for the items in progress and one for the whole run, redrawn at most ten times a second. */
 export class TtyReporter implements Reporter {
   private readonly active = new Map<string, Active>();
   private drawn = 0;
   private timer: NodeJS.Timeout | undefined;
+  private totalItems = 0;
+  private totalBytes: number | undefined;
+  private doneItems = 0;
+  private doneBytes = 0;
+  private readonly started = Date.now();
+
+  plan(items: number, bytes: number | undefined): void {
+    this.totalItems = items;
+    this.totalBytes = bytes;
+  }
 
   constructor(
     private readonly ctx: CliContext,
@@ -81,6 +91,8 @@ export class TtyReporter implements Reporter {
 
   itemDone(item: ItemKey, o: ItemOutcome): void {
     this.active.delete(itemId(item));
+    this.doneItems++;
+    if (o.ok) this.doneBytes += o.bytes ?? 0;
     this.print(outcomeLine(this.verb, item, o));
   }
 
@@ -114,8 +126,27 @@ export class TtyReporter implements Reporter {
     this.drawn = 0;
   }
 
+  /** "2/5 items, 1.2 GiB, 85 MiB/s, about 1m10s left". */
+  private summaryLine(): string | undefined {
+    if (this.totalItems < 2 || this.active.size === 0) return undefined;
+    const moving = [...this.active.values()].reduce((n, a) => n + a.done, 0);
+    const bytes = this.doneBytes + moving;
+    const seconds = (Date.now() - this.started) / 1000;
+    const rate = seconds > 1 ? bytes / seconds : 0;
+    let eta = "";
+    if (this.totalBytes !== undefined && rate > 0 && this.totalBytes > bytes) {
+      eta = `, about ${formatDuration((this.totalBytes - bytes) / rate)} left`;
+    }
+    return `${this.verb}: ${this.doneItems}/${this.totalItems} items, ${formatBytes(bytes)}${rate > 0 ? `, ${formatBytes(rate)}/s` : ""}${eta}`;
+  }
+
   private draw(): void {
     const width = Math.max(40, (this.ctx.stderr.columns ?? 100) - 1);
+    const summary = this.summaryLine();
+    if (summary) {
+      this.ctx.stderr.write(summary.slice(0, width) + "\n");
+      this.drawn++;
+    }
     for (const a of this.active.values()) {
       const elapsed = formatDuration((Date.now() - a.started) / 1000);
       let bytes = "";

@@ -1,6 +1,6 @@
 // `incus-backup restore`: plan, confirm if anything would be replaced, then restore.
 
-import { command, flag, option, optional, string } from "cmd-ts";
+import { command, flag, number, option, optional, string } from "cmd-ts";
 import { ExitCode, NotFoundError } from "../errors";
 import { isDestructive, planRestore, type Plan, type Step } from "../core/plan";
 import { configIsDestructive, planConfig, type ConfigPlan, type FieldChange } from "../core/config_plan";
@@ -13,7 +13,7 @@ import { exportDatabase } from "../engine/database";
 import type { IncusClient } from "../incus/client";
 import type { Repository, VersionEntry } from "../repository/repository";
 import { RepositoryLock } from "../repository/lock";
-import { checkVersionArg, connect, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
+import { checkParallel, checkVersionArg, connect, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
 import { confirm } from "./confirm";
 import { out, type CliContext } from "./context";
 import { formatBytes } from "./format";
@@ -50,6 +50,7 @@ export function restoreCommand(ctx: CliContext) {
         long: "server-config",
         description: "with --database: also restore the server's own configuration (addresses, trust settings: host-specific)",
       }),
+      parallel: option({ long: "parallel", type: optional(number), description: "items restored at the same time (default: one per CPU, at most 4)" }),
       dryRun: flag({ long: "dry-run", description: "print the plan and stop" }),
       force: flag({ long: "force", description: "replace existing things without asking" }),
       noStart: flag({ long: "no-start", description: "leave restored instances stopped" }),
@@ -57,6 +58,7 @@ export function restoreCommand(ctx: CliContext) {
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, false);
       const version = checkVersionArg(a.version);
+      const parallel = checkParallel(a.parallel);
       if (a.targetName !== undefined) {
         if (selection.kinds.length === 1 && selection.kinds[0] === "instance") checkInstanceName(a.targetName, "--target-name");
         else checkComponent(a.targetName, "--target-name");
@@ -104,7 +106,7 @@ export function restoreCommand(ctx: CliContext) {
           const deps = { client, repo, reporter, now: ctx.now };
           if (lock) for (const line of await recoverJournals(deps)) reporter.info(line);
           if (config?.plan) configResult = await applyConfigPlan(client, config.plan, reporter, ctx.signal);
-          result = await executePlan(deps, plan, ctx.signal);
+          result = await executePlan(deps, plan, ctx.signal, parallel);
         } finally {
           await lock?.release();
         }

@@ -1,8 +1,10 @@
 // Reading a backup archive end to end: decompress, walk the tar, and pick out backup/index.yaml.
+// Works on a file (verify --deep) or on the bytes of a download as they arrive (streamed backups).
 
 import { spawn } from "node:child_process";
 import { createReadStream } from "node:fs";
-import type { Readable } from "node:stream";
+import { PassThrough, Writable, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
 import { IntegrityError, InterruptedError } from "../errors";
@@ -26,61 +28,88 @@ export interface ArchiveCheck {
   indexName?: string;
 }
 
+export interface ArchiveChecker {
+  /** Write the (compressed) archive bytes here, then end it. */
+  sink: Writable;
+  /** Settles once the archive has been read to its end: rejects with IntegrityError if it is not complete and valid. */
+  result: Promise<ArchiveCheck>;
+}
+
 /**
- * Reads the whole archive through decompression and tar parsing. Throws IntegrityError if it is
- * not a complete, valid tar (truncated, corrupt compression, bad headers).
+ * A writable that decompresses and parses what is written to it. `name` is the archive's file
+ * name (its suffix picks the decompressor) and labels errors.
  */
-export async function readArchive(path: string, signal?: AbortSignal): Promise<ArchiveCheck> {
-  const tool = TOOLS.find((t) => path.endsWith(t.suffix));
-  if (!tool) throw new IntegrityError(`${path}: unknown archive type`);
-  const file = createReadStream(path, { highWaterMark: 1 << 20 });
-  let source: Readable = file;
-  let child: ReturnType<typeof spawn> | undefined;
-  let childError: Promise<void> = Promise.resolve();
+export function archiveChecker(name: string, signal?: AbortSignal): ArchiveChecker {
+  const tool = TOOLS.find((t) => name.endsWith(t.suffix));
+  if (!tool) {
+    const sink = new Writable({ write: (_c, _e, done) => done() });
+    return { sink, result: Promise.reject(new IntegrityError(`${name}: unknown archive type`)) };
+  }
+  const input = new PassThrough({ highWaterMark: 1 << 20 });
+  let source: Readable = input;
+  let decompressor: Promise<unknown> = Promise.resolve(undefined);
+  let kill = () => {};
   if (tool.suffix === ".tar.gz") {
-    source = file.pipe(createGunzip());
-    file.on("error", (e) => source.destroy(e));
+    const gunzip = createGunzip();
+    source = gunzip;
+    decompressor = pipeline(input, gunzip).then(
+      () => undefined,
+      (e: unknown) => new IntegrityError(`${name}: gzip: ${(e as Error).message}`),
+    );
   } else if (tool.cmd) {
     const [cmd, ...args] = tool.cmd as [string, ...string[]];
     const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
-    child = proc;
+    kill = () => proc.kill();
     let stderr = "";
     proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    childError = new Promise<void>((resolve, reject) => {
-      proc.on("error", (e) => reject(new IntegrityError(`${path}: cannot run ${cmd} to decompress it: ${e.message}`)));
+    proc.stdin.on("error", () => undefined);
+    input.pipe(proc.stdin);
+    source = proc.stdout;
+    // Keep the decompressor's verdict: when both fail, its message ("premature end") says more.
+    decompressor = new Promise((resolve) => {
+      proc.on("error", (e) => resolve(new IntegrityError(`${name}: cannot run ${cmd} to decompress it: ${e.message}`)));
       proc.on("close", (code) =>
-        code === 0 || signal?.aborted ? resolve() : reject(new IntegrityError(`${path}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
+        resolve(code === 0 || signal?.aborted ? undefined : new IntegrityError(`${name}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
       );
     });
-    file.pipe(proc.stdin);
-    proc.stdin.on("error", () => undefined);
-    source = proc.stdout;
   }
   const onAbort = () => {
-    child?.kill();
+    kill();
     source.destroy(new InterruptedError());
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  // Keep the decompressor's verdict: when both fail, its message ("premature end") says more.
-  const decompressed = childError.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  try {
-    const result = await parseTar(source, path).catch(async (err: unknown) => {
-      throw (await decompressed) ?? err;
+  const result = parseTar(source, name)
+    .catch(async (err: unknown) => {
+      throw ((await decompressor) as Error | undefined) ?? err;
+    })
+    .then(async (check) => {
+      const failed = (await decompressor) as Error | undefined;
+      if (failed) throw failed;
+      return check;
+    })
+    .finally(() => {
+      signal?.removeEventListener("abort", onAbort);
+      kill();
     });
-    const failed = await decompressed;
-    if (failed) throw failed;
-    return result;
+  // Errors surface through `result`; a failed parse must not leave writers blocked.
+  result.catch(() => input.resume());
+  return { sink: input, result };
+}
+
+/** Reads a whole archive file through decompression and tar parsing. */
+export async function readArchive(path: string, signal?: AbortSignal): Promise<ArchiveCheck> {
+  const checker = archiveChecker(path, signal);
+  const file = createReadStream(path, { highWaterMark: 1 << 20 });
+  file.on("error", (e) => checker.sink.destroy(e));
+  file.pipe(checker.sink);
+  try {
+    return await checker.result;
   } finally {
-    signal?.removeEventListener("abort", onAbort);
-    child?.kill();
     file.destroy();
   }
 }
 
-function parseTar(source: Readable, path: string): Promise<ArchiveCheck> {
+function parseTar(source: Readable, name: string): Promise<ArchiveCheck> {
   return new Promise((resolve, reject) => {
     const check: ArchiveCheck = { entries: 0 };
     let sawEnd = false;
@@ -100,7 +129,8 @@ function parseTar(source: Readable, path: string): Promise<ArchiveCheck> {
         }
       },
     });
-    const fail = (e: unknown) => reject(e instanceof IntegrityError || e instanceof InterruptedError ? e : new IntegrityError(`${path}: not a valid archive: ${(e as Error).message}`));
+    const fail = (e: unknown) =>
+      reject(e instanceof IntegrityError || e instanceof InterruptedError ? e : new IntegrityError(`${name}: not a valid archive: ${(e as Error).message}`));
     parser.on("error", fail);
     parser.on("warn", (_code: string, message: string) => fail(new Error(message)));
     parser.on("end", () => {

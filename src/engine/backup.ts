@@ -2,11 +2,15 @@
 
 import { randomBytes } from "node:crypto";
 import type { Writable } from "node:stream";
-import { InterruptedError, NotFoundError, errorMessage } from "../errors";
+import { IntegrityError, InterruptedError, NotFoundError, errorMessage } from "../errors";
+import { Transform } from "node:stream";
+import type { FileEntry } from "../repository/manifest";
+import { archiveChecker } from "./archive";
 import type { IncusClient } from "../incus/client";
 import { IncusError } from "../incus/errors";
 import {
   createInstanceBackup,
+  createInstanceBackupStream,
   deleteInstanceBackup,
   getInstanceBackupFile,
 } from "../incus/instances";
@@ -14,11 +18,12 @@ import type { Operation } from "../incus/operations";
 import { progressText } from "../incus/operations";
 import {
   createStorageVolumeBackup,
+  createStorageVolumeBackupStream,
   deleteStorageVolumeBackup,
   getStorageVolumeBackupFile,
 } from "../incus/storage_volumes";
 import type { TransferOptions } from "../incus/transfer";
-import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
+import { itemId, itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import type { Version } from "../core/version";
 import type { Repository, VersionWriter } from "../repository/repository";
 import type { Manifest } from "../repository/manifest";
@@ -58,6 +63,8 @@ export interface BackupOptions {
   stop: boolean;
   stopTimeout?: number;
   parallel: number;
+  /** Use the server's direct (streamed) backups when it has them; default true. */
+  direct?: boolean;
   /** The command line, for the run record. */
   command: string;
 }
@@ -106,9 +113,13 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   const version = await deps.repo.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
   const server = await deps.client.server(signal);
   const results: ItemResult[] = [];
-  const ctx: ItemContext = { deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
+  const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");
+  const ctx: ItemContext = { direct, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
-  await runPool(items, opts.parallel, signal, async (item) => {
+  const estimates = await previousSizes(deps.repo, items);
+  const known = items.every((i) => estimates.has(itemId(i)));
+  deps.reporter.plan?.(items.length, known ? items.reduce((n, i) => n + (estimates.get(itemId(i)) ?? 0), 0) : undefined);
+  await runPool(largestFirst(items, estimates), opts.parallel, signal, async (item) => {
     const t0 = Date.now();
     deps.reporter.itemStart(item);
     try {
@@ -145,6 +156,28 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   return { version, items: results, interrupted };
 }
 
+/** The size of each item's latest version: the best guess of how big its next backup is. */
+async function previousSizes(repo: Repository, items: LiveItem[]): Promise<Map<string, number>> {
+  const kinds = [...new Set(items.map((i) => i.kind))];
+  const latest = new Map<string, { version: string; size: number }>();
+  for (const v of (await repo.list(kinds)).versions) {
+    const id = itemId(v.manifest);
+    const seen = latest.get(id);
+    if (!seen || v.manifest.version > seen.version) latest.set(id, { version: v.manifest.version, size: v.size });
+  }
+  return new Map([...latest].map(([id, v]) => [id, v.size]));
+}
+
+/**
+ * The order items start in: the configuration first (small, and what everything else needs on
+ * restore), then the largest first, so the longest job does not run alone at the end. Items
+ * never backed up before count as large: nothing is known about them.
+ */
+export function largestFirst<T extends ItemKey>(items: T[], estimates: Map<string, number>): T[] {
+  const size = (i: T) => (i.kind === "database" ? Infinity : (estimates.get(itemId(i)) ?? Number.MAX_SAFE_INTEGER));
+  return [...items].sort((a, b) => size(b) - size(a));
+}
+
 function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
   switch (item.kind) {
     case "instance":
@@ -159,6 +192,8 @@ function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
 }
 
 export interface ItemContext {
+  /** Stream backups directly (the server has `direct_backup` and it is not turned off). */
+  direct: boolean;
   deps: BackupDeps;
   opts: BackupOptions;
   version: Version;
@@ -171,6 +206,8 @@ interface BackupApi {
   create(body: Record<string, unknown>): Promise<Operation>;
   download(backupName: string, sink: Writable, opts: TransferOptions): Promise<{ bytes: number }>;
   remove(backupName: string): Promise<void>;
+  /** A direct backup: the server streams it instead of writing a copy first (`direct_backup`). */
+  stream(body: Record<string, unknown>, sink: Writable, opts: TransferOptions): Promise<{ bytes: number }>;
 }
 
 async function backupInstance(ctx: ItemContext, item: LiveInstance): Promise<number> {
@@ -189,6 +226,7 @@ async function backupInstance(ctx: ItemContext, item: LiveInstance): Promise<num
       create: (body) => createInstanceBackup(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
       download: (b, sink, o) => getInstanceBackupFile(client, project, name, b, sink, o),
       remove: (b) => deleteInstanceBackup(client, project, name, b),
+      stream: (body, sink, o) => createInstanceBackupStream(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, sink, o),
     };
     const pool = rootPool(inst);
     return await backupWith(ctx, item, api, "instance", {
@@ -215,22 +253,101 @@ async function backupVolume(ctx: ItemContext, item: LiveVolume): Promise<number>
     create: (body) => createStorageVolumeBackup(client, project, pool, name, { ...body, volume_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
     download: (b, sink, o) => getStorageVolumeBackupFile(client, project, pool, name, b, sink, o),
     remove: (b) => deleteStorageVolumeBackup(client, project, pool, name, b),
+    stream: (body, sink, o) => createStorageVolumeBackupStream(client, project, pool, name, { ...body, volume_only: !ctx.opts.snapshots }, sink, o),
   };
   return backupWith(ctx, item, api, "volume", { pool, object: item.volume, extraOptions: { volume_only: !ctx.opts.snapshots } });
 }
 
+type BackupMeta = { pool?: string; object: unknown; status?: string; extraOptions: Record<string, unknown> };
+
+function backupWith(ctx: ItemContext, item: ItemKey, api: BackupApi, fileBase: string, meta: BackupMeta): Promise<number> {
+  return ctx.direct ? backupStreamed(ctx, item, api, fileBase, meta) : backupExported(ctx, item, api, fileBase, meta);
+}
+
 /**
- * The common path: create the server-side backup (with an expiry, so a crash leaves nothing
+ * With `direct_backup`, the server streams the backup as it makes it: no temporary copy on the
+ * host, and writing overlaps with reading. Such a stream has no size announced and, if the
+ * server fails half-way, simply stops; so while it arrives it is also decompressed and parsed
+ * as a tar, and it becomes a version only if it is a complete archive.
+ */
+async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, fileBase: string, meta: BackupMeta): Promise<number> {
+  const { reporter, now } = ctx.deps;
+  const created = now();
+  let compression = ctx.opts.compression;
+  const writer = await ctx.deps.repo.begin(item, ctx.version);
+  try {
+    reporter.itemStep(item, "streaming the backup from the server");
+    let entry: FileEntry | undefined;
+    for (;;) {
+      const fileName = `${fileBase}${COMPRESSIONS[compression] ?? ".tar"}`;
+      const sink = await writer.createFile(fileName);
+      const checker = archiveChecker(fileName, ctx.signal);
+      const tee = teeInto(checker.sink);
+      tee.pipe(sink);
+      const written = new Promise<void>((resolve, reject) => {
+        sink.on("finish", resolve);
+        sink.on("error", reject);
+      });
+      try {
+        await api.stream({ optimized_storage: false, compression_algorithm: compression }, tee, {
+          signal: ctx.signal,
+          onProgress: (done) => reporter.itemBytes(item, done, undefined),
+        });
+      } catch (err) {
+        sink.destroy();
+        checker.result.catch(() => undefined);
+        await writer.removeFile(fileName);
+        if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
+        reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
+        compression = "gzip";
+        continue;
+      }
+      await written;
+      reporter.itemStep(item, "checking the archive is complete");
+      const check = await checker.result;
+      if (check.indexName !== undefined && check.indexName !== item.name) {
+        throw new IntegrityError(`the server streamed a backup of "${check.indexName}", not of "${item.name}"`);
+      }
+      entry = sink.entry();
+      break;
+    }
+    writer.addFile(entry);
+    await writer.commit(
+      manifestFor(ctx, item, created, {
+        ...(meta.pool === undefined ? {} : { pool: meta.pool }),
+        options: { compression, optimized_storage: false, transfer: "direct", ...meta.extraOptions },
+        object: meta.object,
+        ...(meta.status === undefined ? {} : { status: meta.status }),
+      }),
+    );
+    return entry.size;
+  } catch (err) {
+    await writer.abort();
+    if (ctx.signal.aborted) throw new InterruptedError();
+    throw err;
+  }
+}
+
+/** A pass-through that also writes every chunk into `side`, waiting for it when it is busy. */
+function teeInto(side: Writable): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (side.write(chunk)) done(null, chunk);
+      else side.once("drain", () => done(null, chunk));
+    },
+    flush(done) {
+      side.end();
+      done();
+    },
+  });
+}
+
+/**
+ * Without `direct_backup`: create the server-side backup (with an expiry, so a crash leaves nothing
  * behind for long), stream it into a new version while hashing it, delete it on the server, and
  * commit the version. Any failure throws the partial version away.
  */
-async function backupWith(
-  ctx: ItemContext,
-  item: ItemKey,
-  api: BackupApi,
-  fileBase: string,
-  meta: { pool?: string; object: unknown; status?: string; extraOptions: Record<string, unknown> },
-): Promise<number> {
+async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, fileBase: string, meta: BackupMeta): Promise<number> {
   const { reporter, now } = ctx.deps;
   const backupName = `incus-backup-${ctx.version}-${randomBytes(3).toString("hex")}`;
   const created = now();
@@ -270,7 +387,7 @@ async function backupWith(
     await writer.commit(
       manifestFor(ctx, item, created, {
         ...(meta.pool === undefined ? {} : { pool: meta.pool }),
-        options: { compression, optimized_storage: false, ...meta.extraOptions },
+        options: { compression, optimized_storage: false, transfer: "export", ...meta.extraOptions },
         object: meta.object,
         ...(meta.status === undefined ? {} : { status: meta.status }),
       }),

@@ -7,6 +7,8 @@ export type ItemOutcome =
   | { ok: false; error: string; seconds: number };
 
 export interface Reporter {
+  /** How much work is ahead: the number of items and, when it can be estimated, the bytes. */
+  plan?(items: number, bytes: number | undefined): void;
   /** Work on an item began. */
   itemStart(item: ItemKey): void;
   /** A step of an item's work ("creating server-side backup", "importing", ...). */

@@ -21,6 +21,7 @@ import {
 import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
 import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
+import { runPool } from "./pool";
 import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../repository/manifest";
 import type { Repository, VersionEntry } from "../repository/repository";
@@ -83,11 +84,15 @@ export function archiveOf(c: Candidate): FileEntry {
   return f;
 }
 
-/** Runs the steps in order; one failing step does not stop the others (except on interrupt). */
-export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSignal): Promise<RestoreResult> {
+/**
+ * Runs the steps, `parallel` at a time, in dependency phases: images, then volumes, then
+ * instances (which may use them). Volume replacements run one at a time, because two of them can
+ * stop and restart the same instance. One failing step does not stop the others.
+ */
+export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSignal, parallel = 1): Promise<RestoreResult> {
   const results: StepResult[] = [];
-  for (const step of plan.steps) {
-    if (signal.aborted) break;
+  deps.reporter.plan?.(plan.steps.length, plan.steps.reduce((n, s) => n + (s.op === "image" && s.exists ? 0 : sizeOf(s.source)), 0));
+  const one = async (step: Step) => {
     const t0 = Date.now();
     deps.reporter.itemStart(step.target);
     try {
@@ -101,6 +106,12 @@ export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSi
       results.push({ item: step.target, ok: false, error, seconds });
       deps.reporter.itemDone(step.target, { ok: false, error, seconds });
     }
+  };
+  const largestFirst = (steps: Step[]) => [...steps].sort((a, b) => sizeOf(b.source) - sizeOf(a.source));
+  for (const kind of ["image", "volume", "instance"] as const) {
+    const steps = plan.steps.filter((s) => s.target.kind === kind);
+    await runPool(largestFirst(steps.filter((s) => s.op !== "replace-contents")), parallel, signal, one);
+    await runPool(steps.filter((s) => s.op === "replace-contents"), 1, signal, one);
   }
   return { steps: results, interrupted: signal.aborted };
 }

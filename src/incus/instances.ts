@@ -3,7 +3,7 @@
 import type { Writable } from "node:stream";
 import { seg, signalOf, type IncusClient } from "./client";
 import type { Operation, WaitOptions } from "./operations";
-import { downloadTo, uploadFile, type TransferOptions } from "./transfer";
+import { downloadTo, postForStream, uploadFile, type TransferOptions } from "./transfer";
 
 export interface Instance {
   name: string;
@@ -118,6 +118,21 @@ export function getInstanceBackupFile(
     ...opts,
     query: { project },
   });
+}
+
+/**
+ * Asks the server to stream a new backup straight into `sink` (API extension `direct_backup`):
+ * no copy is written on the server first. The body takes no name or expiry.
+ */
+export function createInstanceBackupStream(
+  c: IncusClient,
+  project: string,
+  name: string,
+  backup: Omit<InstanceBackupsPost, "name" | "expires_at">,
+  sink: Writable,
+  opts: TransferOptions = {},
+) {
+  return postForStream(c, `${base(name)}/backups`, `Stream a backup of instance ${name}`, backup, sink, { ...opts, query: { project } });
 }
 
 export async function deleteInstanceBackup(c: IncusClient, project: string, name: string, backupName: string, opts: Signal = {}) {

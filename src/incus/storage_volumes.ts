@@ -4,7 +4,7 @@ import type { Writable } from "node:stream";
 import { seg, signalOf, type IncusClient } from "./client";
 import type { Signal } from "./instances";
 import type { Operation, WaitOptions } from "./operations";
-import { downloadTo, uploadFile, type TransferOptions } from "./transfer";
+import { downloadTo, postForStream, uploadFile, type TransferOptions } from "./transfer";
 
 export interface StorageVolume {
   name: string;
@@ -97,6 +97,22 @@ export function getStorageVolumeBackupFile(
   opts: TransferOptions = {},
 ) {
   return downloadTo(c, `${vol(pool, name)}/backups/${seg(backupName)}/export`, `Download backup of volume ${pool}/${name}`, sink, {
+    ...opts,
+    query: { project },
+  });
+}
+
+/** Streams a new volume backup straight into `sink` (API extension `direct_backup`). */
+export function createStorageVolumeBackupStream(
+  c: IncusClient,
+  project: string,
+  pool: string,
+  name: string,
+  backup: Omit<StorageVolumeBackupsPost, "name" | "expires_at">,
+  sink: Writable,
+  opts: TransferOptions = {},
+) {
+  return postForStream(c, `${vol(pool, name)}/backups`, `Stream a backup of volume ${pool}/${name}`, backup, sink, {
     ...opts,
     query: { project },
   });

@@ -4,6 +4,7 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { once } from "node:events";
 import { InterruptedError } from "../errors";
 import type { IncusClient, Query } from "./client";
 import { IncusError } from "./errors";
@@ -39,38 +40,120 @@ export function byteCounter(total: number | undefined, onProgress?: ByteProgress
   return Object.assign(counter, { bytes: () => bytes });
 }
 
+/** Attempts to resume a download that broke off (a daemon restart, a reset connection). */
+const DOWNLOAD_ATTEMPTS = 4;
+
 /**
- * GETs `path` and streams the body into `sink`. Resolves with the byte count once the sink has
- * finished. The sink is ended (or destroyed on failure) by the pipeline.
+ * GETs `path` and streams the body into `sink`, then ends the sink and waits for it to finish.
+ * If the connection breaks off, the download resumes where it stopped with an HTTP Range
+ * request (a few attempts, with back-off), so the sink sees every byte exactly once. Errors of
+ * the sink itself (a full disk) are not retried.
  */
 export async function downloadTo(
   client: IncusClient,
   path: string,
   what: string,
   sink: Writable,
-  options: TransferOptions & { query?: Query; headers?: Record<string, string> } = {},
-): Promise<{ bytes: number; headers: Record<string, string | string[] | undefined> }> {
-  const res = await client.raw("GET", path, what, {
-    ...(options.query === undefined ? {} : { query: options.query }),
-    ...(options.headers === undefined ? {} : { headers: options.headers }),
-    ...(options.signal === undefined ? {} : { signal: options.signal }),
-    headersTimeout: 300_000,
-    // A stalled transfer is an error, but a slow one is not: limit only idle time.
-    bodyTimeout: 300_000,
+  options: TransferOptions & { query?: Query } = {},
+): Promise<{ bytes: number }> {
+  let done = 0;
+  let total: number | undefined;
+  let sinkError: Error | undefined;
+  sink.on("error", (e: Error) => (sinkError ??= e));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await client.raw("GET", path, what, {
+        ...(options.query === undefined ? {} : { query: options.query }),
+        headers: done > 0 ? { range: `bytes=${done}-` } : {},
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        headersTimeout: 300_000,
+        // A stalled transfer is an error, but a slow one is not: limit only idle time.
+        bodyTimeout: 300_000,
+      });
+      if (done === 0) {
+        const length = res.headers["content-length"];
+        total = typeof length === "string" && Number.isFinite(Number(length)) ? Number(length) : undefined;
+      } else if (res.statusCode !== 206 || !String(res.headers["content-range"] ?? "").startsWith(`bytes ${done}-`)) {
+        res.body.destroy();
+        throw Object.assign(new IncusError(`${what}: the connection broke off after ${done} bytes and the server cannot resume the download`), {
+          final: true,
+        });
+      }
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        done += chunk.length;
+        options.onProgress?.(done, total);
+        if (!sink.write(chunk)) await once(sink, "drain", options.signal === undefined ? {} : { signal: options.signal });
+      }
+      break;
+    } catch (err) {
+      if (options.signal?.aborted) throw new InterruptedError();
+      if (sinkError) throw sinkError;
+      const final = (err as { final?: boolean }).final === true || (err instanceof IncusError && err.status >= 400);
+      if (final || attempt >= DOWNLOAD_ATTEMPTS) {
+        throw err instanceof IncusError ? err : new IncusError(`${what}: download failed: ${(err as Error).message}`, { cause: err });
+      }
+      await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
+    }
+  }
+  if (total !== undefined && done !== total) throw new IncusError(`${what}: download ended after ${done} of ${total} bytes`);
+  await finishSink(sink, options.signal);
+  if (sinkError) throw sinkError;
+  return { bytes: done };
+}
+
+/** Ends a writable and waits until everything is flushed (for files: written and synced). */
+export async function finishSink(sink: Writable, signal?: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error) => reject(e);
+    sink.once("error", onError);
+    sink.end(() => {
+      sink.off("error", onError);
+      resolve();
+    });
+    signal?.addEventListener("abort", () => reject(new InterruptedError()), { once: true });
   });
-  const lengthHeader = res.headers["content-length"];
-  const total = typeof lengthHeader === "string" ? Number(lengthHeader) : undefined;
-  const counter = byteCounter(total, options.onProgress);
+}
+
+/**
+ * POSTs a JSON body and streams the response body (not an operation: the server sends the data
+ * itself, as for a direct backup) into `sink`, then ends the sink.
+ */
+export async function postForStream(
+  client: IncusClient,
+  path: string,
+  what: string,
+  body: unknown,
+  sink: Writable,
+  options: TransferOptions & { query?: Query } = {},
+): Promise<{ bytes: number }> {
+  const res = await client.raw(
+    "POST",
+    path,
+    what,
+    {
+      ...(options.query === undefined ? {} : { query: options.query }),
+      headers: { "content-type": "application/json", accept: "application/octet-stream" },
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      // The server starts sending only once it has something to send.
+      headersTimeout: 300_000,
+      bodyTimeout: 300_000,
+    },
+    JSON.stringify(body),
+  );
+  const ctype = String(res.headers["content-type"] ?? "");
+  if (ctype.includes("application/json")) {
+    // An answer in JSON instead of data: an operation or an error the status did not tell.
+    const text = await res.body.text();
+    throw new IncusError(`${what}: expected the backup data, got: ${text.slice(0, 200)}`);
+  }
+  const counter = byteCounter(undefined, options.onProgress);
   try {
     await pipeline(res.body, counter, sink, options.signal === undefined ? {} : { signal: options.signal });
   } catch (err) {
     if (options.signal?.aborted) throw new InterruptedError();
-    throw new IncusError(`${what}: download failed: ${(err as Error).message}`, { cause: err });
+    throw err;
   }
-  if (total !== undefined && Number.isFinite(total) && counter.bytes() !== total) {
-    throw new IncusError(`${what}: download ended after ${counter.bytes()} of ${total} bytes`);
-  }
-  return { bytes: counter.bytes(), headers: res.headers };
+  return { bytes: counter.bytes() };
 }
 
 /**

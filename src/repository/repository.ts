@@ -376,6 +376,11 @@ export class VersionWriter {
     }
   }
 
+  /** Deletes a file begun in this version (a transfer that is retried differently). */
+  async removeFile(name: string): Promise<void> {
+    await rm(join(this.tmpDir, name), { force: true });
+  }
+
   /** Records a finished data file for the manifest. */
   addFile(entry: FileEntry): void {
     this.files.push(entry);
