@@ -9,6 +9,7 @@ import { selectionFrom, type Kind, type Selection } from "../core/selection";
 import { Repository } from "../repository/repository";
 import { isVersionPrefix } from "../core/version";
 import type { CliContext } from "./context";
+import { defaultParallel } from "../engine/pool";
 
 export const dirArg = {
   dir: option({
@@ -140,4 +141,11 @@ export function checkValueOptions(argv: readonly string[]): void {
       if (VALUE_OPTIONS.has(k) && v === "") throw new UsageError(`option ${k} needs a value`);
     }
   }
+}
+
+/** --parallel: a whole number from 1 to 64; default one per CPU, at most 4. */
+export function checkParallel(v: number | undefined): number {
+  if (v === undefined) return defaultParallel();
+  if (!Number.isInteger(v) || v < 1 || v > 64) throw new UsageError("--parallel must be a whole number from 1 to 64");
+  return v;
 }
