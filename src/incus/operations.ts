@@ -69,11 +69,11 @@ export class Operation {
           await this.cancel().catch(() => undefined);
           throw err;
         }
-        if (err instanceof IncusNotFoundError) {
-          // Finished operations are forgotten a few seconds after they end.
-          throw new IncusError(`${this.what}: operation ${this.id} ended and was forgotten before its result was read`);
-        }
-        throw err;
+        if (!(err instanceof IncusNotFoundError)) throw err;
+        // Incus 6.0 answers the wait of a failed operation with the operation's own error, and
+        // with 404 when that error says "not found" ("Profile not found"): read the operation
+        // itself before concluding that it is gone.
+        data = await this.readAfterNotFound(options.signal);
       }
       this.last = data;
       if (options.onProgress && data.metadata) options.onProgress(data.metadata);
@@ -94,6 +94,17 @@ export class Operation {
     } catch (err) {
       if (!(err instanceof IncusError) || !/context deadline exceeded/i.test(err.serverMessage)) throw err;
       return this.client.get<OperationData>(path, this.what, opts);
+    }
+  }
+
+  /** The operation itself, after its wait answered 404; gone for good if this is a 404 too. */
+  private async readAfterNotFound(signal: AbortSignal | undefined): Promise<OperationData> {
+    try {
+      return await this.client.get<OperationData>(`/1.0/operations/${encodeURIComponent(this.id)}`, this.what, signal === undefined ? {} : { signal });
+    } catch (err) {
+      if (!(err instanceof IncusNotFoundError)) throw err;
+      // Finished operations are forgotten a few seconds after they end.
+      throw new IncusError(`${this.what}: operation ${this.id} ended and was forgotten before its result was read`);
     }
   }
 
