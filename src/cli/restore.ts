@@ -241,5 +241,8 @@ function summarize(ctx: CliContext, r: RestoreResult, config: ConfigResult | und
   if (r.interrupted) return ExitCode.Interrupted;
   const failures = failed.length + (config?.failed.length ?? 0);
   if (failures === 0) return ExitCode.OK;
-  return ok.length + (config?.applied ?? 0) > 0 ? ExitCode.Partial : ExitCode.Failure;
+  if (ok.length + (config?.applied ?? 0) > 0) return ExitCode.Partial;
+  // Nothing went through: failures of one kind keep their own code (a corrupt backup is 9).
+  const codes = new Set(failed.map((f) => f.exitCode ?? ExitCode.Failure));
+  return codes.size === 1 && !config?.failed.length ? [...codes][0]! : ExitCode.Failure;
 }

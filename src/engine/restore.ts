@@ -2,7 +2,7 @@
 
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { IntegrityError, errorMessage, throwIfAborted } from "../errors";
+import { AppError, IntegrityError, errorMessage, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { IncusNotFoundError } from "../incus/errors";
 import {
@@ -42,6 +42,8 @@ export interface StepResult {
   item: ItemKey;
   ok: boolean;
   error?: string;
+  /** The exit code of the tool's own error that failed the step (a corrupt backup: 9). */
+  exitCode?: ExitCodeValue;
   seconds: number;
 }
 
@@ -103,7 +105,8 @@ export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSi
     } catch (err) {
       const seconds = (Date.now() - t0) / 1000;
       const error = signal.aborted ? "interrupted" : errorMessage(err);
-      results.push({ item: step.target, ok: false, error, seconds });
+      const exitCode = !signal.aborted && err instanceof AppError ? err.exitCode : undefined;
+      results.push({ item: step.target, ok: false, error, ...(exitCode === undefined ? {} : { exitCode }), seconds });
       deps.reporter.itemDone(step.target, { ok: false, error, seconds });
     }
   };
@@ -122,7 +125,12 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
   const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
   const archive = archiveOf(step.source);
   deps.reporter.itemStep(step.target, "checking the backup's sha256");
-  await deps.repo.verifyFile(entry, archive, signal);
+  await deps.repo.verifyFile(entry, archive, signal).catch((err: unknown) => {
+    if (err instanceof IntegrityError && step.op !== "create") {
+      throw new IntegrityError(`${err.message} (the existing ${step.target.kind} was not touched)`, { cause: err });
+    }
+    throw err;
+  });
   const file = join(step.source.dir, archive.name);
 
   if (step.op === "create") {
