@@ -226,8 +226,18 @@ function nothingMessage(sel: Selection, candidates: readonly Candidate[]): strin
   const kinds = sel.kinds.map((k) => `${k}s`).join(", ");
   const what = sel.names.length > 0 ? ` named ${sel.names.map((n) => JSON.stringify(n)).join(", ")}` : "";
   const where = sel.project !== undefined ? ` in project ${sel.project}` : "";
-  const count = candidates.filter((c) => sel.kinds.includes(c.manifest.kind)).length;
-  return `no backup of ${kinds}${what}${where} in the repository${count > 0 ? " (see `incus-backup list`)" : ""}`;
+  // Say what is there, so a mistyped name or a wrong alias can be corrected without another command.
+  const have = [...groupByItem(candidates.filter((c) => sel.kinds.includes(c.manifest.kind))).values()].map((g) => availableLabel(g.key)).sort();
+  if (have.length === 0) return `no backup of ${kinds}${what}${where} in the repository`;
+  const shown = have.slice(0, 20).join(", ");
+  return `no backup of ${kinds}${what}${where} in the repository; it has ${shown}${have.length > 20 ? `, ... (${have.length} in all, see \`incus-backup list\`)` : ""}`;
+}
+
+/** An item as `list` shows it: an image by its aliases and short fingerprint. */
+function availableLabel(key: ItemKey): string {
+  if (key.kind !== "image") return itemLabel(key);
+  const fp = key.name.slice(0, 12);
+  return `image ${key.project}/${key.aliases?.length ? `${key.aliases.join(",")} (${fp})` : fp}`;
 }
 
 /** Whether running the plan would destroy or change something that exists now. */

@@ -262,6 +262,18 @@ describe("planRestore: what the selection designates", () => {
     expect(run).toThrow(/no backup of volumes, instances named "nope" in the repository/);
   });
 
+  it("names what the repository has, images by alias and fingerprint", () => {
+    const fp = (c: string) => c.repeat(64);
+    const candidates = [
+      image("default", fp("b"), "20250914-030002", ["web-base", "web"]),
+      image("default", fp("c"), "20250914-030002", []),
+      instance("default", "web", "20250914-030002"),
+    ];
+    const run = () => planRestore(candidates, live(), opts({ kinds: ["image"], names: ["nope"] }));
+    expect(run).toThrow(NotFoundError);
+    expect(run).toThrow(`no backup of images named "nope" in the repository; it has image default/cccccccccccc, image default/web-base,web (bbbbbbbbbbbb)`);
+  });
+
   it("says so when the repository has nothing at all", () => {
     expect(() => planRestore([], live(), opts({ project: "prod" }))).toThrow(/^no backup of volumes, instances in project prod in the repository$/);
   });
