@@ -1,17 +1,17 @@
 // `incus-backup restore`: plan, confirm if anything would be replaced, then restore.
 
 import { command, flag, number, option, optional, string } from "cmd-ts";
-import { ExitCode, NotFoundError } from "../errors";
+import { ExitCode, IntegrityError, NotFoundError } from "../errors";
 import { isDestructive, planRestore, type Plan, type Step } from "../core/plan";
 import { configIsDestructive, planConfig, type ConfigPlan, type FieldChange } from "../core/config_plan";
 import { checkInstanceName, checkComponent } from "../core/names";
-import { KINDS, itemLabel, type Selection } from "../core/selection";
+import { KINDS, itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
 import { executePlan, liveState, recoverJournals, sizeOf, type RestoreResult } from "../engine/restore";
 import { applyConfigPlan, entityLabel, loadSnapshot, type ConfigResult } from "../engine/config_restore";
 import { exportDatabase } from "../engine/database";
 import type { IncusClient } from "../incus/client";
-import type { Repository, VersionEntry } from "../repository/repository";
+import type { DamagedEntry, Repository, VersionEntry } from "../repository/repository";
 import { RepositoryLock } from "../repository/lock";
 import { checkParallel, checkVersionArg, connect, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
 import { confirm } from "./confirm";
@@ -68,6 +68,7 @@ export function restoreCommand(ctx: CliContext) {
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "restore");
       try {
+        refuseDamagedPick(selection, version, versions, damaged);
         for (const d of damaged) reporter.warn(`ignoring a damaged backup at ${d.dir}: ${d.problem}`);
         const config = selection.kinds.includes("database")
           ? await planDatabase(ctx, repo, client, versions, selection, version, a.serverConfig)
@@ -116,6 +117,23 @@ export function restoreCommand(ctx: CliContext) {
       }
     },
   });
+}
+
+/**
+ * A damaged version that the restore would have used (the item's latest, or latest matching
+ * --version) stops it before anything changes: quietly taking an older version, or none, would
+ * restore something other than what was asked for. Older damaged versions are only warned about.
+ */
+function refuseDamagedPick(selection: Selection, version: string | undefined, versions: VersionEntry[], damaged: DamagedEntry[]): void {
+  const wanted = (v: string) => version === undefined || v.startsWith(version);
+  for (const d of damaged) {
+    if (!matches(selection, d.key) || !wanted(d.version)) continue;
+    const newer = versions.some((v) => itemId(v.manifest) === itemId(d.key) && wanted(v.manifest.version) && v.manifest.version > d.version);
+    if (newer) continue;
+    throw new IntegrityError(`${itemLabel(d.key)} version ${d.version} is damaged (${d.problem}); nothing was changed`, {
+      hint: "see `incus-backup verify`; restore another version with --version",
+    });
+  }
 }
 
 interface DatabasePart {
