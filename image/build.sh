@@ -197,7 +197,7 @@ build_image() ( # BASE ENTRY BUNDLE
 # this fingerprint.
 
 alias_target() {
-	incus query "/1.0/images/aliases/$ALIAS" 2>/dev/null | sed -n 's/^ *"target": *"\([0-9a-f]*\)".*/\1/p'
+	incus query "/1.0/images/aliases/$ALIAS" 2>/dev/null | sed -n 's/^[[:space:]]*"target":[[:space:]]*"\([0-9a-f]*\)".*/\1/p'
 }
 
 import_image() { # ENTRY

@@ -3,6 +3,9 @@
 # LXC starts init with only the environment.* keys set: PATH comes from here.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
+# Nothing else brings the loopback up in a container without an init system.
+busybox ip link set lo up 2>/dev/null
+
 # A NIC (the default profile's) needs an address for notifications to leave the host. udhcpc asks
 # once and quits (-q), so no DHCP client stays behind listening; in the background, so a stop
 # right after the start is not held up (PID 1 ignores signals it has no handler for).
