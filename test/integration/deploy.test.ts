@@ -1,0 +1,375 @@
+// The shipped service end to end, with the lab as the "host": image build, deploy/install.sh, the
+// scheduled daemon, prune, notifications, stop, upgrade, idmap mode and uninstall.
+//
+// The lab container plays the Incus host: install.sh runs there with the incus CLI, the NAS is a
+// directory there. Everything happens on an extra incusd of its own in the lab (backup --all and
+// the schedule act on everything a server has), removed with all it holds at the end.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { spawn } from "node:child_process";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  checksumTree,
+  incus,
+  incusOk,
+  labEnv,
+  labShell,
+  launchInstance,
+  startExtraServer,
+  stopExtraServer,
+  tracker,
+  uniqueName,
+  writeTestData,
+  type Manifest,
+} from "../lab/lab";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const DEPLOY = "/root/ibk-deploy";
+
+/** Runs a script on the machine running the tests (image/build.sh), against a lab daemon. */
+function runHost(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 600_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolvePromise({ code: code ?? 128, stdout, stderr });
+    });
+  });
+}
+
+const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
+const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
+  const track = tracker();
+  const server = `dep${randomBytes(4).toString("hex")}`;
+  /** The extra incusd's directory inside the lab: what INCUS_DIR points the lab's incus CLI at. */
+  const incusDir = `/var/lib/incus-${server}`;
+  const name = uniqueName("ibk-svc");
+  const nas = `/srv/nas-${name}`;
+  const idmapName = uniqueName("ibk-idm");
+  const idmapNas = `/srv/nas-${idmapName}`;
+  const web = uniqueName("web");
+  const secret = `s3cr3t-${randomBytes(6).toString("hex")}`;
+  let socket: string;
+  let webData: Manifest;
+  let imageFingerprint: string;
+  const on = () => ({ socket });
+
+  /** install.sh (or uninstall.sh) in the lab, with the lab's incus CLI pointed at our server. */
+  const deploy = (script: string, args: string[], allowFail = false) =>
+    labShell(`cd ${DEPLOY} && INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
+  const tool = (container: string, args: string[], timeoutMs = 300_000) => incus(["exec", container, "--", "incus-backup", ...args], { socket, timeoutMs });
+  const lab = (cmd: string) => labShell(cmd).then((r) => r.stdout);
+  const config = async (container: string) => JSON.parse(await incusOk(["query", `/1.0/instances/${container}`], on())) as {
+    config: Record<string, string>;
+    profiles: string[];
+    status: string;
+  };
+  const daemonState = async () => JSON.parse(await lab(`cat ${nas}/state/daemon.json`)) as { lastRun?: { trigger: string; slot: string; status: string; version?: string }; coveredUntil?: string };
+  const consoleLog = async (container: string) => (await incusOk(["console", container, "--show-log"], on())).replace(/\r/g, "");
+  const build = (args: string[] = []) => runHost("bash", [join(ROOT, "image/build.sh"), ...args], labEnv(socket));
+
+  beforeAll(async () => {
+    const t0 = performance.now();
+    track.defer(() => stopExtraServer(server));
+    track.defer(() => labShell(`rm -rf ${nas} ${idmapNas} ${DEPLOY}`));
+    socket = await startExtraServer(server);
+    // The test image, from the lab's main daemon into ours.
+    const tmp = await mkdtemp(join(tmpdir(), "ibk-deploy-"));
+    track.defer(() => rm(tmp, { recursive: true, force: true }));
+    await incusOk(["image", "export", "busybox", join(tmp, "busybox")]);
+    await incusOk(["image", "import", join(tmp, "busybox"), join(tmp, "busybox.root"), "--alias", "busybox"], on());
+    // The image, built offline (the Debian base comes from the cache after the first time).
+    const t1 = performance.now();
+    const b = await build();
+    if (b.code !== 0) throw new Error(`image/build.sh failed: ${b.stderr}`);
+    imageFingerprint = b.stdout.trim();
+    console.log(`image/build.sh: ${seconds(t1)} s, fingerprint ${imageFingerprint.slice(0, 12)}\n${b.stderr.trim()}`);
+    // The lab is the host: the deploy scripts and the NAS directories live there.
+    await labShell(`mkdir -p ${DEPLOY} ${nas} ${idmapNas} && chmod 0700 ${nas} ${idmapNas}`);
+    for (const f of ["install.sh", "uninstall.sh"]) {
+      await labShell(`cat > ${DEPLOY}/${f}`, { input: await readFile(join(ROOT, "deploy", f)) });
+    }
+    await launchInstance(web, { socket });
+    webData = await writeTestData(web, "/root/data", { sizeMiB: 1, socket });
+    console.log(`setup: ${seconds(t0)} s`);
+  });
+  afterAll(async () => {
+    await deploy("uninstall.sh", ["--name", name], true);
+    await deploy("uninstall.sh", ["--name", idmapName], true);
+    await track.cleanup();
+  });
+
+  it("install.sh creates the profile and an unprivileged container (--nas-mode shift, socket detected)", async () => {
+    const t0 = performance.now();
+    const r = await deploy("install.sh", ["--dir", nas, "--name", name, "--nas-mode", "shift"]);
+    console.log(`install.sh (new container): ${seconds(t0)} s\n${r.stdout}`);
+    expect(r.stdout).toMatch(new RegExp(`profile incus-backup-${name}: created .*NAS mode shift`));
+    expect(r.stdout).toMatch(new RegExp(`container ${name}: created`));
+    expect(r.stdout).toMatch(/^next run +\d{4}-\d\d-\d\d 03:00:00 /m);
+
+    const c = await config(name);
+    expect(c.status).toBe("Running");
+    expect(c.profiles).toEqual(["default", `incus-backup-${name}`]);
+    expect(c.config["security.privileged"]).toBeUndefined();
+    expect(c.config["raw.idmap"]).toBeUndefined();
+    expect(c.config["volatile.base_image"]).toBe(imageFingerprint);
+    expect(c.config).toMatchObject({
+      "environment.INCUS_BACKUP_SCHEDULE": "0 3 * * *",
+      "environment.INCUS_BACKUP_KEEP_DAILY": "7",
+      "environment.INCUS_BACKUP_KEEP_WEEKLY": "4",
+      "environment.INCUS_BACKUP_KEEP_MONTHLY": "6",
+      "environment.INCUS_BACKUP_KEEP_LAST": "0",
+      "environment.INCUS_BACKUP_IMAGES": "false",
+      "environment.INCUS_BACKUP_SELF": `default/${name}`,
+    });
+    const profile = JSON.parse(await incusOk(["query", `/1.0/profiles/incus-backup-${name}`], on())) as { devices: Record<string, Record<string, string>> };
+    expect(profile.devices["incus-socket"]).toEqual({
+      type: "proxy",
+      connect: `unix:${incusDir}/unix.socket`,
+      listen: "unix:/run/incus/unix.socket",
+      bind: "container",
+      uid: "0",
+      gid: "0",
+      mode: "0660",
+    });
+    expect(profile.devices.backups).toEqual({ type: "disk", source: nas, path: "/backups", shift: "true" });
+    // The tool listens on nothing: no TCP/UDP socket, and the only listening unix socket is the
+    // proxy's, which Incus makes.
+    const net = await incusOk(["exec", name, "--", "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 | grep -v local_address || true"], on());
+    expect(net.trim()).toBe("");
+    const unix = await incusOk(["exec", name, "--", "sh", "-c", "awk '$4 == \"00010000\" { print $8 }' /proc/net/unix"], on());
+    expect(unix.trim().split("\n").filter(Boolean)).toEqual(["/run/incus/unix.socket"]);
+  });
+
+  it("backup --all in the container writes into the host directory, root-owned, 0600/0700", async () => {
+    const t0 = performance.now();
+    const r = await tool(name, ["backup", "--all"]);
+    console.log(`backup --all in the container: ${seconds(t0)} s: ${r.stdout.trim()}`);
+    expect(r.code).toBe(0);
+    const entries = (await lab(`find ${nas} -mindepth 1 -printf '%y %m %u:%g %P\\n'`)).trim().split("\n");
+    expect(entries.some((e) => new RegExp(` instances/default/${web}/\\d{8}-\\d{6}/instance\\.tar\\.zst$`).test(e))).toBe(true);
+    expect(entries.some((e) => / database\/\d{8}-\d{6}\/manifest\.json$/.test(e))).toBe(true);
+    const wrong = entries.filter((e) => !/^(f 600|d 700) root:root /.test(e));
+    expect(wrong).toEqual([]);
+  });
+
+  it("restore --instance --name X --force in the container restores", async () => {
+    await incusOk(["exec", web, "--", "sh", "-c", "rm -rf /root/data/sub && echo changed > /root/data/small-1.txt"], on());
+    const t0 = performance.now();
+    const r = await tool(name, ["restore", "--instance", "--name", web, "--force"]);
+    console.log(`restore in the container: ${seconds(t0)} s`);
+    expect(r.code).toBe(0);
+    expect(await checksumTree(web, "/root/data", on())).toEqual(webData);
+    expect((await config(web)).status).toBe("Running");
+  });
+
+  it("re-running install changes the schedule; every minute, a backup runs untouched, prunes to the policy and notifies", async () => {
+    // Two more versions of the instance by hand, so that the scheduled run has something to prune.
+    for (let i = 0; i < 2; i++) expect((await tool(name, ["backup", "--instances", "--name", web])).code).toBe(0);
+    // Notifications on every run: a setting install.sh leaves alone, kept across re-runs.
+    await incusOk(["config", "set", name, "environment.INCUS_BACKUP_NOTIFY=always"], on());
+    const installedAt = new Date();
+    const r = await deploy("install.sh", [
+      "--dir", nas, "--name", name, "--nas-mode", "shift", "--schedule", "* * * * *",
+      "--keep-last", "2", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0",
+      "--notify-url", `http://127.0.0.1:8099/hook/${secret}`,
+    ]);
+    expect(r.stdout).toMatch(new RegExp(`container ${name}: updated`));
+    expect(r.stdout).toMatch(/notify http:\/\/127\.0\.0\.1:8099\/…/);
+    expect(r.stdout).not.toContain(secret);
+    const c = await config(name);
+    expect(c.config["environment.INCUS_BACKUP_SCHEDULE"]).toBe("* * * * *");
+    expect(c.config["environment.INCUS_BACKUP_NOTIFY"]).toBe("always");
+    const status = await tool(name, ["status"]);
+    expect(status.stdout).toMatch(/^next run .*\(schedule "\* \* \* \* \*"/m);
+    expect(status.stdout).toMatch(/^policy +keep last 2$/m);
+
+    // The receiver: a tiny server on 127.0.0.1 inside the backup container itself.
+    const receiver = `require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c)); q.on("end", () => { require("fs").appendFileSync("/tmp/notify.log", JSON.stringify({ url: q.url, body: JSON.parse(b) }) + "\\n"); s.end("ok"); }); }).listen(8099, "127.0.0.1");`;
+    await incusOk(["exec", name, "--", "sh", "-c", "cat > /tmp/receiver.js"], { ...on(), input: receiver });
+    await incusOk(["exec", name, "--", "sh", "-c", "node /tmp/receiver.js </dev/null >/tmp/receiver.out 2>&1 &"], on());
+
+    // Nobody touches anything now: wait for the next scheduled run to finish.
+    const t0 = performance.now();
+    let state = await daemonState();
+    while (!(state.lastRun?.trigger === "schedule" && state.lastRun.status !== "running" && new Date(state.lastRun.slot) > installedAt)) {
+      if (performance.now() - t0 > 80_000) throw new Error(`no scheduled run within 80 s; log:\n${await consoleLog(name)}`);
+      await new Promise((res) => setTimeout(res, 1000));
+      state = await daemonState();
+    }
+    console.log(`scheduled run seen after ${seconds(t0)} s: ${JSON.stringify(state.lastRun)}`);
+    expect(state.lastRun).toMatchObject({ status: "ok" });
+    const version = state.lastRun!.version!;
+
+    // Prune kept exactly the policy: the two newest versions of each item; the backup container
+    // itself is not in scheduled runs, so its one manual version stays (the newest is never removed).
+    const versions = async (path: string) => (await lab(`ls ${nas}/${path}`)).trim().split("\n").filter(Boolean);
+    const webVersions = await versions(`instances/default/${web}`);
+    expect(webVersions).toHaveLength(2);
+    expect(webVersions.at(-1)).toBe(version);
+    const databaseVersions = await versions("database");
+    expect(databaseVersions).toHaveLength(2);
+    expect(databaseVersions.at(-1)).toBe(version);
+    expect(await versions(`instances/default/${name}`)).toHaveLength(1);
+    const log = await consoleLog(name);
+    expect(log).toMatch(new RegExp(`backup ok in [\\d.]+s: ${version}; 2 of 2 item\\(s\\) backed up, .*; pruned \\d+, kept \\d+`));
+    expect(log).not.toContain(secret);
+
+    // The notification arrived, with the run's summary.
+    let received = "";
+    for (let i = 0; i < 10 && !received.includes(version); i++) {
+      received = (await incus(["exec", name, "--", "cat", "/tmp/notify.log"], { ...on(), allowFail: true })).stdout;
+      if (!received.includes(version)) await new Promise((res) => setTimeout(res, 500));
+    }
+    const notes = received.trim().split("\n").map((l) => JSON.parse(l) as { url: string; body: Record<string, any> });
+    const note = notes.find((n) => n.body.version === version);
+    expect(note).toBeDefined();
+    expect(note!.url).toBe(`/hook/${secret}`);
+    expect(note!.body).toMatchObject({ tool: "incus-backup", host: name, kind: "backup", trigger: "schedule", status: "ok", version });
+    expect(note!.body.items.map((i: { label: string }) => i.label).sort()).toEqual(["database", `instance default/${web}`]);
+    expect(note!.body.prune.removed).toBeGreaterThanOrEqual(1);
+    expect(note!.body.text).toMatch(new RegExp(`^incus-backup on ${name}: backup ok`));
+  });
+
+  it("incus stop returns within 5 s when idle", async () => {
+    // Idle: no run in progress, and not near the minute when the next one starts.
+    for (let i = 0; i < 70; i++) {
+      const sec = new Date().getSeconds();
+      const locked = (await labShell(`test -e ${nas}/lock.json`, { allowFail: true })).code === 0;
+      if (!locked && sec >= 5 && sec <= 45) break;
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+    const t0 = performance.now();
+    await incusOk(["stop", name], { ...on(), timeoutMs: 60_000 });
+    const ms = performance.now() - t0;
+    console.log(`incus stop (idle): ${ms.toFixed(0)} ms`);
+    expect(ms).toBeLessThan(5000);
+    expect(await consoleLog(name)).toMatch(/ stopped\n*$/);
+  });
+
+  it("stopped during a backup, it leaves no partial version and no server-side backup that does not expire", async () => {
+    // A big instance, so that the run is still going when the stop arrives.
+    // Not tracked: it is deleted below, and with the whole server if the test fails first.
+    const big = await launchInstance(uniqueName("big"), { socket });
+    await writeTestData(big, "/root/data", { sizeMiB: 300, socket });
+    // Pretend the service was down at a scheduled time: it catches up at once when it starts.
+    const before = new Date(Date.now() - 3600_000).toISOString();
+    await labShell(`sed -i 's/"coveredUntil": "[^"]*"/"coveredUntil": "${before}"/' ${nas}/state/daemon.json`);
+    await incusOk(["start", name], on());
+    await labShell(`i=0; until grep -qs '"status": "running"' ${nas}/runs/*.json; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done`, { timeoutMs: 60_000 });
+    await new Promise((res) => setTimeout(res, 1000));
+    const t0 = performance.now();
+    await incusOk(["stop", name], { ...on(), timeoutMs: 120_000 });
+    console.log(`incus stop (during a backup): ${(performance.now() - t0).toFixed(0)} ms`);
+
+    const log = await consoleLog(name);
+    expect(log).toMatch(/catching up on .* starting/);
+    expect(log).toMatch(/backup interrupted/);
+    const interrupted = (await lab(`grep -l '"status": "interrupted"' ${nas}/runs/*.json`)).trim().split("\n").pop()!;
+    const version = interrupted.split("/").pop()!.replace(/\.json$/, "");
+    // No version of the big instance from that run, and nothing half-written anywhere.
+    expect((await lab(`ls ${nas}/instances/default/${big} 2>/dev/null || true`)).trim()).toBe("");
+    expect((await lab(`ls -A ${nas}/.tmp`)).trim()).toBe("");
+    const listed = await lab(`find ${nas}/instances ${nas}/database -mindepth 1 -maxdepth 3 -type d -name '${version}'`);
+    for (const dir of listed.trim().split("\n").filter(Boolean)) {
+      // Items finished before the stop are complete versions: manifest and checksums present.
+      expect((await lab(`ls ${dir}`)).trim().split("\n")).toEqual(expect.arrayContaining(["manifest.json", "SHA256SUMS"]));
+    }
+    const backups = JSON.parse(await incusOk(["query", `/1.0/instances/${big}/backups?recursion=1`], on())) as Array<{ expires_at: string }>;
+    for (const b of backups) {
+      const left = Date.parse(b.expires_at) - Date.now();
+      expect(left).toBeGreaterThan(0);
+      expect(left).toBeLessThan(25 * 3600_000);
+    }
+    await incusOk(["delete", "--force", big], on());
+  });
+
+  it("a new image build and a re-run of install upgrade the container; settings and last-run state survive", async () => {
+    const before = await daemonState();
+    const runsBefore = (await lab(`ls ${nas}/runs`)).trim().split("\n");
+    // A changed bundle, as after a code change: only the small layer is rebuilt.
+    const tmp = await mkdtemp(join(tmpdir(), "ibk-bundle-"));
+    track.defer(() => rm(tmp, { recursive: true, force: true }));
+    const bundle = join(tmp, "incus-backup.mjs");
+    await writeFile(bundle, `${await readFile(join(ROOT, "dist/incus-backup.mjs"), "utf8")}\n// rebuilt for the upgrade test ${randomBytes(4).toString("hex")}\n`);
+    const t0 = performance.now();
+    const b = await build(["--bundle", bundle]);
+    expect(b.code).toBe(0);
+    const fingerprint = b.stdout.trim();
+    console.log(`image/build.sh with a changed bundle: ${seconds(t0)} s\n${b.stderr.trim()}`);
+    expect(fingerprint).not.toBe(imageFingerprint);
+
+    const t1 = performance.now();
+    const r = await deploy("install.sh", [
+      "--dir", nas, "--name", name, "--nas-mode", "shift", "--schedule", "* * * * *",
+      "--keep-last", "2", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0",
+      "--notify-url", `http://127.0.0.1:8099/hook/${secret}`,
+    ]);
+    console.log(`install.sh (upgrade): ${seconds(t1)} s`);
+    expect(r.stdout).toMatch(new RegExp(`upgrading ${name} to the image ${fingerprint.slice(0, 12)}`));
+    expect(r.stdout).toMatch(new RegExp(`container ${name}: upgraded`));
+    const c = await config(name);
+    expect(c.status).toBe("Running");
+    expect(c.config["volatile.base_image"]).toBe(fingerprint);
+    expect(c.config["environment.INCUS_BACKUP_NOTIFY"]).toBe("always");
+    expect(c.config["environment.INCUS_BACKUP_SCHEDULE"]).toBe("* * * * *");
+    // The old image went with the alias move.
+    expect((await incus(["image", "info", imageFingerprint], { ...on(), allowFail: true })).code).not.toBe(0);
+    // State is on the NAS: the runs and the last run are still there, and status shows them.
+    const runsAfter = (await lab(`ls ${nas}/runs`)).trim().split("\n");
+    expect(runsAfter).toEqual(expect.arrayContaining(runsBefore));
+    const status = JSON.parse((await tool(name, ["status", "--json"])).stdout) as { lastRun: { version: string } | null; daemon: { lastRun?: { version?: string } } | null };
+    expect(status.lastRun).not.toBeNull();
+    expect(status.lastRun!.version >= runsBefore.at(-1)!.replace(/\.json$/, "")).toBe(true);
+    expect(status.daemon?.lastRun).toBeDefined();
+    expect(before.lastRun).toBeDefined();
+  });
+
+  it("install.sh --nas-mode idmap maps only the container's root to the host's root", async () => {
+    const t0 = performance.now();
+    const r = await deploy("install.sh", ["--dir", idmapNas, "--name", idmapName, "--nas-mode", "idmap", "--socket", `${incusDir}/unix.socket`]);
+    console.log(`install.sh --nas-mode idmap: ${seconds(t0)} s`);
+    expect(r.stdout).toMatch(/NAS mode idmap/);
+    const c = await config(idmapName);
+    expect(c.status).toBe("Running");
+    expect(c.config["raw.idmap"]).toBe("both 0 0");
+    expect(c.config["security.privileged"]).toBeUndefined();
+    const profile = JSON.parse(await incusOk(["query", `/1.0/profiles/incus-backup-${idmapName}`], on())) as { devices: Record<string, Record<string, string>> };
+    expect(profile.devices.backups).toEqual({ type: "disk", source: idmapNas, path: "/backups" });
+    // Only root is mapped through: the container's other ids stay in the unprivileged range.
+    const map = await incusOk(["exec", idmapName, "--", "cat", "/proc/self/uid_map"], on());
+    expect(map.trim().split("\n").map((l) => l.trim().split(/\s+/))[0]).toEqual(["0", "0", "1"]);
+    expect((await tool(idmapName, ["backup", "--database"])).code).toBe(0);
+    const entries = (await lab(`find ${idmapNas} -mindepth 1 -printf '%y %m %u:%g %P\\n'`)).trim().split("\n");
+    expect(entries.some((e) => / database\/\d{8}-\d{6}\/config\.json$/.test(e))).toBe(true);
+    expect(entries.filter((e) => !/^(f 600|d 700) root:root /.test(e))).toEqual([]);
+    const u = await deploy("uninstall.sh", ["--name", idmapName]);
+    expect(u.stdout).toMatch(new RegExp(`the backups in ${idmapNas} were not touched`));
+  });
+
+  it("uninstall.sh removes the container and the profile, and leaves every backup in place", async () => {
+    const fingerprintFiles = `cd ${nas} && find . -type f ! -name lock.json -print0 | sort -z | xargs -0 sha256sum`;
+    // A scheduled run may be writing: stop first, then take the picture that must not change.
+    await incusOk(["stop", name], { ...on(), timeoutMs: 120_000 });
+    const stopped = await lab(fingerprintFiles);
+    const r = await deploy("uninstall.sh", ["--name", name]);
+    expect(r.stdout).toMatch(new RegExp(`removed the container ${name}`));
+    expect(r.stdout).toMatch(new RegExp(`removed the profile incus-backup-${name}`));
+    expect(r.stdout).toMatch(new RegExp(`the backups in ${nas} were not touched`));
+    expect((await incus(["info", name], { ...on(), allowFail: true })).code).not.toBe(0);
+    expect((await incus(["profile", "show", `incus-backup-${name}`], { ...on(), allowFail: true })).code).not.toBe(0);
+    expect(await lab(fingerprintFiles)).toBe(stopped);
+    expect(stopped).toMatch(/instance\.tar\.zst/);
+  });
+});
