@@ -1,0 +1,153 @@
+// Runs the built tool (dist/incus-backup.mjs) as a child process against a lab daemon, with or without a terminal.
+import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { labEnv } from "../../lab/lab";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+export const TOOL = join(root, "dist/incus-backup.mjs");
+
+export interface ToolResult {
+  code: number;
+  /** With `tty`, stdout and stderr both go to the terminal and arrive here, with the terminal's CR/LF. */
+  stdout: string;
+  stderr: string;
+  signal: NodeJS.Signals | null;
+}
+
+export interface ToolOptions {
+  /** The daemon the tool talks to (INCUS_SOCKET); default: the primary lab. */
+  socket?: string;
+  /** Added to the environment; `undefined` removes a variable. INCUS_BACKUP_DIR is removed unless set here. */
+  env?: Record<string, string | undefined>;
+  /** Written to stdin (a pipe, so not a TTY); stdin is otherwise empty. */
+  input?: string;
+  /** Run under a pseudo-terminal (util-linux `script`): stdin, stdout and stderr are a TTY. */
+  tty?: boolean;
+  /** With `tty`: once the output matches `when`, type `text` (e.g. the answer to a prompt). */
+  answer?: { when: RegExp; text: string };
+  /** Run with this umask (e.g. 0o000, to check that the tool sets modes itself). */
+  umask?: number;
+  /** Default 120 s; then the tool is killed and the promise rejects. */
+  timeoutMs?: number;
+}
+
+export interface RunningTool {
+  child: ChildProcess;
+  /** Output so far. */
+  output(): { stdout: string; stderr: string };
+  done: Promise<ToolResult>;
+}
+
+let checkedBuild = false;
+
+/** A stale bundle would test yesterday's code: refuse it rather than pass or fail for the wrong reason. */
+function checkBuild(): void {
+  if (checkedBuild) return;
+  let built: number;
+  try {
+    built = statSync(TOOL).mtimeMs;
+  } catch {
+    throw new Error(`${TOOL} is missing: run \`npm run build\` first (npm test does)`);
+  }
+  const newest = (dir: string): number =>
+    Math.max(
+      0,
+      ...readdirSync(dir, { withFileTypes: true }).map((e) =>
+        e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs,
+      ),
+    );
+  if (newest(join(root, "src")) > built) throw new Error(`${TOOL} is older than src/: run \`npm run build\` first (npm test does)`);
+  checkedBuild = true;
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Starts the tool; for tests that act while it runs (kill it, watch its files). */
+export function startTool(args: string[], opts: ToolOptions = {}): RunningTool {
+  checkBuild();
+  const env = labEnv(opts.socket);
+  delete env.INCUS_BACKUP_DIR;
+  for (const [k, v] of Object.entries(opts.env ?? {})) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  const umask = opts.umask === undefined ? "" : `umask ${opts.umask.toString(8).padStart(3, "0")}; `;
+  const node = [process.execPath, TOOL, ...args].map(shellQuote).join(" ");
+  const [cmd, argv] = opts.tty
+    ? // -e: exit with the tool's code; -c: the command; /dev/null: no typescript file.
+      ["script", ["-qec", `${umask}exec ${node}`, "/dev/null"]]
+    : umask
+      ? ["sh", ["-c", `${umask}exec ${node}`]]
+      : [process.execPath, [TOOL, ...args]];
+  const child = spawn(cmd as string, argv as string[], { env, stdio: ["pipe", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  let answered = false;
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+    stdout += d;
+    if (opts.answer && !answered && opts.answer.when.test(stdout)) {
+      answered = true;
+      child.stdin!.write(opts.answer.text);
+    }
+  });
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  child.stdin!.on("error", () => {});
+  if (opts.input !== undefined) child.stdin!.write(opts.input);
+  // `script` passes an end of input on to the tool as end of file; keep the terminal open instead.
+  if (!opts.tty) child.stdin!.end();
+
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  const done = new Promise<ToolResult>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`incus-backup ${args.join(" ")}: no answer after ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      child.stdin!.end();
+      resolve({ code: code ?? 128, stdout, stderr, signal });
+    });
+  });
+  return { child, output: () => ({ stdout, stderr }), done };
+}
+
+/** Runs the tool to the end and returns its exit code and output (never rejects on a non-zero exit). */
+export function tool(args: string[], opts: ToolOptions = {}): Promise<ToolResult> {
+  return startTool(args, opts).done;
+}
+
+/** Runs the tool and fails, showing its output, unless it exits with `code` (default 0). */
+export async function toolOk(args: string[], opts: ToolOptions = {}, code = 0): Promise<ToolResult> {
+  const r = await tool(args, opts);
+  if (r.code !== code) {
+    throw new Error(`incus-backup ${args.join(" ")}: exit ${r.code} (expected ${code})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  return r;
+}
+
+/** One row of `list --json`. */
+export interface ListRow {
+  type: string;
+  project: string;
+  pool?: string;
+  name: string;
+  version: string;
+  created: string;
+  size: number;
+  sha256: string | null;
+  path: string;
+}
+
+/** `list --json` of a repository (more arguments narrow it). */
+export async function listJson(dir: string, ...args: string[]): Promise<ListRow[]> {
+  const r = await toolOk(["list", "--json", `--dir=${dir}`, ...args]);
+  return JSON.parse(r.stdout) as ListRow[];
+}
