@@ -17,7 +17,7 @@ export interface Settings {
   policySource: "settings" | "default";
   /** Scheduled runs include images. */
   images: boolean;
-  /** Items backed up at the same time; undefined leaves it to the backup engine. */
+  /** Items backed up at the same time; undefined: the backup command's default (one per CPU, at most 4). */
   parallel: number | undefined;
   notify: { url: string; when: NotifyWhen } | undefined;
   /** One run at start-up when a scheduled time passed while the daemon was not running. */

@@ -11,6 +11,7 @@ import { RepositoryLock } from "../repository/lock";
 import { Repository } from "../repository/repository";
 import { discoverForBackup, runBackup, type LiveItem } from "./backup";
 import { postJson } from "./notify";
+import { defaultParallel } from "./pool";
 import { prune } from "./prune";
 import type { Reporter } from "./reporter";
 import { recoverJournals } from "./restore";
@@ -312,7 +313,7 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
       const items = withoutSelf(await discoverForBackup(client, selection, signal), ctx);
       const result = await runBackup(
         { client, repo, reporter: ctx.reporter, now: ctx.now, toolVersion: ctx.toolVersion },
-        { selection, compression: "zstd", snapshots: false, stop: false, parallel: ctx.settings.parallel ?? 1, command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}` },
+        { selection, compression: "zstd", snapshots: false, stop: false, parallel: ctx.settings.parallel ?? defaultParallel(), command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}` },
         items,
         signal,
       );
