@@ -46,7 +46,7 @@ export function daemonCommand(ctx: CliContext) {
         if (!(err instanceof UsageError)) throw err;
         // Exiting would stop the container and hide the reason; stay up, say why, do nothing.
         log(`error: ${err.message}; nothing is scheduled until the settings are fixed (incus config set NAME environment.VARIABLE=..., then restart)`);
-        await sleep(Number.MAX_SAFE_INTEGER, ctx.signal);
+        while (!ctx.signal.aborted) await sleep(2 ** 31 - 1, ctx.signal);
         return ExitCode.Usage;
       }
       log(`incus-backup ${VERSION} daemon, repository ${service.dir}`);
