@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { IntegrityError, errorMessage } from "../errors";
 import type { IncusClient } from "../incus/client";
-import { IncusAlreadyExistsError } from "../incus/errors";
+import { IncusAlreadyExistsError, IncusNotFoundError } from "../incus/errors";
 import { createEntity, descriptor, updateEntity, type EntityRecord } from "../incus/entities";
 import { updateServer } from "../incus/server";
 import type { ConfigPlan } from "../core/config_plan";
@@ -48,7 +48,11 @@ async function createOrUpdate(c: IncusClient, rec: EntityRecord, body: Record<st
     if (!(err instanceof IncusAlreadyExistsError)) throw err;
     const put: Record<string, unknown> = {};
     for (const f of d.writable) if (body[f] !== undefined) put[f] = body[f];
-    await updateEntity(c, d, rec, put);
+    // "Already exists" can also be about something else (a network interface of that name on the
+    // host); if there is no such object to update, the create's own error is the one to tell.
+    await updateEntity(c, d, rec, put).catch((updateErr: unknown) => {
+      throw updateErr instanceof IncusNotFoundError ? err : updateErr;
+    });
   }
 }
 
