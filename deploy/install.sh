@@ -195,6 +195,30 @@ apply_profile() { # MODE
 
 # --- container ------------------------------------------------------------------------------------
 
+status() { incus list "^$NAME\$" -f csv -c s; }
+start() { # prints incus's error on failure
+	local out
+	if ! out=$(incus start "$NAME" 2>&1 </dev/null); then
+		printf '%s\n' "$out"
+		return 1
+	fi
+}
+# A clean stop: quick when idle; a backup in progress is abandoned without leaving anything
+# partial, and caught up on at the next start.
+stop() {
+	[ "$(status)" = RUNNING ] || return 0
+	incus stop "$NAME" --timeout 120 >/dev/null 2>&1 || incus stop "$NAME" --force >/dev/null
+}
+# Whether the profile already says what this run wants (devices cannot all change under a
+# running container: it is stopped first when they do).
+profile_matches() { # MODE
+	local want_shift=""
+	[ "$1" = shift ] && want_shift=true
+	[ "$(incus profile device get "$PROFILE" backups source 2>/dev/null)" = "$DIR" ] &&
+		[ "$(incus profile device get "$PROFILE" backups shift 2>/dev/null)" = "$want_shift" ] &&
+		[ "$(incus profile device get "$PROFILE" incus-socket connect 2>/dev/null)" = "unix:$SOCKET" ]
+}
+
 CONTAINER_DONE=unchanged
 EXISTS=0
 incus info "$NAME" >/dev/null 2>&1 && EXISTS=1
@@ -203,6 +227,7 @@ BEFORE=$(snapshot)
 # The NAS mode to try first: auto tries shift.
 MODE=$NAS_MODE
 [ "$MODE" = auto ] && MODE="shift"
+[ "$EXISTS" = 1 ] && ! profile_matches "$MODE" && stop
 apply_profile "$MODE"
 
 if [ "$EXISTS" = 0 ]; then
@@ -263,8 +288,7 @@ want=$(incus image info "$IMAGE" | sed -n 's/^Fingerprint: //p')
 have=$(incus config get "$NAME" volatile.base_image)
 if [ "$CONTAINER_DONE" != created ] && [ -n "$want" ] && [ "$want" != "$have" ]; then
 	log "upgrading $NAME to the image ${want:0:12} (was ${have:0:12})"
-	# Stops a backup in progress cleanly (the daemon abandons the item; nothing partial stays).
-	incus stop "$NAME" --timeout 120 >/dev/null 2>&1 || incus stop "$NAME" --force >/dev/null 2>&1 || :
+	stop
 	incus rebuild "$IMAGE" "$NAME" --force </dev/null >/dev/null
 	CONTAINER_DONE=upgraded
 fi
@@ -274,20 +298,10 @@ if [ "$CONTAINER_DONE" = unchanged ] && { [ "$BEFORE" != "$AFTER" ] || [ "$PROFI
 	CONTAINER_DONE=updated
 fi
 
-status() { incus list "^$NAME\$" -f csv -c s; }
-start() { # prints incus's error on failure
-	local out
-	if ! out=$(incus start "$NAME" 2>&1 </dev/null); then
-		printf '%s\n' "$out"
-		return 1
-	fi
-}
 
 # The daemon reads its settings at start-up: a changed container is restarted (quick when idle;
 # a backup in progress is abandoned cleanly and caught up on at start-up).
-if [ "$(status)" = RUNNING ] && [ "$CONTAINER_DONE" != unchanged ]; then
-	incus stop "$NAME" --timeout 120 >/dev/null 2>&1 || incus stop "$NAME" --force >/dev/null
-fi
+[ "$CONTAINER_DONE" = unchanged ] || stop
 if [ "$(status)" != RUNNING ]; then
 	if ! err=$(start); then
 		reason=$(grep -iE 'idmap|shift' <<<"$err" | head -n 1 || :)

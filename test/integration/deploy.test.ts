@@ -66,8 +66,8 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   const on = () => ({ socket });
 
   /** install.sh (or uninstall.sh) in the lab, with the lab's incus CLI pointed at our server. */
-  const deploy = (script: string, args: string[], allowFail = false) =>
-    labShell(`cd ${DEPLOY} && INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
+  const deploy = (script: string, args: string[], allowFail = false, env = "") =>
+    labShell(`cd ${DEPLOY} && ${env} INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
   const tool = (container: string, args: string[], timeoutMs = 300_000) => incus(["exec", container, "--", "incus-backup", ...args], { socket, timeoutMs });
   const lab = (cmd: string) => labShell(cmd).then((r) => r.stdout);
   const config = async (container: string) => JSON.parse(await incusOk(["query", `/1.0/instances/${container}`], on())) as {
@@ -336,7 +336,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(before.lastRun).toBeDefined();
   });
 
-  it("install.sh --nas-mode idmap maps only the container's root to the host's root", async () => {
+  it("install.sh --nas-mode idmap maps only the container's root to the host's root; auto falls back to it", async () => {
     const t0 = performance.now();
     const r = await deploy("install.sh", ["--dir", idmapNas, "--name", idmapName, "--nas-mode", "idmap", "--socket", `${incusDir}/unix.socket`]);
     console.log(`install.sh --nas-mode idmap: ${seconds(t0)} s`);
@@ -354,6 +354,32 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     const entries = (await lab(`find ${idmapNas} -mindepth 1 -printf '%y %m %u:%g %P\\n'`)).trim().split("\n");
     expect(entries.some((e) => / database\/\d{8}-\d{6}\/config\.json$/.test(e))).toBe(true);
     expect(entries.filter((e) => !/^(f 600|d 700) root:root /.test(e))).toEqual([]);
+
+    // auto falls back to idmap when the mount cannot be shifted. This lab can shift, so an incus
+    // wrapper fails the start the way Incus does on NFS, CIFS or an old kernel.
+    const fake = `#!/bin/sh
+if [ "$1" = start ] && [ "$(/usr/bin/incus profile device get "incus-backup-$2" backups shift 2>/dev/null)" = true ]; then
+  echo 'Error: Failed to start device "backups": Required idmapping abilities not available' >&2
+  exit 1
+fi
+exec /usr/bin/incus "$@"
+`;
+    await labShell(`mkdir -p ${DEPLOY}/fakebin && cat > ${DEPLOY}/fakebin/incus && chmod +x ${DEPLOY}/fakebin/incus`, { input: fake });
+    const auto = await deploy("install.sh", ["--dir", idmapNas, "--name", idmapName, "--nas-mode", "auto"], false, `PATH=${DEPLOY}/fakebin:$PATH`);
+    expect(auto.stdout).toMatch(new RegExp(`shift=true does not work for ${idmapNas} here \\(Error: Failed to start device "backups": Required idmapping abilities not available\\)`));
+    expect(auto.stdout).toMatch(/falling back to --nas-mode idmap: the container's root writes to .* as the host's root/);
+    expect(auto.stdout).toMatch(/NAS mode idmap/);
+    const after = await config(idmapName);
+    expect(after.status).toBe("Running");
+    expect(after.config["raw.idmap"]).toBe("both 0 0");
+    expect(after.config["user.incus-backup.nas-mode"]).toBe("idmap");
+
+    // Settings the service refuses make install fail and say why.
+    const bad = await deploy("install.sh", ["--dir", idmapNas, "--name", idmapName, "--nas-mode", "idmap", "--schedule", "61 * * * *"], true);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stdout).toMatch(/^settings +ERROR: INCUS_BACKUP_SCHEDULE "61 \* \* \* \*" is not a valid cron expression/m);
+    expect(bad.stderr).toMatch(/the service refuses its settings/);
+
     const u = await deploy("uninstall.sh", ["--name", idmapName]);
     expect(u.stdout).toMatch(new RegExp(`the backups in ${idmapNas} were not touched`));
   });
