@@ -1,6 +1,7 @@
 // `incus-backup status`: the last run, what runs now, the next run, policy, last prune and verify, repository size.
 
 import { command, flag } from "cmd-ts";
+import { hostname } from "node:os";
 import { ExitCode, UsageError } from "../errors";
 import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } from "../core/settings";
 import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
@@ -44,7 +45,15 @@ export function statusCommand(ctx: CliContext) {
       } catch {
         // a bad INCUS_BACKUP_TZ is shown as the settings error; times are then in the system's zone
       }
-      const report = await gatherStatus({ dir, now: ctx.now(), tz, ...(settings ? { settings } : {}), ...(settingsError ? { settingsError } : {}) });
+      const report = await gatherStatus({
+        dir,
+        now: ctx.now(),
+        tz,
+        host: hostname(),
+        pidAlive,
+        ...(settings ? { settings } : {}),
+        ...(settingsError ? { settingsError } : {}),
+      });
       out(ctx, a.json ? JSON.stringify(report, null, 2) : formatStatus(report));
       if (report.settingsError) return ExitCode.Usage;
       if (report.repository.error) return ExitCode.Repository;
@@ -108,7 +117,9 @@ export function formatStatus(r: StatusReport): string {
   if (r.notify) add("notify", `${r.notify.target} on ${r.notify.when}`);
   if (r.daemon) {
     const d = r.daemon;
-    add("service", d.stopped ? `stopped at ${at(d.stopped)} (pid ${d.pid} on ${d.host})` : `pid ${d.pid} on ${d.host} since ${at(d.started)}`);
+    if (d.stopped) add("service", `stopped at ${at(d.stopped)} (pid ${d.pid} on ${d.host})`);
+    else if (d.alive === false) add("service", `NOT RUNNING: pid ${d.pid} on ${d.host}, started ${at(d.started)}, is gone`);
+    else add("service", `pid ${d.pid} on ${d.host} since ${at(d.started)}`);
   }
   const width = Math.max(...lines.map(([l]) => l.length));
   const text = lines.map(([l, val]) => `${l.padEnd(width)}  ${val}`);
@@ -116,4 +127,13 @@ export function formatStatus(r: StatusReport): string {
   text.splice(lastRunIndex, 0, ...itemLines.map((l) => indent + l));
   if (v.last) for (const f of v.last.failed) text.push(`${indent}FAILED  ${f.label} ${f.version}: ${f.problems.join("; ")}`);
   return text.join("\n");
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === "EPERM";
+  }
 }

@@ -25,6 +25,8 @@ export interface Settings {
   verify: { schedule: Schedule; deep: boolean } | undefined;
   /** The backup container itself ("project/name"): scheduled runs leave it out. */
   self: { project: string; name: string } | undefined;
+  /** Streamed backups where the server has them; INCUS_BACKUP_DIRECT=0 turns them off, as for `backup`. */
+  direct: boolean;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -145,6 +147,7 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     catchUp: parseBool(value(env, ENV.catchUp), ENV.catchUp, true),
     verify,
     self,
+    direct: env.INCUS_BACKUP_DIRECT?.trim() !== "0",
   };
 }
 

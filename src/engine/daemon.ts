@@ -313,7 +313,15 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
       const items = withoutSelf(await discoverForBackup(client, selection, signal), ctx);
       const result = await runBackup(
         { client, repo, reporter: ctx.reporter, now: ctx.now, toolVersion: ctx.toolVersion },
-        { selection, compression: "zstd", snapshots: false, stop: false, parallel: ctx.settings.parallel ?? defaultParallel(), command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}` },
+        {
+          selection,
+          compression: "zstd",
+          snapshots: false,
+          stop: false,
+          parallel: ctx.settings.parallel ?? defaultParallel(),
+          direct: ctx.settings.direct,
+          command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}`,
+        },
         items,
         signal,
       );

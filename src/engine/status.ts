@@ -29,13 +29,16 @@ export interface StatusReport {
   lastPrune: PruneRecord | null;
   /** Where notifications go: scheme and host only, the rest of a webhook URL is its secret. */
   notify: { target: string; when: string } | null;
-  daemon: Pick<DaemonState, "host" | "pid" | "started" | "stopped" | "coveredUntil" | "lastRun"> | null;
+  daemon: (Pick<DaemonState, "host" | "pid" | "started" | "stopped" | "coveredUntil" | "lastRun"> & { alive: boolean | null }) | null;
 }
 
 export interface StatusOptions {
   dir: string;
   now: Date;
   tz: string;
+  /** This machine's host name and a PID check: whether a daemon recorded here still runs. */
+  host?: string;
+  pidAlive?: (pid: number) => boolean;
   /** The service's settings, when this runs where they are set (the backup container). */
   settings?: Settings;
   settingsError?: string;
@@ -93,7 +96,10 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
 
   const daemon = await repo.readState<DaemonState>(DAEMON_STATE);
   if (daemon) {
+    // Only on the daemon's own host (in the container, `incus exec` shares its PIDs) can we tell.
+    const alive = daemon.stopped ? false : o.host !== undefined && o.pidAlive && daemon.host === o.host ? o.pidAlive(daemon.pid) : null;
     report.daemon = {
+      alive,
       host: daemon.host,
       pid: daemon.pid,
       started: daemon.started,

@@ -1,6 +1,8 @@
 // `status` on real temp repositories: what it shows, JSON, exit codes, and no secrets.
 
+import { spawnSync } from "node:child_process";
 import { writeFile, mkdir } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Repository } from "../../../src/repository/repository";
@@ -94,6 +96,18 @@ describe("status", () => {
     expect(r.stdout).toMatch(/FAILED +instance default\/web 20250913-010000: instance\.tar\.zst: sha256 mismatch/);
     expect(r.stdout).toMatch(/^notify +https:\/\/hooks\.example\.com\/… on always$/m);
     expect(r.stdout).toMatch(/^service +pid 7 on backup since 2025-09-10 10:00:00 \+02:00$/m);
+  });
+
+  it("says when the daemon recorded on this host is gone", async () => {
+    const dir = await fullRepo();
+    const { repo } = await Repository.open(dir, { create: false });
+    const gone = spawnSync("true").pid;
+    await repo.saveState("daemon", { host: hostname(), pid: gone, started: "2025-09-10T08:00:00.000Z", schedule: "0 3 * * *", tz: "Europe/Berlin", updated: "" });
+    const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
+    expect(r.stdout).toMatch(new RegExp(`^service +NOT RUNNING: pid ${gone} on \\S+, started 2025-09-10 10:00:00 \\+02:00, is gone$`, "m"));
+    await repo.saveState("daemon", { host: hostname(), pid: process.pid, started: "2025-09-10T08:00:00.000Z", schedule: "0 3 * * *", tz: "Europe/Berlin", updated: "" });
+    const alive = JSON.parse((await runCli(["status", "--dir", dir, "--json"], { env: SERVICE_ENV, now: NOW })).stdout) as { daemon: { alive: boolean } };
+    expect(alive.daemon.alive).toBe(true);
   });
 
   it("prints JSON with the same facts", async () => {
