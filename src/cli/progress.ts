@@ -19,17 +19,28 @@ interface Active {
 
 /** Picks the renderer: live progress only when stderr is a terminal. */
 export function reporterFor(ctx: CliContext, verb: string): Reporter {
+  if (ctx.env.INCUS_BACKUP_DEBUG) return new LineReporter(ctx, verb, true);
   return ctx.stderr.isTTY ? new TtyReporter(ctx, verb) : new LineReporter(ctx, verb);
 }
 
 /** For cron, `incus exec` without a terminal, CI: quiet, one line per finished item. */
 export class LineReporter implements Reporter {
+  private readonly t0 = Date.now();
   constructor(
     private readonly ctx: CliContext,
     private readonly verb: string,
+    /** INCUS_BACKUP_DEBUG: also every step, with the time since the start. */
+    private readonly steps = false,
   ) {}
-  itemStart(): void {}
-  itemStep(): void {}
+  itemStart(item: ItemKey): void {
+    this.step(item, "start");
+  }
+  itemStep(item: ItemKey, text: string): void {
+    this.step(item, text);
+  }
+  private step(item: ItemKey, text: string): void {
+    if (this.steps) this.ctx.stderr.write(`[+${((Date.now() - this.t0) / 1000).toFixed(2)}s] ${itemLabel(item)}: ${text}\n`);
+  }
   itemBytes(): void {}
   itemDone(item: ItemKey, o: ItemOutcome): void {
     this.ctx.stderr.write(outcomeLine(this.verb, item, o) + "\n");

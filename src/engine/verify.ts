@@ -1,5 +1,6 @@
 // Checks backups: every file against its manifest (size, sha256) and, deeply, that archives read to the end.
 
+import { READ_CHUNK } from "../chunks";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -76,7 +77,7 @@ async function deepCheck(v: VersionEntry, signal: AbortSignal): Promise<string |
     const names = m.options.split === true ? [IMAGE_FILES.meta, IMAGE_FILES.rootfs] : [IMAGE_FILES.unified];
     const hash = createHash("sha256");
     for (const n of names) {
-      for await (const chunk of createReadStream(join(v.dir, n), { highWaterMark: 1 << 20, signal })) hash.update(chunk as Buffer);
+      for await (const chunk of createReadStream(join(v.dir, n), { highWaterMark: READ_CHUNK, signal })) hash.update(chunk as Buffer);
     }
     const fp = hash.digest("hex");
     return fp === m.name ? undefined : `the image files hash to ${fp.slice(0, 12)}, not to the fingerprint ${m.name.slice(0, 12)}`;

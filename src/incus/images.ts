@@ -1,6 +1,7 @@
 // Images and image aliases, named after Incus's Go client. Split images (metadata + rootfs) travel
 // as multipart bodies; unified ones as a single tarball.
 
+import { READ_CHUNK } from "../chunks";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { PassThrough, Readable, type Writable } from "node:stream";
@@ -183,7 +184,7 @@ export async function createImage(
   let ctype: string;
   if (!files.rootfs) {
     length = (await stat(files.meta.path)).size;
-    body = createReadStream(files.meta.path, { highWaterMark: 1 << 20 });
+    body = createReadStream(files.meta.path, { highWaterMark: READ_CHUNK });
     ctype = "application/octet-stream";
   } else {
     const boundary = `incus-backup-${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
@@ -202,9 +203,9 @@ export async function createImage(
     body = Readable.from(
       (async function* () {
         yield metaHead;
-        yield* createReadStream(files.meta.path, { highWaterMark: 1 << 20 });
+        yield* createReadStream(files.meta.path, { highWaterMark: READ_CHUNK });
         yield rootHead;
-        yield* createReadStream(rootfs.path, { highWaterMark: 1 << 20 });
+        yield* createReadStream(rootfs.path, { highWaterMark: READ_CHUNK });
         yield tail;
       })(),
     );

@@ -1,5 +1,6 @@
 // Streamed downloads and uploads of backup files, with byte progress; nothing is held whole in memory.
 
+import { READ_CHUNK } from "../chunks";
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Transform, type Writable } from "node:stream";
@@ -169,7 +170,7 @@ export async function uploadFile(
 ): Promise<Operation> {
   const size = (await stat(file)).size;
   const counter = byteCounter(size, options.onProgress);
-  const source = createReadStream(file, { highWaterMark: 1 << 20 });
+  const source = createReadStream(file, { highWaterMark: READ_CHUNK });
   source.on("error", (err) => counter.destroy(err));
   source.pipe(counter);
   const res = await client

@@ -1,5 +1,6 @@
 // Durable file writing: private modes, hashing on the way, fsync of files and directories.
 
+import { WRITE_BUFFER } from "../chunks";
 import { createHash, type Hash } from "node:crypto";
 import { constants } from "node:fs";
 import { chmod, mkdir, open, rename, type FileHandle } from "node:fs/promises";
@@ -48,7 +49,7 @@ export class HashingFileWriter extends Writable {
     private readonly fh: FileHandle,
     private readonly tee: Hash | undefined,
   ) {
-    super({ highWaterMark: 4 << 20 });
+    super({ highWaterMark: WRITE_BUFFER });
     this.path = path;
   }
 

@@ -1,5 +1,6 @@
 // The backup repository in a directory: open or create it, list versions, write one atomically.
 
+import { READ_CHUNK } from "../chunks";
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { readdir, readFile, rename, rm, stat, access, constants as fsc } from "node:fs/promises";
@@ -228,7 +229,7 @@ export class Repository {
     }
     const hash = createHash("sha256");
     try {
-      await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), hash, signal === undefined ? {} : { signal });
+      await pipeline(createReadStream(path, { highWaterMark: READ_CHUNK }), hash, signal === undefined ? {} : { signal });
     } catch (err) {
       if (signal?.aborted) throw err;
       throw new IntegrityError(`${path}: cannot read: ${errorMessage(err)}`);
