@@ -236,7 +236,8 @@ if [ "$EXISTS" = 0 ]; then
 	out=$(incus init "$IMAGE" "$NAME" --profile default --profile "$PROFILE" </dev/null 2>&1) || die "cannot create $NAME: $out"
 	CONTAINER_DONE=created
 else
-	profiles=$(incus config show "$NAME" | sed -n '/^profiles:/,/^[a-z]/p' | sed -n 's/^- //p')
+	# (Incus 7.0 indents YAML lists, 6.0 does not.)
+	profiles=$(incus config show "$NAME" | sed -n '/^profiles:/,/^[a-z]/p' | sed -n 's/^[[:space:]]*- //p')
 	grep -qx "$PROFILE" <<<"$profiles" || incus profile add "$NAME" "$PROFILE" >/dev/null
 fi
 

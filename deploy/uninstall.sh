@@ -35,7 +35,7 @@ else
 	echo "no container $NAME"
 fi
 if incus profile show "$PROFILE" >/dev/null 2>&1; then
-	if incus profile show "$PROFILE" | sed -n '/^used_by:/,$p' | grep -q '^- '; then
+	if incus profile show "$PROFILE" | sed -n '/^used_by:/,$p' | grep -q '^[[:space:]]*- '; then
 		echo "kept the profile $PROFILE: other instances still use it"
 	else
 		incus profile delete "$PROFILE" >/dev/null
