@@ -265,13 +265,17 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     // A big instance, so that the run is still going when the stop arrives.
     // Not tracked: it is deleted below, and with the whole server if the test fails first.
     const big = await launchInstance(uniqueName("big"), { socket });
-    await writeTestData(big, "/root/data", { sizeMiB: 300, socket });
+    await writeTestData(big, "/root/data", { sizeMiB: 400, socket });
     // Pretend the service was down at a scheduled time: it catches up at once when it starts.
     const before = new Date(Date.now() - 3600_000).toISOString();
     await labShell(`sed -i 's/"coveredUntil": "[^"]*"/"coveredUntil": "${before}"/' ${nas}/state/daemon.json`);
     await incusOk(["start", name], on());
-    await labShell(`i=0; until grep -qs '"status": "running"' ${nas}/runs/*.json; do i=$((i+1)); [ $i -lt 600 ] || exit 1; sleep 0.05; done`, { timeoutMs: 60_000 });
-    await new Promise((res) => setTimeout(res, 1000));
+    // Stop while the big instance's backup is under way: its server-side backup exists from the
+    // start of its creation to the end of its download.
+    await labShell(
+      `i=0; until INCUS_DIR=${incusDir} incus query /1.0/instances/${big}/backups 2>/dev/null | grep -q incus-backup; do i=$((i+1)); [ $i -lt 1200 ] || exit 1; sleep 0.05; done`,
+      { timeoutMs: 120_000 },
+    );
     const t0 = performance.now();
     await incusOk(["stop", name], { ...on(), timeoutMs: 120_000 });
     console.log(`incus stop (during a backup): ${(performance.now() - t0).toFixed(0)} ms`);
@@ -281,6 +285,8 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(log).toMatch(/backup interrupted/);
     const interrupted = (await lab(`grep -l '"status": "interrupted"' ${nas}/runs/*.json`)).trim().split("\n").pop()!;
     const version = interrupted.split("/").pop()!.replace(/\.json$/, "");
+    const record = JSON.parse(await lab(`cat ${interrupted}`)) as { items: Array<{ label: string; ok: boolean; error?: string }> };
+    expect(record.items.find((i) => i.label === `instance default/${big}`)).toMatchObject({ ok: false, error: "interrupted" });
     // No version of the big instance from that run, and nothing half-written anywhere.
     expect((await lab(`ls ${nas}/instances/default/${big} 2>/dev/null || true`)).trim()).toBe("");
     expect((await lab(`ls -A ${nas}/.tmp`)).trim()).toBe("");
