@@ -144,10 +144,15 @@ async function readMultipart(
       return;
     }
     const sizer = byteCounter(undefined);
+    const previous = pending.at(-1);
     pending.push(
       (async () => {
-        // Hold the part's data until its sink exists; busboy pauses on backpressure.
+        // Hold the part's data until its sink exists; busboy pauses on backpressure. A part
+        // starts only once the one before it is completely written: sinks may share a hash of
+        // all parts in order (an image's fingerprint), and the first part's last chunks may
+        // still be queued in its sink when the next part begins to arrive.
         stream.pause();
+        await previous;
         const sink = await sinkFor(role);
         await pipeline(stream, sizer, sink, signal === undefined ? {} : { signal });
         const entry = { name: info.filename ?? field, size: sizer.bytes() };
