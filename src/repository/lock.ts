@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { link, readFile, rename, rm, stat, unlink } from "node:fs/promises";
+import { link, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { LockedError } from "../errors";
 import { writeFileAtomic, writeFileDurable } from "./files";
 import { LOCK_FILE } from "./layout";
@@ -51,6 +51,7 @@ export class RepositoryLock {
       if (await tryCreate(root, path, info)) {
         const lock = new RepositoryLock(path, info);
         lock.startRefresh(now);
+        await removeLeftovers(root, now());
         return lock;
       }
       const holder = await readLock(path);
@@ -116,6 +117,25 @@ async function tryCreate(root: string, path: string, info: LockInfo): Promise<bo
     throw fsError("lock repository in", root, err);
   } finally {
     await unlink(tmp).catch(() => undefined);
+  }
+}
+
+/**
+ * Removes the files a run killed while taking or refreshing the lock left beside it: candidates
+ * (`.lock.json-ID`, and `lock.json.tmp-*` of a refresh) whose writer is gone by the same rule as
+ * a stale lock, and stale locks moved aside (`.lock.json-stale-*`) that were not deleted yet.
+ * A live run's candidate exists only for the moment between its write and its link, and is kept.
+ */
+async function removeLeftovers(root: string, now: Date): Promise<void> {
+  const names = await readdir(root).catch(() => [] as string[]);
+  for (const n of names) {
+    const path = join(root, n);
+    if (n.startsWith(`.${LOCK_FILE}-stale-`)) {
+      await rm(path, { force: true }).catch(() => undefined);
+    } else if (n.startsWith(`.${LOCK_FILE}-`) || n.startsWith(`${LOCK_FILE}.tmp-`)) {
+      const info = await readLock(path).catch(() => undefined);
+      if (info && staleReason(info, now)) await rm(path, { force: true }).catch(() => undefined);
+    }
   }
 }
 

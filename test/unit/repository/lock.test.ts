@@ -158,6 +158,20 @@ describe("RepositoryLock", () => {
     expect(messages).toEqual([expect.stringMatching(/^taking over a stale lock: locked by pid 0 on host \? .*\(not refreshed for 60 min\)$/)]);
   });
 
+  it("removes what runs killed while taking or refreshing the lock left beside it, and keeps a live run's candidate", async () => {
+    const dir = await tempDir();
+    const now = new Date().toISOString();
+    const record = (pid: number, host = hostname()) => JSON.stringify({ host, pid, command: "x", started: now, refreshed: now, id: "c" });
+    await writeFile(join(dir, ".lock.json-dead0000dead0000"), record(deadPid()));
+    await writeFile(join(dir, "lock.json.tmp-1-abc"), record(deadPid()));
+    await writeFile(join(dir, ".lock.json-stale-0123456789ab"), record(1, "elsewhere"));
+    await writeFile(join(dir, ".lock.json-live0000live0000"), record(process.pid));
+    await writeFile(join(dir, ".lock.json-other000other000"), record(1, "elsewhere"));
+    const lock = await RepositoryLock.acquire(dir, "new run");
+    await lock.release();
+    expect((await readdir(dir)).sort()).toEqual([".lock.json-live0000live0000", ".lock.json-other000other000"]);
+  });
+
   it("does not remove a lock that another run holds by now", async () => {
     const dir = await tempDir();
     const lock = await RepositoryLock.acquire(dir, "first");
