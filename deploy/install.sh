@@ -327,9 +327,13 @@ keep="last $KEEP_LAST, hourly $KEEP_HOURLY, daily $KEEP_DAILY, weekly $KEEP_WEEK
 log "settings: schedule \"$SCHEDULE\", keep $keep, images $IMAGES${NOTIFY_URL:+, notify $(redact "$NOTIFY_URL")}"
 log ""
 log "incus exec $NAME -- incus-backup status:"
-# The container has just started: give its daemon a moment to record itself.
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-	incus exec "$NAME" -- test -e /backups/state/daemon.json 2>/dev/null && break
+# The container may have just started: give its daemon a moment to record itself (or to refuse
+# its settings), so that status shows this daemon and not the one before.
+for _ in $(seq 1 20); do
+	rc=0
+	out=$(incus exec "$NAME" -- incus-backup status --json 2>/dev/null) || rc=$?
+	[ "$rc" = 2 ] && break
+	grep -q '"alive": true' <<<"$out" && break
 	sleep 0.5
 done
 rc=0
