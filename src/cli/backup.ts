@@ -7,7 +7,7 @@ import { recoverJournals } from "../engine/restore";
 import { RepositoryLock } from "../repository/lock";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
-import { backupDir, checkParallel, connect, dirArg, selectionOf, selectorArgs, socketArg } from "./common";
+import { backupDir, checkParallel, connect, dirArg, isSelf, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
 import type { CliContext } from "./context";
 import { err, out } from "./context";
 import { formatBytes, formatDuration } from "./format";
@@ -59,7 +59,11 @@ export function backupCommand(ctx: CliContext) {
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "backup");
       try {
-        const items = await discoverForBackup(client, selection, ctx.signal);
+        // The container running this tool is left out unless it was asked for by name.
+        const self = selfInstance(ctx);
+        const items = (await discoverForBackup(client, selection, ctx.signal)).filter(
+          (i) => !isSelf(self, i) || selection.names.includes(i.name),
+        );
         if (items.length === 0) {
           err(ctx, "nothing to back up: nothing matches the selection");
           return ExitCode.OK;

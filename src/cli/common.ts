@@ -149,3 +149,20 @@ export function checkParallel(v: number | undefined): number {
   if (!Number.isInteger(v) || v < 1 || v > 64) throw new UsageError("--parallel must be a whole number from 1 to 64");
   return v;
 }
+
+/**
+ * The container this tool runs in, from INCUS_BACKUP_SELF (install.sh sets it): `backup --all`
+ * leaves it out (it holds no data: its state is on the NAS), and a restore must never replace it
+ * while it runs the restore.
+ */
+export function selfInstance(ctx: CliContext): { project: string; name: string } | undefined {
+  const text = ctx.env.INCUS_BACKUP_SELF;
+  if (!text) return undefined;
+  const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(text);
+  if (!m) throw new UsageError(`INCUS_BACKUP_SELF=${JSON.stringify(text)}: use NAME or PROJECT/NAME`);
+  return { project: m[1] ?? "default", name: m[2]! };
+}
+
+export function isSelf(self: { project: string; name: string } | undefined, item: { kind: string; project: string; name: string }): boolean {
+  return self !== undefined && item.kind === "instance" && item.project === self.project && item.name === self.name;
+}

@@ -1,7 +1,7 @@
 // `incus-backup restore`: plan, confirm if anything would be replaced, then restore.
 
 import { command, flag, number, option, optional, string } from "cmd-ts";
-import { ExitCode, IntegrityError, NotFoundError } from "../errors";
+import { ExitCode, IntegrityError, NotFoundError, UsageError } from "../errors";
 import { isDestructive, planRestore, type Plan, type Step } from "../core/plan";
 import { configIsDestructive, planConfig, type ConfigPlan, type FieldChange } from "../core/config_plan";
 import { checkInstanceName, checkComponent } from "../core/names";
@@ -13,7 +13,7 @@ import { exportDatabase } from "../engine/database";
 import type { IncusClient } from "../incus/client";
 import type { DamagedEntry, Repository, VersionEntry } from "../repository/repository";
 import { RepositoryLock } from "../repository/lock";
-import { checkParallel, checkVersionArg, connect, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
+import { checkParallel, checkVersionArg, connect, isSelf, selfInstance, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
 import { confirm } from "./confirm";
 import { out, type CliContext } from "./context";
 import { formatBytes } from "./format";
@@ -88,6 +88,15 @@ export function restoreCommand(ctx: CliContext) {
                 },
               )
             : { steps: [], skipped: [], notes: [] };
+        // Never replace the container this restore runs in; restoring it under another name is fine.
+        const self = selfInstance(ctx);
+        const mine = plan.steps.filter((s) => s.op === "replace" && isSelf(self, s.target));
+        if (mine.length > 0) {
+          plan.steps = plan.steps.filter((s) => !mine.includes(s));
+          const reason = "it is the container running this restore (restore it from the host, or under --target-name)";
+          if (!config?.plan && plan.steps.length === 0) throw new UsageError(`not replacing ${itemLabel(mine[0]!.target)}: ${reason}`);
+          plan.skipped.push(...mine.map((s) => ({ item: s.target, reason })));
+        }
         if (!config?.plan && plan.steps.length === 0) {
           throw new NotFoundError(`nothing to restore for ${describeSelection(selection)}${version ? ` at version ${version}` : ""} (see \`incus-backup list\`)`);
         }
