@@ -12,7 +12,7 @@ import {
   getInstances,
   renameInstance,
 } from "../incus/instances";
-import { progressText } from "../incus/operations";
+import { Operation, getRunningTasks, progressText } from "../incus/operations";
 import {
   copyStoragePoolVolume,
   createStoragePoolVolumeFromBackup,
@@ -29,7 +29,6 @@ import { Journal, type JournalEntry, type JournalInstanceRef } from "../reposito
 import { instancesUsingVolume, liveVolumes } from "./discover";
 import { startInstance, stopInstance } from "./power";
 import type { Reporter } from "./reporter";
-import type { Operation } from "../incus/operations";
 
 export interface RestoreDeps {
   client: IncusClient;
@@ -344,9 +343,32 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
   return said;
 }
 
+/** How long recovery waits for what a dead run left the server doing. */
+const SETTLE_MS = 5 * 60_000;
+
+/**
+ * Waits for the server's tasks on these instances or volumes to end. A run killed while it waited
+ * for an import, a stop or a copy leaves the server doing it; deciding before it ends would, say,
+ * start an instance that is still stopping, or miss an import that creates the temporary copy
+ * a moment later.
+ */
+async function settle(c: IncusClient, names: string[]): Promise<void> {
+  const touches = (op: { resources?: Record<string, string[]> | null }) =>
+    Object.values(op.resources ?? {})
+      .flat()
+      .some((url) => names.includes(decodeURIComponent(url.split("?")[0]!.split("/").pop() ?? "")));
+  const deadline = Date.now() + SETTLE_MS;
+  for (const data of (await getRunningTasks(c)).filter(touches)) {
+    const op = new Operation(c, data, `wait for the server: ${data.description}`);
+    // Its outcome does not matter here (an upload cut off fails): only that it is over.
+    await op.wait({ signal: AbortSignal.timeout(Math.max(1000, deadline - Date.now())) }).catch(() => undefined);
+  }
+}
+
 async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<string> {
   const c = deps.client;
   const target: ItemKey = { kind: "instance", project: e.project, name: e.name };
+  await settle(c, [e.name, e.temp, ...(e.aside === undefined ? [] : [e.aside])]);
   const hasName = await instanceExists(c, e.project, e.name);
   const hasTemp = await instanceExists(c, e.project, e.temp);
   const hasAside = e.aside !== undefined && (await instanceExists(c, e.project, e.aside));
@@ -373,6 +395,7 @@ async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<stri
 
 async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string> {
   const target: ItemKey = { kind: "volume", project: e.project, pool: e.pool ?? "", name: e.name };
+  await settle(deps.client, [e.name, e.temp, ...(e.stop ?? e.restart).map((r) => r.name)]);
   if (e.phase === "import") {
     await deleteStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp).catch(() => undefined);
     for (const r of e.restart) await startIfStopped(deps.client, r);

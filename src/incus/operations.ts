@@ -138,3 +138,17 @@ export function progressText(metadata: Record<string, unknown>): string | undefi
   }
   return undefined;
 }
+
+/**
+ * Background tasks the server is still running, in all projects: what a client that died left
+ * going (an import, a stop, a copy). Tokens and websockets are not tasks and are left out.
+ */
+export async function getRunningTasks(c: IncusClient, opts: { signal?: AbortSignal } = {}): Promise<OperationData[]> {
+  const byStatus = await c.get<Record<string, OperationData[] | null> | null>("/1.0/operations", "List operations", {
+    query: { recursion: 1, "all-projects": true },
+    ...opts,
+  });
+  return Object.values(byStatus ?? {})
+    .flatMap((ops) => ops ?? [])
+    .filter((op) => op.class === "task" && op.status_code < SUCCESS);
+}
