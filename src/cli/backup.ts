@@ -3,7 +3,7 @@
 import { command, flag, number, oneOf, option, optional } from "cmd-ts";
 import { ExitCode, UsageError } from "../errors";
 import { COMPRESSIONS, discoverForBackup, runBackup, type BackupResult } from "../engine/backup";
-import { recoverJournals } from "../engine/restore";
+import { tidyRepository } from "../engine/housekeeping";
 import { RepositoryLock } from "../repository/lock";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
@@ -75,9 +75,7 @@ export function backupCommand(ctx: CliContext) {
         const lock = await RepositoryLock.acquire(dir, commandLine(ctx), { onMessage: (t) => reporter.info(t) });
         let result: BackupResult;
         try {
-          const leftovers = await repo.cleanupTemp();
-          if (leftovers.length > 0) reporter.info(`removed ${leftovers.length} unfinished backup file(s) left by an earlier run`);
-          for (const line of await recoverJournals({ client, repo, reporter, now: ctx.now })) reporter.info(line);
+          for (const line of await tidyRepository({ client, repo, reporter, now: ctx.now })) reporter.info(line);
           result = await runBackup(
             { client, repo, reporter, now: ctx.now, toolVersion: VERSION },
             {

@@ -136,14 +136,13 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   });
 
   const interrupted = signal.aborted;
-  const failed = results.filter((r) => !r.ok).length;
   await deps.repo
     .saveRun({
       version,
       command: opts.command,
       started: started.toISOString(),
       finished: deps.now().toISOString(),
-      status: interrupted ? "interrupted" : failed === 0 ? "ok" : failed === results.length ? "failed" : "partial",
+      status: runStatus({ items: results, interrupted }),
       items: results.map((r) => ({
         label: itemLabel(r.item),
         ok: r.ok,
@@ -176,6 +175,14 @@ async function previousSizes(repo: Repository, items: LiveItem[]): Promise<Map<s
 export function largestFirst<T extends ItemKey>(items: T[], estimates: Map<string, number>): T[] {
   const size = (i: T) => (i.kind === "database" ? Infinity : (estimates.get(itemId(i)) ?? Number.MAX_SAFE_INTEGER));
   return [...items].sort((a, b) => size(b) - size(a));
+}
+
+/** How a run went, in one word: what run records, status and notifications say. */
+export function runStatus(r: Pick<BackupResult, "items" | "interrupted">): "ok" | "partial" | "failed" | "interrupted" {
+  const failed = r.items.filter((i) => !i.ok).length;
+  if (r.interrupted) return "interrupted";
+  if (failed === 0) return "ok";
+  return failed === r.items.length ? "failed" : "partial";
 }
 
 function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {

@@ -9,12 +9,12 @@ import { missedRun } from "../core/schedule";
 import { redactUrl, type Settings } from "../core/settings";
 import { RepositoryLock } from "../repository/lock";
 import { Repository } from "../repository/repository";
-import { discoverForBackup, runBackup, type LiveItem } from "./backup";
+import { discoverForBackup, runBackup, runStatus, type LiveItem } from "./backup";
+import { tidyRepository } from "./housekeeping";
 import { postJson } from "./notify";
 import { defaultParallel } from "./pool";
 import { prune } from "./prune";
 import type { Reporter } from "./reporter";
-import { recoverJournals } from "./restore";
 import { verifyVersions } from "./verify";
 
 export type Trigger = "schedule" | "catch-up";
@@ -305,10 +305,8 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
     await repo.checkWritable();
     const lock = await acquireLockWaiting(ctx, repo.root, SERVICE_COMMAND, signal);
     try {
-      const leftovers = await repo.cleanupTemp();
-      if (leftovers.length > 0) ctx.log(`removed ${leftovers.length} unfinished backup file(s) left by an earlier run`);
       client = ctx.connect();
-      for (const line of await recoverJournals({ client, repo, reporter: ctx.reporter, now: ctx.now })) ctx.log(line);
+      for (const line of await tidyRepository({ client, repo, reporter: ctx.reporter, now: ctx.now })) ctx.log(line);
       const selection: Selection = { kinds: scheduledKinds(ctx.settings), names: [] };
       const items = withoutSelf(await discoverForBackup(client, selection, signal), ctx);
       const result = await runBackup(
@@ -333,8 +331,7 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
         ...(r.bytes === undefined ? {} : { bytes: r.bytes }),
         seconds: r.seconds,
       }));
-      const failed = result.items.filter((r) => !r.ok).length;
-      summary.status = result.interrupted ? "interrupted" : failed === 0 ? "ok" : failed === result.items.length ? "failed" : "partial";
+      summary.status = runStatus(result);
       if (!result.interrupted && !signal.aborted && !isEmptyPolicy(ctx.settings.policy)) {
         try {
           const p = await prune(
