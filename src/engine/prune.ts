@@ -128,6 +128,8 @@ export async function prune(
   const plan = await planPrune(deps.repo, opts.selection, opts.policy, opts.tz);
   if (signal.aborted) throw new InterruptedError();
   const result = await applyPrune(deps.repo, plan, deps.reporter, signal);
+  // Records of runs whose every version is gone would pile up, one per run, for ever.
+  if (!result.interrupted) await deps.repo.pruneRunRecords().catch(() => 0);
   await deps.repo
     .saveState(PRUNE_STATE, pruneRecord(result, plan, opts.trigger, started, deps.now()))
     .catch((err: unknown) => deps.reporter.warn(`could not save the prune record: ${errorMessage(err)}`));

@@ -348,6 +348,24 @@ export class Repository {
     }
   }
 
+  /**
+   * Removes the records of runs none of whose versions is left, keeping the newest `keep` records
+   * whatever they hold (the recent history `status` shows). Returns how many were removed.
+   */
+  async pruneRunRecords(keep = 30): Promise<number> {
+    const dir = join(this.root, RUNS_DIR);
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((n) => n.endsWith(".json")).sort();
+    } catch {
+      return 0;
+    }
+    const live = new Set((await this.list()).versions.map((v) => v.manifest.version));
+    const old = names.slice(0, Math.max(0, names.length - keep)).filter((n) => !live.has(n.slice(0, -".json".length)));
+    for (const n of old) await rm(join(dir, n), { force: true });
+    return old.length;
+  }
+
   /** Total bytes of all complete versions (for status). */
   async totalSize(): Promise<number> {
     const { versions } = await this.list();

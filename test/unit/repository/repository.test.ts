@@ -340,3 +340,31 @@ describe("deleteVersion", () => {
     expect(await repo.totalSize()).toBe(3);
   });
 });
+
+describe("run records", () => {
+  it("pruneRunRecords removes only old records whose versions are all gone", async () => {
+    const { mkdtemp, readdir, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { Repository } = await import("../../../src/repository/repository");
+    const dir = await mkdtemp(join(tmpdir(), "ibk-runs-"));
+    try {
+      const { repo } = await Repository.open(dir, { create: true });
+      const versions: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        versions.push(await repo.reserveVersion(new Date(Date.UTC(2025, 0, 1 + i, 3)), { command: "t", started: "x", status: "ok" }));
+      }
+      // One version still holds an item: its record stays even though it is old.
+      const w = await repo.begin({ kind: "instance", project: "default", name: "web" }, versions[1]!);
+      await w.writeFile("instance.tar.zst", "x");
+      await w.commit({
+        format: 1, kind: "instance", project: "default", name: "web", version: versions[1]!, created: new Date().toISOString(),
+        tool: { name: "incus-backup", version: "t" }, server: {}, options: {},
+      });
+      expect(await repo.pruneRunRecords(2)).toBe(2);
+      expect((await readdir(join(dir, "runs"))).sort()).toEqual([versions[1], versions[3], versions[4]].map((v) => `${v}.json`));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
