@@ -6,6 +6,7 @@ import { ExitCode, UsageError } from "../errors";
 import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } from "../core/settings";
 import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
 import { gatherStatus, type StatusReport } from "../engine/status";
+import { pidAlive } from "../repository/lock";
 import { backupDir, dirArg } from "./common";
 import { out, type CliContext } from "./context";
 import { formatBytes, formatDuration } from "./format";
@@ -129,11 +130,3 @@ export function formatStatus(r: StatusReport): string {
   return text.join("\n");
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as { code?: string }).code === "EPERM";
-  }
-}

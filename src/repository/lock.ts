@@ -182,7 +182,8 @@ export function describeLock(info: LockInfo): string {
   return `locked by pid ${info.pid} on host ${info.host} since ${since} (${info.command})`;
 }
 
-function pidAlive(pid: number): boolean {
+/** Whether a process of this host is alive (EPERM: alive, but not ours). */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
