@@ -5,6 +5,7 @@ import { ExitCode, UsageError } from "../errors";
 import { COMPRESSIONS, discoverForBackup, runBackup, type BackupResult } from "../engine/backup";
 import { tidyRepository } from "../engine/housekeeping";
 import { RepositoryLock } from "../repository/lock";
+import { recoverBeforePlanning } from "../engine/restore";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
 import { backupDir, checkParallel, connect, dirArg, isSelf, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
@@ -59,6 +60,8 @@ export function backupCommand(ctx: CliContext) {
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "backup");
       try {
+        // A restore that died half-way is finished or undone first: what is backed up must see the result.
+        for (const line of await recoverBeforePlanning({ client, repo, reporter, now: ctx.now }, commandLine(ctx))) reporter.info(line);
         // The container running this tool is left out unless it was asked for by name.
         const self = selfInstance(ctx);
         const items = (await discoverForBackup(client, selection, ctx.signal)).filter(

@@ -7,7 +7,7 @@ import { configIsDestructive, planConfig, type ConfigPlan, type FieldChange } fr
 import { checkInstanceName, checkComponent } from "../core/names";
 import { KINDS, itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
-import { executePlan, liveState, recoverJournals, sizeOf, type RestoreResult } from "../engine/restore";
+import { executePlan, liveState, pendingRecoveries, recoverBeforePlanning, recoverJournals, sizeOf, type RestoreResult } from "../engine/restore";
 import { applyConfigPlan, entityLabel, loadSnapshot, type ConfigResult } from "../engine/config_restore";
 import { exportDatabase } from "../engine/database";
 import type { IncusClient } from "../incus/client";
@@ -68,6 +68,13 @@ export function restoreCommand(ctx: CliContext) {
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "restore");
       try {
+        // A restore that died half-way is finished or undone first: the plan must see the result.
+        if (a.dryRun) {
+          const pending = await pendingRecoveries(repo.root);
+          if (pending > 0) reporter.warn(`${pending} interrupted restore(s) wait for recovery (the next restore or backup does it); the plan below ignores them`);
+        } else {
+          for (const line of await recoverBeforePlanning({ client, repo, reporter, now: ctx.now }, commandLine(ctx))) reporter.info(line);
+        }
         refuseDamagedPick(selection, version, versions, damaged);
         for (const d of damaged) reporter.warn(`ignoring a damaged backup at ${d.dir}: ${d.problem}`);
         const config = selection.kinds.includes("database")

@@ -26,6 +26,7 @@ import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../repository/manifest";
 import type { Repository, VersionEntry } from "../repository/repository";
 import { Journal, type JournalEntry, type JournalInstanceRef } from "../repository/journal";
+import { RepositoryLock } from "../repository/lock";
 import { instancesUsingVolume, liveVolumes } from "./discover";
 import { startInstance, stopInstance } from "./power";
 import type { Reporter } from "./reporter";
@@ -341,6 +342,28 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
     }
   }
   return said;
+}
+
+/**
+ * Recovers interrupted restores before a command reads the server's state to plan: a restore that
+ * died between its renames leaves the instance under a temporary name, and a plan made from that
+ * (create instead of replace, stopped instead of running) would be wrong. Only when a journal
+ * exists; takes the repository lock for it and releases it. Returns what it did.
+ */
+export async function recoverBeforePlanning(deps: RestoreDeps, command: string): Promise<string[]> {
+  const { entries } = await new Journal(deps.repo.root).list();
+  if (entries.length === 0) return [];
+  const lock = await RepositoryLock.acquire(deps.repo.root, command, { onMessage: (t) => deps.reporter.info(t) });
+  try {
+    return await recoverJournals(deps);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Whether restores died half-way and wait for recovery (for a dry run, which changes nothing). */
+export async function pendingRecoveries(root: string): Promise<number> {
+  return (await new Journal(root).list()).entries.length;
 }
 
 /** How long recovery waits for what a dead run left the server doing. */
