@@ -141,7 +141,9 @@ export async function writeFileDurable(path: string, data: string | Buffer): Pro
   const w = await HashingFileWriter.create(path);
   await new Promise<void>((resolve, reject) => {
     w.on("error", reject);
-    w.end(typeof data === "string" ? Buffer.from(data) : data, () => resolve());
+    // end's callback also gets a write error (a full disk): resolving then would link or
+    // commit a file that was never written.
+    w.end(typeof data === "string" ? Buffer.from(data) : data, (err?: Error | null) => (err ? reject(err) : resolve()));
   });
   return w.entry();
 }
