@@ -291,10 +291,19 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
       const checker = archiveChecker(fileName, ctx.signal);
       const tee = teeInto(checker.sink);
       tee.pipe(sink);
+      let sinkError: unknown;
       const written = new Promise<void>((resolve, reject) => {
         sink.on("finish", resolve);
-        sink.on("error", reject);
+        sink.on("error", (e) => {
+          // A file that cannot be written (a full disk) stops the stream that feeds it; `pipe`
+          // alone would leave the stream waiting for a reader that is gone.
+          sinkError ??= e;
+          tee.destroy(e);
+          reject(e);
+        });
       });
+      // Awaited once the stream is through; a failure before then must not crash the process.
+      written.catch(() => undefined);
       try {
         await api.stream({ optimized_storage: false, compression_algorithm: compression }, tee, {
           signal: ctx.signal,
@@ -302,8 +311,11 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         });
       } catch (err) {
         sink.destroy();
+        // Ends the checker's input, so its decompressor exits instead of waiting for more.
+        checker.sink.end();
         checker.result.catch(() => undefined);
         await writer.removeFile(fileName);
+        if (sinkError !== undefined) throw sinkError;
         if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
         reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
         compression = "gzip";
