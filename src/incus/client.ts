@@ -174,6 +174,8 @@ export class IncusClient {
     if (code === "ENOENT" || code === "ENOTDIR") return new IncusSocketError(this.socketPath, "missing", err);
     if (code === "EACCES" || code === "EPERM") return new IncusSocketError(this.socketPath, "forbidden", err);
     if (code === "ECONNREFUSED" || code === "ENOTSOCK") return new IncusSocketError(this.socketPath, "unreachable", err);
+    const broken = brokenConnection(err);
+    if (broken) return new IncusError(`${what}: ${broken}`, { cause: err });
     const message = err instanceof Error ? err.message : String(err);
     return new IncusError(`${what}: ${message}`, { cause: err });
   }
@@ -230,6 +232,22 @@ function transportCode(err: unknown): string | undefined {
   for (let depth = 0; depth < 4 && e; depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && !code.startsWith("UND_ERR")) return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/**
+ * A connection Incus closed in the middle of a request or a transfer (a daemon restart or stop), in
+ * words a user can act on; undefined for other errors. undici alone says "other side closed".
+ */
+export function brokenConnection(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 4 && e; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "UND_ERR_SOCKET" || code === "ECONNRESET" || code === "EPIPE") {
+      return `Incus closed the connection (${(e as Error).message}); did the daemon restart or stop?`;
+    }
     e = (e as { cause?: unknown }).cause;
   }
   return undefined;

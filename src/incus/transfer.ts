@@ -7,7 +7,7 @@ import { Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { once } from "node:events";
 import { InterruptedError } from "../errors";
-import type { IncusClient, Query } from "./client";
+import { brokenConnection, type IncusClient, type Query } from "./client";
 import { IncusError } from "./errors";
 import type { Operation } from "./operations";
 
@@ -91,7 +91,7 @@ export async function downloadTo(
       if (sinkError) throw sinkError;
       const final = (err as { final?: boolean }).final === true || (err instanceof IncusError && err.status >= 400);
       if (final || attempt >= DOWNLOAD_ATTEMPTS) {
-        throw err instanceof IncusError ? err : new IncusError(`${what}: download failed: ${(err as Error).message}`, { cause: err });
+        throw err instanceof IncusError ? err : new IncusError(`${what}: download failed: ${brokenConnection(err) ?? (err as Error).message}`, { cause: err });
       }
       await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
     }
@@ -152,6 +152,8 @@ export async function postForStream(
     await pipeline(res.body, counter, sink, options.signal === undefined ? {} : { signal: options.signal });
   } catch (err) {
     if (options.signal?.aborted) throw new InterruptedError();
+    const broken = brokenConnection(err);
+    if (broken) throw new IncusError(`${what}: the stream broke off after ${counter.bytes()} bytes: ${broken}`, { cause: err });
     throw err;
   }
   return { bytes: counter.bytes() };
