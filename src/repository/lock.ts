@@ -159,14 +159,29 @@ export async function readLock(path: string): Promise<LockInfo | undefined> {
     throw fsError("read lock", path, err);
   }
   try {
-    const info = JSON.parse(text) as LockInfo;
-    if (typeof info.pid === "number" && typeof info.host === "string") return info;
+    const info = JSON.parse(text) as Partial<LockInfo> | null;
+    if (isLockInfo(info)) return info;
   } catch {
     // fall through: an unreadable lock is treated as held since its file was last written, so it
     // goes stale in time (a fresh "now" on every read would keep it held forever)
   }
   const since = ((await stat(path).catch(() => undefined))?.mtime ?? new Date()).toISOString();
   return { host: "?", pid: 0, command: "?", started: since, refreshed: since, id: "?" };
+}
+
+/** A lock record with every field of the right type (a damaged one is treated as unreadable). */
+function isLockInfo(v: Partial<LockInfo> | null): v is LockInfo {
+  const time = (t: unknown) => typeof t === "string" && !Number.isNaN(Date.parse(t));
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof v.host === "string" &&
+    Number.isSafeInteger(v.pid) &&
+    typeof v.command === "string" &&
+    typeof v.id === "string" &&
+    time(v.started) &&
+    time(v.refreshed)
+  );
 }
 
 /** Why a lock is stale, or undefined if its holder may still be alive. */
@@ -179,6 +194,8 @@ export function staleReason(info: LockInfo, now: Date, host = hostname(), alive 
 
 export function describeLock(info: LockInfo): string {
   const since = info.started.replace("T", " ").replace(/\.\d+Z$/, "Z");
+  // readLock's stand-in for a lock file it cannot read.
+  if (info.id === "?") return `locked by a lock file that cannot be read (written ${since})`;
   return `locked by pid ${info.pid} on host ${info.host} since ${since} (${info.command})`;
 }
 

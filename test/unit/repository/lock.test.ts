@@ -146,6 +146,22 @@ describe("RepositoryLock", () => {
     expect(await readLock(join(dir, "lock.json"))).toMatchObject({ host: "?", pid: 0 });
   });
 
+  it.each<[string, unknown]>([
+    ["fields missing", { host: "elsewhere", pid: 5 }],
+    ["times that are numbers", { host: "elsewhere", pid: 5, command: "x", started: 1, refreshed: 2, id: "i" }],
+    ["a time that is not a date", { host: "elsewhere", pid: 5, command: "x", started: "soon", refreshed: "soon", id: "i" }],
+    ["a pid that is a string", { host: "elsewhere", pid: "5", command: "x", started: NOW.toISOString(), refreshed: NOW.toISOString(), id: "i" }],
+    ["an array", [1, 2]],
+    ["null", null],
+  ])("reads a lock with %s as unreadable, and names it so", async (_label, record) => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "lock.json"), JSON.stringify(record));
+    const info = await readLock(join(dir, "lock.json"));
+    expect(info).toMatchObject({ host: "?", pid: 0, id: "?" });
+    expect(describeLock(info!)).toMatch(/^locked by a lock file that cannot be read \(written \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\)$/);
+    await expect(RepositoryLock.acquire(dir, "new run")).rejects.toThrow(/locked by a lock file that cannot be read/);
+  });
+
   it("takes over an unreadable lock once its file is old enough", async () => {
     const dir = await tempDir();
     const path = join(dir, "lock.json");
@@ -155,7 +171,7 @@ describe("RepositoryLock", () => {
     const messages: string[] = [];
     const lock = await RepositoryLock.acquire(dir, "new run", { onMessage: (t) => messages.push(t) });
     await lock.release();
-    expect(messages).toEqual([expect.stringMatching(/^taking over a stale lock: locked by pid 0 on host \? .*\(not refreshed for 60 min\)$/)]);
+    expect(messages).toEqual([expect.stringMatching(/^taking over a stale lock: locked by a lock file that cannot be read \(written .*\) \(not refreshed for 60 min\)$/)]);
   });
 
   it("removes what runs killed while taking or refreshing the lock left beside it, and keeps a live run's candidate", async () => {
