@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { fsError } from "./repository";
 import { mkdirPrivate, writeFileAtomic } from "./files";
 import { JOURNAL_DIR } from "./layout";
+import { safePathComponent } from "../core/names";
 
 export interface JournalInstanceRef {
   project: string;
@@ -71,14 +72,43 @@ export class Journal {
     const problems: string[] = [];
     for (const n of names.sort()) {
       const path = join(this.dir, n);
+      let e: unknown;
       try {
-        const e = JSON.parse(await readFile(path, "utf8")) as JournalEntry;
-        if (typeof e.id !== "string" || typeof e.temp !== "string" || typeof e.name !== "string") throw new Error("bad fields");
-        entries.push(e);
+        e = JSON.parse(await readFile(path, "utf8"));
       } catch {
         problems.push(`${path} is unreadable; check by hand, then delete it`);
+        continue;
       }
+      const problem = entryProblem(e, n.slice(0, -".json".length));
+      if (problem) problems.push(`${path} is damaged (${problem}); nothing was done with it: check by hand, then delete it`);
+      else entries.push(e as JournalEntry);
     }
     return { entries, problems };
   }
+}
+
+const PHASES: Record<JournalEntry["kind"], readonly JournalEntry["phase"][]> = {
+  instance: ["import", "swap", "finish"],
+  volume: ["import", "stop", "refresh", "finish"],
+};
+
+/**
+ * Why an entry cannot be acted on, or undefined. Recovery deletes the entry's temporary names
+ * and renames instances, so only names this tool makes (ibk-restore-*, ibk-old-*) are accepted
+ * there: a damaged or hand-edited journal must never make it delete a real instance or volume.
+ */
+export function entryProblem(v: unknown, id: string): string | undefined {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return "not a JSON object";
+  const e = v as Record<string, unknown>;
+  const safe = (x: unknown) => typeof x === "string" && safePathComponent(x) === undefined;
+  const refs = (x: unknown) => Array.isArray(x) && x.every((r) => typeof r === "object" && r !== null && safe((r as JournalInstanceRef).project) && safe((r as JournalInstanceRef).name));
+  if (e.id !== id || !/^[0-9a-f]{1,64}$/.test(id)) return "its id does not match its file name";
+  if (e.kind !== "instance" && e.kind !== "volume") return "unknown kind";
+  if (!PHASES[e.kind].includes(e.phase as JournalEntry["phase"])) return "unknown phase";
+  if (!safe(e.project) || !safe(e.name) || (e.kind === "volume" && !safe(e.pool))) return "bad project, pool or name";
+  if (typeof e.temp !== "string" || !/^ibk-restore-[0-9a-f]{8}$/.test(e.temp)) return "its temporary name is not one this tool makes";
+  if (e.kind === "instance" && (typeof e.aside !== "string" || !/^ibk-old-[0-9a-f]{8}$/.test(e.aside))) return "its name for the original is not one this tool makes";
+  if (!refs(e.restart) || (e.stop !== undefined && !refs(e.stop))) return "bad list of instances to stop or start";
+  if (e.wasRunning !== undefined && typeof e.wasRunning !== "boolean") return "bad wasRunning";
+  return undefined;
 }

@@ -1,0 +1,85 @@
+// Restore journals: what a damaged or hand-edited journal is allowed to make recovery do (nothing).
+
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Journal, entryProblem, type JournalEntry } from "../../../src/repository/journal";
+import { tempDir } from "../helpers/repo";
+
+const instance: JournalEntry = {
+  id: "0123456789ab",
+  kind: "instance",
+  project: "default",
+  name: "web",
+  temp: "ibk-restore-0a1b2c3d",
+  aside: "ibk-old-0a1b2c3d",
+  phase: "swap",
+  wasRunning: true,
+  restart: [{ project: "default", name: "web" }],
+  started: "2025-09-14T03:00:02.000Z",
+};
+const volume: JournalEntry = {
+  id: "ba9876543210",
+  kind: "volume",
+  project: "default",
+  pool: "default",
+  name: "data",
+  temp: "ibk-restore-deadbeef",
+  phase: "refresh",
+  stop: [{ project: "default", name: "app" }],
+  restart: [{ project: "default", name: "app" }],
+  started: "2025-09-14T03:00:02.000Z",
+};
+
+describe("entryProblem", () => {
+  it("accepts what restores write", () => {
+    expect(entryProblem(instance, instance.id)).toBeUndefined();
+    expect(entryProblem(volume, volume.id)).toBeUndefined();
+  });
+
+  it.each<[string, unknown, RegExp]>([
+    ["a real instance as the temporary one", { ...instance, temp: "other" }, /temporary name/],
+    ["a real instance as the original's new name", { ...instance, aside: "db" }, /name for the original/],
+    ["a real volume as the temporary one", { ...volume, temp: "data2" }, /temporary name/],
+    ["no name for the original", { ...instance, aside: undefined }, /name for the original/],
+    ["an unknown phase", { ...instance, phase: "refresh" }, /phase/],
+    ["an unknown kind", { ...instance, kind: "image" }, /kind/],
+    ["a project that is a number", { ...instance, project: 5 }, /project/],
+    ["a name with a slash", { ...instance, name: "../x" }, /name/],
+    ["a volume without a pool", { ...volume, pool: undefined }, /pool/],
+    ["restart as a string", { ...instance, restart: "web" }, /instances to stop or start/],
+    ["stop with a bad entry", { ...volume, stop: [null] }, /instances to stop or start/],
+    ["wasRunning as a string", { ...instance, wasRunning: "yes" }, /wasRunning/],
+    ["an array", [], /not a JSON object/],
+  ])("refuses %s", (_label, entry, problem) => {
+    const id = (entry as { id?: string }).id ?? "0123456789ab";
+    expect(entryProblem(entry, id) ?? "").toMatch(problem);
+  });
+
+  it("refuses an id other than its file name, or one that is not hex", () => {
+    expect(entryProblem(instance, "ffffffffffff")).toMatch(/id/);
+    expect(entryProblem({ ...instance, id: "../../x" }, "../../x")).toMatch(/id/);
+  });
+});
+
+describe("Journal.list", () => {
+  it("returns sound entries and names the others as problems", async () => {
+    const root = await tempDir();
+    const j = new Journal(root);
+    await j.write(instance);
+    await writeFile(join(root, "journal", "ffffffffffff.json"), JSON.stringify({ ...volume, id: "ffffffffffff", temp: "data" }));
+    await writeFile(join(root, "journal", "eeeeeeeeeeee.json"), "{ nope");
+    const { entries, problems } = await j.list();
+    expect(entries).toEqual([instance]);
+    expect(problems).toEqual([
+      expect.stringMatching(/eeeeeeeeeeee\.json is unreadable; check by hand, then delete it$/),
+      expect.stringMatching(/ffffffffffff\.json is damaged \(its temporary name is not one this tool makes\); nothing was done with it/),
+    ]);
+  });
+
+  it("has nothing when there is no journal directory", async () => {
+    const root = await tempDir();
+    await mkdir(join(root, "other"));
+    expect(await new Journal(root).list()).toEqual({ entries: [], problems: [] });
+  });
+});
