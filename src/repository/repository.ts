@@ -317,8 +317,8 @@ export class Repository {
     const out: RunRecord[] = [];
     for (const n of names) {
       try {
-        const r = JSON.parse(await readFile(join(dir, n), "utf8")) as RunRecord;
-        if (typeof r === "object" && r !== null && typeof r.version === "string") out.push(r);
+        const r = JSON.parse(await readFile(join(dir, n), "utf8")) as unknown;
+        if (isRunRecord(r) && `${r.version}.json` === n) out.push(r);
       } catch {
         // a damaged run record only affects `status`; skip it
       }
@@ -371,6 +371,35 @@ export class Repository {
     const { versions } = await this.list();
     return versions.reduce((n, v) => n + v.size, 0);
   }
+}
+
+/** A run record with the fields `status` and prune rely on, each of its type (damaged ones are skipped). */
+function isRunRecord(v: unknown): v is RunRecord {
+  const r = v as Partial<Record<keyof RunRecord, unknown>> | null;
+  const time = (t: unknown) => typeof t === "string" && !Number.isNaN(Date.parse(t));
+  const item = (i: unknown) => {
+    const x = i as Record<string, unknown> | null;
+    return (
+      typeof x === "object" &&
+      x !== null &&
+      typeof x.label === "string" &&
+      typeof x.ok === "boolean" &&
+      (x.error === undefined || typeof x.error === "string") &&
+      (x.bytes === undefined || typeof x.bytes === "number") &&
+      (x.seconds === undefined || typeof x.seconds === "number")
+    );
+  };
+  return (
+    typeof r === "object" &&
+    r !== null &&
+    typeof r.version === "string" &&
+    isVersion(r.version) &&
+    typeof r.command === "string" &&
+    time(r.started) &&
+    (r.finished === undefined || time(r.finished)) &&
+    ["running", "ok", "partial", "failed", "interrupted"].includes(r.status as string) &&
+    (r.items === undefined || (Array.isArray(r.items) && r.items.every(item)))
+  );
 }
 
 /** Builds one version in a temp directory; `commit` makes it appear, complete, in one rename. */

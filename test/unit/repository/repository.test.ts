@@ -309,6 +309,26 @@ describe("reserveVersion and run records", () => {
     await writeFile(join(repo.root, "runs", "20250101-000000.json"), "{");
     expect((await repo.listRuns()).map((r) => r.version)).toEqual(["20250914-030002"]);
   });
+
+  it.each<[string, unknown]>([
+    ["items that is a string", { items: "all" }],
+    ["an item that is null", { items: [null] }],
+    ["an item with ok as a string", { items: [{ label: "x", ok: "yes" }] }],
+    ["an item with bytes as a string", { items: [{ label: "x", ok: true, bytes: "many" }] }],
+    ["a status of its own", { status: 9 }],
+    ["a start that is not a time", { started: true }],
+    ["a finish that is not a time", { finished: "later" }],
+    ["a command that is a number", { command: 5 }],
+    ["a version other than its file's", { version: "20250101-000001" }],
+  ])("skips a run record with %s", async (_label, change) => {
+    const repo = await newRepo();
+    await repo.reserveVersion(at, record);
+    const good = { ...record, version: "20250101-000000", status: "ok", finished: at.toISOString(), items: [{ label: "database", ok: true, bytes: 5, seconds: 1 }] };
+    await writeFile(join(repo.root, "runs", "20250101-000000.json"), JSON.stringify(good));
+    expect((await repo.listRuns()).map((r) => r.version)).toEqual(["20250101-000000", "20250914-030002"]);
+    await writeFile(join(repo.root, "runs", "20250101-000000.json"), JSON.stringify({ ...good, ...(change as object) }));
+    expect((await repo.listRuns()).map((r) => r.version)).toEqual(["20250914-030002"]);
+  });
 });
 
 describe("deleteVersion", () => {
