@@ -94,7 +94,9 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   const runs = await repo.listRuns();
   report.lastRun = runs.at(-1) ?? null;
 
-  const daemon = await repo.readState<DaemonState>(DAEMON_STATE);
+  // State files are only ever written by this tool; one damaged by hand or by a disk is ignored
+  // rather than allowed to break the report.
+  const daemon = sound(await repo.readState<DaemonState>(DAEMON_STATE), isDaemonState);
   if (daemon) {
     // Only on the daemon's own host (in the container, `incus exec` shares its PIDs) can we tell.
     const alive = daemon.stopped ? false : o.host !== undefined && o.pidAlive && daemon.host === o.host ? o.pidAlive(daemon.pid) : null;
@@ -114,8 +116,53 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
       report.verify = { ...report.verify, expression: daemon.verifySchedule, next: daemon.stopped ? null : (daemon.verifyNext ?? null) };
     }
   }
-  report.lastPrune = (await repo.readState<PruneRecord>(PRUNE_STATE)) ?? null;
+  report.lastPrune = sound(await repo.readState<PruneRecord>(PRUNE_STATE), isPruneRecord) ?? null;
   if (!report.policy && report.lastPrune?.policy) report.policy = { ...report.lastPrune.policy, source: "last prune" };
-  report.verify.last = (await repo.readState<VerifyRecord>(VERIFY_STATE)) ?? null;
+  report.verify.last = sound(await repo.readState<VerifyRecord>(VERIFY_STATE), isVerifyRecord) ?? null;
   return report;
+}
+
+function sound<T>(v: T | undefined, check: (x: Record<string, unknown>) => boolean): T | undefined {
+  return v !== undefined && check(v as Record<string, unknown>) ? v : undefined;
+}
+
+const isTime = (t: unknown) => typeof t === "string" && !Number.isNaN(Date.parse(t));
+const optional = (t: unknown, check: (x: unknown) => boolean) => t === undefined || check(t);
+const isNumber = (n: unknown) => typeof n === "number" && Number.isFinite(n);
+
+function isDaemonState(d: Record<string, unknown>): boolean {
+  return (
+    typeof d.host === "string" &&
+    isNumber(d.pid) &&
+    isTime(d.started) &&
+    optional(d.stopped, isTime) &&
+    optional(d.coveredUntil, isTime) &&
+    optional(d.schedule, (x) => typeof x === "string") &&
+    optional(d.tz, (x) => typeof x === "string") &&
+    optional(d.next, isTime) &&
+    optional(d.verifySchedule, (x) => typeof x === "string") &&
+    optional(d.verifyNext, isTime) &&
+    optional(d.lastRun, (x) => typeof x === "object" && x !== null)
+  );
+}
+
+function isPruneRecord(p: Record<string, unknown>): boolean {
+  return (
+    isTime(p.finished) &&
+    typeof p.trigger === "string" &&
+    isNumber(p.removed) &&
+    isNumber(p.kept) &&
+    isNumber(p.bytesFreed) &&
+    Array.isArray(p.failed) &&
+    typeof p.interrupted === "boolean" &&
+    optional(p.policy, (x) => typeof x === "object" && x !== null)
+  );
+}
+
+function isVerifyRecord(v: Record<string, unknown>): boolean {
+  const failure = (f: unknown) => {
+    const x = f as Record<string, unknown> | null;
+    return typeof x === "object" && x !== null && typeof x.label === "string" && typeof x.version === "string" && Array.isArray(x.problems) && x.problems.every((p) => typeof p === "string");
+  };
+  return isTime(v.finished) && isNumber(v.ok) && isNumber(v.checked) && Array.isArray(v.failed) && v.failed.every(failure) && typeof v.interrupted === "boolean";
 }

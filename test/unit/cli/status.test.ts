@@ -179,6 +179,22 @@ describe("status", () => {
     expect(r.stdout).toMatch(/^next run +2025-09-15/m);
   });
 
+  it.each<[string, string, unknown]>([
+    ["verify.json with failures that are not a list", "state/verify.json", { started: [], finished: 2, checked: "n", failed: "none", deep: "yes" }],
+    ["prune.json with a finish that is not a time", "state/prune.json", { started: "x", finished: "later", trigger: "manual", removed: 1, kept: 1, bytesFreed: 1, failed: [], interrupted: false }],
+    ["daemon.json with a start that is not a time", "state/daemon.json", { host: "backup", pid: 1, started: "yesterday" }],
+    ["a run record with items of the wrong types", "runs/20250914-020000.json", { version: "20250914-020000", command: "x", started: "2025-09-14T02:00:00Z", status: "ok", items: [null] }],
+    ["a lock without times", "lock.json", { host: "elsewhere", pid: 5 }],
+  ])("ignores a damaged state file (%s) instead of failing", async (_label, file, content) => {
+    const dir = await fullRepo();
+    await writeFile(join(dir, file), JSON.stringify(content));
+    for (const args of [["status", "--dir", dir], ["status", "--json", "--dir", dir]]) {
+      const r = await runCli(args, { env: SERVICE_ENV, now: NOW });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+    }
+  });
+
   it("exits 8 for a directory that is not a repository", async () => {
     const dir = await tempDir();
     await mkdir(join(dir, "photos"));
