@@ -4,6 +4,7 @@ import { NotFoundError, UsageError } from "../errors";
 import type { Manifest } from "../repository/manifest";
 import { KINDS, itemId, itemLabel, matches, nameMatches, type ItemKey, type Selection } from "./selection";
 import { pickVersion } from "./version";
+import { checkInstanceName } from "./names";
 
 /** One backed-up version available for restore (the repository's VersionEntry, reduced). */
 export interface Candidate {
@@ -93,6 +94,8 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
   if (opts.targetName !== undefined && items.length !== 1) {
     throw new UsageError(`--target-name needs exactly one item, but the selection matches ${items.length}: ${items.map((g) => itemLabel(g.key)).join(", ")}`);
   }
+  // The command line checks it as an instance name only when it selects nothing but instances.
+  if (opts.targetName !== undefined && items[0]!.key.kind === "instance") checkInstanceName(opts.targetName, "--target-name");
 
   const chosen: Candidate[] = [];
   const skipped: Plan["skipped"] = [];

@@ -402,6 +402,18 @@ describe("planRestore: --target-name", () => {
     expect(isDestructive(plan)).toBe(false);
   });
 
+  it("checks it as an instance name when the one item is an instance, whatever the selectors", () => {
+    const run = (targetName: string) =>
+      planRestore(
+        [instance("default", "web", "20250914-030002"), volume("default", "fast", "data", "20250914-030002")],
+        live(),
+        opts({ kinds: ["instance", "volume"], names: ["web"] }, { targetName }),
+      );
+    expect(() => run("name\u00a0nbsp")).toThrow(UsageError);
+    expect(() => run("a_b")).toThrow(/invalid --target-name "a_b"/);
+    expect(only(run("web-copy"), "create").target.name).toBe("web-copy");
+  });
+
   it("replaces an existing item of the target name", () => {
     const plan = planRestore(
       [volume("default", "fast", "data", "20250914-030002")],
