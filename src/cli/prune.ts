@@ -1,8 +1,8 @@
 // `incus-backup prune`: remove old versions by a retention policy, per item; --dry-run shows the decisions.
 
 import { command, flag, option, optional, string } from "cmd-ts";
-import { ExitCode, UsageError } from "../errors";
-import { KINDS, itemLabel } from "../core/selection";
+import { ExitCode, NotFoundError, UsageError } from "../errors";
+import { KINDS, itemLabel, unmatchedNames } from "../core/selection";
 import { EMPTY_POLICY, RULES, formatLocal, formatPolicy, formatReason, isEmptyPolicy, type RetentionPolicy } from "../core/retention";
 import { parseCount, policyFromEnv, systemTimeZone, timeZoneFromEnv } from "../core/settings";
 import { applyPrune, planCounts, planPrune, pruneRecord, PRUNE_STATE, type PrunePlan, type PruneResult } from "../engine/prune";
@@ -49,6 +49,14 @@ export function pruneCommand(ctx: CliContext) {
       if (!(await repo.isInitialized())) {
         err(ctx, "nothing to prune: the repository is empty");
         return ExitCode.OK;
+      }
+      // A --name that matches nothing is more often a typo than a wish to prune nothing: say so,
+      // as backup and restore do, instead of recording a prune that removed nothing.
+      if (selection.names.length > 0) {
+        const missing = unmatchedNames(selection, (await repo.list(selection.kinds)).versions.map((v) => v.manifest));
+        if (missing.length > 0) {
+          throw new NotFoundError(`nothing in the repository is named ${missing.map((n) => JSON.stringify(n)).join(", ")} (see \`incus-backup list\`)`);
+        }
       }
       if (a.dryRun) {
         const plan = await planPrune(repo, selection, policy, tz);

@@ -23,6 +23,18 @@ async function versionsOf(dir: string, ...path: string[]): Promise<string[]> {
 }
 
 describe("prune: refusals", () => {
+  it.each<[string[]]>([[["--name", "webb"]], [["--instances", "--name", "web", "--name", "db"]], [["--name", "名前"]], [["--dry-run", "--volumes", "--name", "fast/other"]]])(
+    "%j: a --name that matches nothing exits 5 and records nothing",
+    async (args) => {
+      const { dir } = await fixture();
+      const r = await runCli(["prune", "--keep-last", "1", "--dir", dir, ...args]);
+      expect(r.code).toBe(5);
+      expect(r.stderr).toMatch(/^error: nothing in the repository is named "(webb|db|名前|fast\/other)"/);
+      expect(await versionsOf(dir)).not.toContain("state");
+      expect(await versionsOf(dir, "instances", "default", "web")).toEqual(WEB_VERSIONS);
+    },
+  );
+
   it.each<[string[], RegExp]>([
     [[], /no retention policy/],
     [["--keep-daily", "0", "--keep-last", "0"], /every --keep-\* option is 0/],
