@@ -2,7 +2,7 @@
 
 import { NotFoundError, UsageError } from "../errors";
 import type { Manifest } from "../repository/manifest";
-import { KINDS, itemId, itemLabel, matches, nameMatches, type ItemKey, type Selection } from "./selection";
+import { KINDS, itemId, itemLabel, matches, nameMatches, unmatchedNames, type ItemKey, type Selection } from "./selection";
 import { pickVersion } from "./version";
 import { checkInstanceName } from "./names";
 
@@ -80,14 +80,24 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
 
   let items = [...byItem.values()].filter((g) => matches(sel, g.key));
   let targetProject: string | undefined;
+  let matched: Selection = sel;
   if (items.length === 0 && sel.project !== undefined) {
     const { project: _ignored, ...withoutProject } = sel;
     items = [...byItem.values()].filter((g) => matches(withoutProject, g.key));
-    if (items.length > 0) targetProject = sel.project;
+    if (items.length > 0) {
+      targetProject = sel.project;
+      matched = withoutProject;
+    }
   }
   if (items.length === 0) {
     if (opts.allowEmpty) return { steps: [], skipped: [], notes: [] };
     throw new NotFoundError(nothingMessage(sel, candidates));
+  }
+  // A --name that matches nothing is a typo more often than not: restoring the others and
+  // saying nothing would look like success.
+  const unmatched = unmatchedNames(matched, items.map((g) => g.key));
+  if (unmatched.length > 0) {
+    throw new NotFoundError(`nothing in the repository is named ${unmatched.map((n) => JSON.stringify(n)).join(", ")}${sel.kinds.length < KINDS.length ? ` among the ${sel.kinds.join(", ")} backups` : ""}; nothing was changed (see \`incus-backup list\`)`);
   }
   checkAmbiguity(sel, items.map((g) => g.key));
 

@@ -376,6 +376,24 @@ describe("planRestore: what the selection designates", () => {
   });
 });
 
+describe("planRestore: a --name that matches nothing", () => {
+  it("is refused even when other names match, and nothing is planned", () => {
+    const run = () =>
+      planRestore(
+        [instance("default", "web", "20250914-030002"), volume("default", "fast", "data", "20250914-030002")],
+        live({ "default/web": "Running" }),
+        opts({ kinds: ["instance", "volume", "image"], names: ["web", "a/b/c"] }),
+      );
+    expect(run).toThrow(NotFoundError);
+    expect(run).toThrow(/nothing in the repository is named "a\/b\/c" among the instance, volume, image backups; nothing was changed/);
+  });
+
+  it("counts names matched in another project when restoring into --project", () => {
+    const plan = planRestore([instance("default", "web", "20250914-030002")], live(), opts({ kinds: ["instance"], names: ["web"], project: "staging" }));
+    expect(only(plan, "create").target).toEqual({ kind: "instance", project: "staging", name: "web" });
+  });
+});
+
 describe("planRestore: --target-name", () => {
   it("refuses more than one item, naming them", () => {
     const run = () =>
