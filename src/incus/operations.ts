@@ -2,7 +2,7 @@
 
 import { InterruptedError } from "../errors";
 import type { IncusClient } from "./client";
-import { IncusError, IncusNotFoundError, IncusOperationError, errorFromResponse } from "./errors";
+import { IncusError, IncusNotFoundError, IncusOperationError, IncusSocketError, errorFromResponse } from "./errors";
 
 /** An Incus operation as the API returns it. */
 export interface OperationData {
@@ -67,13 +67,8 @@ export class Operation {
       } catch (err) {
         if (err instanceof InterruptedError) {
           await this.cancel().catch(() => undefined);
-          throw err;
         }
-        if (!(err instanceof IncusNotFoundError)) throw err;
-        // Incus 6.0 answers the wait of a failed operation with the operation's own error, and
-        // with 404 when that error says "not found" ("Profile not found"): read the operation
-        // itself before concluding that it is gone.
-        data = await this.readAfterNotFound(options.signal);
+        throw err;
       }
       this.last = data;
       if (options.onProgress && data.metadata) options.onProgress(data.metadata);
@@ -82,9 +77,11 @@ export class Operation {
   }
 
   /**
-   * One bounded wait. When the wait times out with the operation still running, Incus 6.0 answers
-   * HTTP 200 with an error body "context deadline exceeded" (newer servers return the running
-   * operation); then the operation is read directly, for its progress.
+   * One bounded wait. Incus 6.0 answers a wait with an error body instead of the operation when
+   * the operation failed (with the failure's text, and HTTP 404 if that text says "not found") or
+   * when the wait timed out with the operation still running ("context deadline exceeded"). Either
+   * way the operation itself is then read, for its status, error and progress; if it is already
+   * forgotten, the wait's error (which carries the server's text) is the answer.
    */
   private async waitStep(step: number, signal: AbortSignal | undefined): Promise<OperationData> {
     const path = `/1.0/operations/${encodeURIComponent(this.id)}`;
@@ -92,19 +89,14 @@ export class Operation {
     try {
       return await this.client.get<OperationData>(`${path}/wait`, this.what, { query: { timeout: step }, ...opts });
     } catch (err) {
-      if (!(err instanceof IncusError) || !/context deadline exceeded/i.test(err.serverMessage)) throw err;
-      return this.client.get<OperationData>(path, this.what, opts);
-    }
-  }
-
-  /** The operation itself, after its wait answered 404; gone for good if this is a 404 too. */
-  private async readAfterNotFound(signal: AbortSignal | undefined): Promise<OperationData> {
-    try {
-      return await this.client.get<OperationData>(`/1.0/operations/${encodeURIComponent(this.id)}`, this.what, signal === undefined ? {} : { signal });
-    } catch (err) {
-      if (!(err instanceof IncusNotFoundError)) throw err;
-      // Finished operations are forgotten a few seconds after they end.
-      throw new IncusError(`${this.what}: operation ${this.id} ended and was forgotten before its result was read`);
+      if (!(err instanceof IncusError) || err instanceof IncusSocketError) throw err;
+      try {
+        return await this.client.get<OperationData>(path, this.what, opts);
+      } catch (readErr) {
+        // Finished operations are forgotten a few seconds after they end.
+        if (readErr instanceof IncusNotFoundError) throw err;
+        throw readErr;
+      }
     }
   }
 
