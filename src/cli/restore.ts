@@ -11,6 +11,7 @@ import { executePlan, liveState, pendingRecoveries, recoverBeforePlanning, recov
 import { applyConfigPlan, entityLabel, loadSnapshot, type ConfigResult } from "../engine/config_restore";
 import { exportDatabase } from "../engine/database";
 import type { IncusClient } from "../incus/client";
+import { getProjects } from "../incus/projects";
 import type { DamagedEntry, Repository, VersionEntry } from "../repository/repository";
 import { RepositoryLock } from "../repository/lock";
 import { checkParallel, checkVersionArg, connect, isSelf, selfInstance, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
@@ -107,6 +108,7 @@ export function restoreCommand(ctx: CliContext) {
         if (!config?.plan && plan.steps.length === 0) {
           throw new NotFoundError(`nothing to restore for ${describeSelection(selection)}${version ? ` at version ${version}` : ""} (see \`incus-backup list\`)`);
         }
+        await checkTargetProjects(client, plan, config?.plan, ctx.signal);
         if (config) printConfigPlan(ctx, config);
         printPlan(ctx, plan);
         if (a.dryRun) return ExitCode.OK;
@@ -148,6 +150,24 @@ function refuseDamagedPick(selection: Selection, version: string | undefined, ve
     if (newer) continue;
     throw new IntegrityError(`${itemLabel(d.key)} version ${d.version} is damaged (${d.problem}); nothing was changed`, {
       hint: "see `incus-backup verify`; restore another version with --version",
+    });
+  }
+}
+
+/**
+ * Items restored into a project the server does not have fail one by one, some with a refused
+ * upload that loses Incus's reason: say so once, before anything changes. Projects the
+ * configuration restore creates first count as there.
+ */
+async function checkTargetProjects(client: IncusClient, plan: Plan, config: ConfigPlan | undefined, signal: AbortSignal): Promise<void> {
+  const wanted = new Set(plan.steps.map((s) => s.target.project));
+  if (wanted.size === 0) return;
+  const have = new Set((await getProjects(client, { signal })).map((p) => p.name));
+  for (const a of config?.actions ?? []) if (a.action === "create" && a.rec.kind === "project") have.add(a.rec.id);
+  const missing = [...wanted].filter((p) => !have.has(p));
+  if (missing.length > 0) {
+    throw new NotFoundError(`project ${missing.map((p) => JSON.stringify(p)).join(", ")} does not exist on the server; nothing was changed`, {
+      hint: "create it first, or restore the database (--database) with it, or choose another --project",
     });
   }
 }
