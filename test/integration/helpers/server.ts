@@ -3,20 +3,20 @@ import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { incusOk, startExtraServer, stopExtraServer, type Tracker } from "../../lab/lab";
+import { incusOk, labSocket, startExtraServer, stopExtraServer, type Tracker } from "../../lab/lab";
 
 /**
  * An extra, empty incusd in the lab with the busybox image, for commands that act on everything
  * (`backup --all`, `restore --all`): on the shared lab they would pick up whatever else is there.
- * It is removed with everything in it by `track.cleanup()`.
+ * It is removed with everything in it by `track.cleanup()`. `version`: in that lab (default: the primary).
  */
-export async function isolatedServer(track: Tracker): Promise<string> {
+export async function isolatedServer(track: Tracker, opts: { version?: string } = {}): Promise<string> {
   const name = `t${randomBytes(5).toString("hex")}`;
-  track.defer(() => stopExtraServer(name));
-  const socket = await startExtraServer(name);
+  track.defer(() => stopExtraServer(name, opts));
+  const socket = await startExtraServer(name, opts);
   const dir = await mkdtemp(join(tmpdir(), "ibk-image-"));
   try {
-    await incusOk(["image", "export", "busybox", join(dir, "busybox")]);
+    await incusOk(["image", "export", "busybox", join(dir, "busybox")], opts.version ? { socket: labSocket(opts.version) } : {});
     await incusOk(["image", "import", join(dir, "busybox"), join(dir, "busybox.root"), "--alias", "busybox"], { socket });
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,0 +1,161 @@
+// Issue 6, concurrency: two backups at once (one fails at once with the lock's holder, exit 7),
+// readers alongside a writer, stale locks taken over with a message, `unlock`. The repository
+// stays consistent throughout (verify passes, nothing half-written is listed).
+import { readdir, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checksumTree, incusOk, labSocket, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { FaultProxy, killTool, reached, req } from "./helpers/faults";
+import { expectOneLineError, instanceStatus, tempDir } from "./helpers/server";
+import { listJson, startTool, tool, toolOk } from "./helpers/tool";
+
+const LOCKED = 7;
+/** The issue's format: "locked by pid 123 on host backup since 03:00:02 (backup --all)". */
+const lockMessage = (command: string) =>
+  new RegExp(`is locked by pid \\d+ on host \\S+ since \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ \\(${command}\\)`);
+
+describe("concurrent runs on one repository", () => {
+  const track = tracker();
+  const name = uniqueName("conc");
+  let dir: string;
+  let data: Manifest;
+  let proxy: FaultProxy;
+  const figures = { pairs: 0, lockedOut: 0, alongside: 0 };
+
+  beforeAll(async () => {
+    await launchInstance(name, { track });
+    // A few MiB, so a backup lasts long enough for another to start meanwhile.
+    data = await writeTestData(name, "/root/data", { sizeMiB: 8 });
+    dir = await tempDir(track);
+    proxy = await FaultProxy.start(labSocket());
+    track.defer(() => proxy.close());
+  });
+  afterAll(async () => {
+    console.log(`concurrency figures: ${figures.pairs} pairs of backups started together, ${figures.lockedOut} locked out with exit 7; ${figures.alongside} commands run alongside a backup`);
+    await track.cleanup();
+  });
+
+  const backup = ["backup", "--instances", "--name", name];
+
+  it("two backups started at the same moment: one runs, the other fails at once with exit 7 naming the holder", async () => {
+    const rounds = 10;
+    for (let i = 0; i < rounds; i++) {
+      const t0 = Date.now();
+      const a = startTool([...backup, `--dir=${dir}`]);
+      const b = startTool([...backup, `--dir=${dir}`]);
+      const [ra, rb] = await Promise.all([a.done, b.done]);
+      figures.pairs++;
+      const codes = [ra.code, rb.code].sort();
+      const loser = ra.code === LOCKED ? ra : rb;
+      console.log(`pair ${i + 1}: exit ${ra.code} and ${rb.code} (${Date.now() - t0} ms)${codes[1] === LOCKED ? `; the other said: ${loser.stderr.trim()}` : ""}`);
+      expect(codes).toEqual([0, LOCKED]);
+      figures.lockedOut++;
+      expect(expectOneLineError(loser)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${dir}`));
+      expect(loser.stderr).toMatch(/incus-backup unlock/);
+    }
+    const rows = await listJson(dir);
+    expect(rows.length).toBe(rounds);
+    await toolOk(["verify", `--dir=${dir}`]);
+    expect(await readdir(join(dir, ".tmp")).catch(() => [])).toEqual([]);
+    expect(await readdir(dir)).not.toContain("lock.json");
+  });
+
+  it("while a backup holds the lock: list, verify and status work; backup, prune and a replacing restore fail at once with exit 7", async () => {
+    // Hold the backup in the middle of its download until the others are done.
+    const held = proxy.holdResponseAfter(req("GET", new RegExp(`^/1\\.0/instances/${name}/backups/[^/]+/export`)), 1 << 20);
+    const streamed = proxy.holdResponseAfter(req("POST", new RegExp(`^/1\\.0/instances/${name}/backups`)), 1 << 20);
+    const writer = startTool([...backup, `--dir=${dir}`], { socket: proxy.path });
+    await reached(writer, Promise.race([held, streamed]), "the backup's download");
+    const before = await listJson(dir);
+    const pid = await instancePid();
+
+    const readers: Array<[string[], number]> = [
+      [["list", `--dir=${dir}`], 0],
+      [["list", "--json", `--dir=${dir}`], 0],
+      [["verify", `--dir=${dir}`], 0],
+      [["verify", "--deep", "--json", `--dir=${dir}`], 0],
+      [["status", `--dir=${dir}`], 0],
+      [["status", "--json", `--dir=${dir}`], 0],
+    ];
+    const writers: Array<[string[], number, string]> = [
+      [[...backup, `--dir=${dir}`], LOCKED, `incus-backup backup --instances --name ${name} --dir=${dir}`],
+      [["backup", "--all", `--dir=${dir}`], LOCKED, `incus-backup backup --instances --name ${name} --dir=${dir}`],
+      [["prune", "--keep-last", "1", `--dir=${dir}`], LOCKED, `incus-backup backup --instances --name ${name} --dir=${dir}`],
+      [["restore", "--instance", "--name", name, "--force", `--dir=${dir}`], LOCKED, `incus-backup backup --instances --name ${name} --dir=${dir}`],
+    ];
+    for (const [args, code] of readers) {
+      const r = await tool(args);
+      figures.alongside++;
+      expect(r.code, `${args.join(" ")}: ${r.stderr}`).toBe(code);
+      console.log(`alongside a backup: ${args[0]} ${args.slice(1, -1).join(" ")} -> exit ${r.code}`);
+    }
+    const status = await toolOk(["status", "--json", `--dir=${dir}`]);
+    expect(status.stdout).toContain(String(writer.child.pid));
+    for (const [args, code, holder] of writers) {
+      const t0 = Date.now();
+      const r = await tool(args);
+      figures.alongside++;
+      expect(r.code, `${args.join(" ")}: ${r.stderr}`).toBe(code);
+      expect(r.stderr).toMatch(lockMessage(holder));
+      // "At once": no waiting for the holder.
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      console.log(`alongside a backup: ${args.slice(0, -1).join(" ")} -> exit ${r.code} in ${Date.now() - t0} ms`);
+    }
+    // The restore refused before touching the instance.
+    expect(await instancePid()).toBe(pid);
+    expect(await listJson(dir)).toEqual(before);
+
+    proxy.release();
+    const done = await writer.done;
+    expect(done.code, done.stderr).toBe(0);
+    expect((await listJson(dir)).length).toBe(before.length + 1);
+    await toolOk(["verify", "--deep", `--dir=${dir}`]);
+  });
+
+  it("a lock left by a killed run is taken over by the next run, with a message", async () => {
+    const held = proxy.holdRequest(req("DELETE", new RegExp(`^/1\\.0/instances/${name}/backups/`)));
+    const direct = proxy.holdResponseAfter(req("POST", new RegExp(`^/1\\.0/instances/${name}/backups`)), 1 << 20);
+    const killed = startTool([...backup, `--dir=${dir}`], { socket: proxy.path });
+    await reached(killed, Promise.race([held, direct]), "the backup");
+    await killTool(killed);
+    proxy.release();
+    const r = await toolOk([...backup, `--dir=${dir}`]);
+    expect(r.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${killed.child.pid} on host ${hostname()} since .* \\(process ${killed.child.pid} is gone\\)`));
+    console.log(`stale lock of a killed run: ${r.stderr.split("\n").find((l) => /stale lock/.test(l))}`);
+    await toolOk(["verify", `--dir=${dir}`]);
+  });
+
+  it("a lock from another host: respected while fresh, taken over after 10 minutes without a refresh", async () => {
+    const lockOf = (minutesAgo: number) => {
+      const t = new Date(Date.now() - minutesAgo * 60_000).toISOString();
+      return JSON.stringify({ host: "nas-other", pid: 4242, command: "incus-backup backup --all", started: t, refreshed: t, id: "feedfacecafebeef" });
+    };
+    await writeFile(join(dir, "lock.json"), lockOf(1), { mode: 0o600 });
+    const refused = await tool([...backup, `--dir=${dir}`]);
+    expect(refused.code).toBe(LOCKED);
+    expect(expectOneLineError(refused)).toMatch(/is locked by pid 4242 on host nas-other since .* \(incus-backup backup --all\)/);
+    await writeFile(join(dir, "lock.json"), lockOf(11), { mode: 0o600 });
+    const taken = await toolOk([...backup, `--dir=${dir}`]);
+    expect(taken.stderr).toMatch(/taking over a stale lock: locked by pid 4242 on host nas-other .*\(not refreshed for 11 min\)/);
+    console.log(`lock of another host: fresh -> exit ${refused.code}; 11 min old -> taken over`);
+  });
+
+  it("unlock removes a lock whoever holds it, and says whose it was", async () => {
+    const t = new Date().toISOString();
+    await writeFile(join(dir, "lock.json"), JSON.stringify({ host: "nas-other", pid: 77, command: "incus-backup prune", started: t, refreshed: t, id: "0123" }), { mode: 0o600 });
+    const r = await toolOk(["unlock", `--dir=${dir}`]);
+    expect(r.stderr).toMatch(/removed the lock: it was locked by pid 77 on host nas-other since .* \(incus-backup prune\)/);
+    expect(await readdir(dir)).not.toContain("lock.json");
+    const again = await toolOk(["unlock", `--dir=${dir}`]);
+    expect(again.stderr).toMatch(/not locked/);
+    await toolOk([...backup, `--dir=${dir}`]);
+    await toolOk(["verify", `--dir=${dir}`]);
+    expect(await checksumTree(name, "/root/data")).toEqual(data);
+    expect(await instanceStatus(name)).toBe("Running");
+  });
+
+  async function instancePid(): Promise<number> {
+    return (JSON.parse(await incusOk(["query", `/1.0/instances/${name}/state`])) as { pid: number }).pid;
+  }
+});
