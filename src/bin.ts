@@ -25,5 +25,15 @@ const ctx: CliContext = {
   argv: ["incus-backup", ...process.argv.slice(2)],
 };
 
+// If the event loop ever runs dry while the command is still waiting on something, that is a bug:
+// say so plainly instead of Node's silent exit 13 ("unsettled top-level await").
+let settled = false;
+process.on("beforeExit", () => {
+  if (settled) return;
+  process.stderr.write("error: internal error: the command stopped making progress (please report this, with INCUS_BACKUP_DEBUG=1 output)\n");
+  process.exit(1);
+});
+
 const code = await main(process.argv.slice(2), ctx);
+settled = true;
 process.stdout.write("", () => process.exit(code));

@@ -5,7 +5,6 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { once } from "node:events";
 import { InterruptedError } from "../errors";
 import { brokenConnection, type IncusClient, type Query } from "./client";
 import { IncusError } from "./errors";
@@ -83,7 +82,7 @@ export async function downloadTo(
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
         done += chunk.length;
         options.onProgress?.(done, total);
-        if (!sink.write(chunk)) await once(sink, "drain", options.signal === undefined ? {} : { signal: options.signal });
+        if (!sink.write(chunk)) await drained(sink, options.signal);
       }
       break;
     } catch (err) {
@@ -100,6 +99,35 @@ export async function downloadTo(
   await finishSink(sink, options.signal);
   if (sinkError) throw sinkError;
   return { bytes: done };
+}
+
+/**
+ * Waits until a writable wants more data. Rejects if it has failed or been closed instead: a
+ * stream that already failed (a full disk) emits neither "drain" nor "error" again, and waiting
+ * for "drain" alone would wait for ever.
+ */
+export function drained(sink: Writable, signal?: AbortSignal): Promise<void> {
+  if (sink.errored) return Promise.reject(sink.errored);
+  if (sink.destroyed || sink.writableEnded) return Promise.reject(new Error("the destination was closed"));
+  if (!sink.writableNeedDrain) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const done = (err?: Error) => {
+      sink.off("drain", onDrain);
+      sink.off("error", onError);
+      sink.off("close", onClose);
+      signal?.removeEventListener("abort", onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onError = (e: Error) => done(e);
+    const onClose = () => done(sink.errored ?? new Error("the destination was closed"));
+    const onAbort = () => done(new InterruptedError());
+    sink.on("drain", onDrain);
+    sink.on("error", onError);
+    sink.on("close", onClose);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /** Ends a writable and waits until everything is flushed (for files: written and synced). */
