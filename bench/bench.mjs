@@ -115,8 +115,10 @@ async function main() {
     for (const n of names) {
       await incus("launch", "busybox", n);
       const half = Math.max(1, Math.floor(o.size / 2));
-      // Half random (incompressible), half text (compressible), like a real root filesystem.
-      await incus("exec", n, "--", "sh", "-c", `dd if=/dev/urandom of=/root/random bs=1M count=${half} 2>/dev/null && yes "incus-backup bench line $(hostname)" | head -c ${(o.size - half) * 1048576} > /root/text && sync`);
+      // Half random (incompressible), half text that compresses about 2:1 (a hex dump of random
+      // bytes) and so costs the compressor real work, as a root filesystem's binaries and text do.
+      // (A repeated line would compress at memory speed and hide the cost of compression.)
+      await incus("exec", n, "--", "sh", "-c", `dd if=/dev/urandom of=/root/random bs=1M count=${half} 2>/dev/null && dd if=/dev/urandom bs=1M count=${o.size - half} 2>/dev/null | od -An -tx1 -v | head -c ${(o.size - half) * 1048576} > /root/text && sync`);
       await incus("stop", n);
     }
     const nameArgs = names.flatMap((n) => ["--name", n]);

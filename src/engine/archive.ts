@@ -40,60 +40,119 @@ export interface ArchiveChecker {
  * name (its suffix picks the decompressor) and labels errors.
  */
 export function archiveChecker(name: string, signal?: AbortSignal): ArchiveChecker {
-  const tool = TOOLS.find((t) => name.endsWith(t.suffix));
-  if (!tool) {
+  const d = decompressor(name);
+  if (!d) {
     const sink = new Writable({ write: (_c, _e, done) => done() });
     return { sink, result: Promise.reject(new IntegrityError(`${name}: unknown archive type`)) };
   }
-  const input = new PassThrough({ highWaterMark: 1 << 20 });
-  let source: Readable = input;
-  let decompressor: Promise<unknown> = Promise.resolve(undefined);
-  let kill = () => {};
-  if (tool.suffix === ".tar.gz") {
-    const gunzip = createGunzip();
-    source = gunzip;
-    decompressor = pipeline(input, gunzip).then(
-      () => undefined,
-      (e: unknown) => new IntegrityError(`${name}: gzip: ${(e as Error).message}`),
-    );
-  } else if (tool.cmd) {
-    const [cmd, ...args] = tool.cmd as [string, ...string[]];
-    const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
-    kill = () => proc.kill();
-    let stderr = "";
-    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    proc.stdin.on("error", () => undefined);
-    input.pipe(proc.stdin);
-    source = proc.stdout;
-    // Keep the decompressor's verdict: when both fail, its message ("premature end") says more.
-    decompressor = new Promise((resolve) => {
-      proc.on("error", (e) => resolve(new IntegrityError(`${name}: cannot run ${cmd} to decompress it: ${e.message}`)));
-      proc.on("close", (code) =>
-        resolve(code === 0 || signal?.aborted ? undefined : new IntegrityError(`${name}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
-      );
-    });
-  }
   const onAbort = () => {
-    kill();
-    source.destroy(new InterruptedError());
+    d.kill();
+    d.output.destroy(new InterruptedError());
   };
   signal?.addEventListener("abort", onAbort, { once: true });
-  const result = parseTar(source, name)
+  const result = parseTar(d.output, name)
     .catch(async (err: unknown) => {
-      throw ((await decompressor) as Error | undefined) ?? err;
+      throw (await d.failure) ?? err;
     })
     .then(async (check) => {
-      const failed = (await decompressor) as Error | undefined;
+      const failed = await d.failure;
       if (failed) throw failed;
       return check;
     })
     .finally(() => {
       signal?.removeEventListener("abort", onAbort);
-      kill();
+      d.kill();
     });
   // Errors surface through `result`; a failed parse must not leave writers blocked.
-  result.catch(() => input.resume());
-  return { sink: input, result };
+  result.catch(() => d.input.resume());
+  return { sink: d.input, result };
+}
+
+interface Decompressor {
+  /** Compressed bytes in. */
+  input: PassThrough;
+  /** The tar out. */
+  output: Readable;
+  /** Resolves with the decompressor's own error once it is done, or undefined. */
+  failure: Promise<Error | undefined>;
+  kill(): void;
+}
+
+/** A decompressor for an archive, chosen by its file name's suffix; undefined if unknown. */
+function decompressor(name: string): Decompressor | undefined {
+  const tool = TOOLS.find((t) => name.endsWith(t.suffix));
+  if (!tool) return undefined;
+  const input = new PassThrough({ highWaterMark: 1 << 20 });
+  if (tool.suffix === ".tar.gz") {
+    const gunzip = createGunzip();
+    const failure = pipeline(input, gunzip).then(
+      () => undefined,
+      (e: unknown) => new IntegrityError(`${name}: gzip: ${(e as Error).message}`),
+    );
+    return { input, output: gunzip, failure, kill: () => gunzip.destroy() };
+  }
+  if (!tool.cmd) return { input, output: input, failure: Promise.resolve(undefined), kill: () => {} };
+  const [cmd, ...args] = tool.cmd as [string, ...string[]];
+  const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  let killed = false;
+  proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  proc.stdin.on("error", () => undefined);
+  input.pipe(proc.stdin);
+  const failure = new Promise<Error | undefined>((resolve) => {
+    proc.on("error", (e) => resolve(new IntegrityError(`${name}: cannot run ${cmd} to decompress it: ${e.message}`)));
+    proc.on("close", (code) =>
+      resolve(code === 0 || killed ? undefined : new IntegrityError(`${name}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
+    );
+  });
+  return {
+    input,
+    output: proc.stdout,
+    failure,
+    kill: () => {
+      killed = true;
+      proc.kill();
+    },
+  };
+}
+
+/**
+ * The `name:` of an archive's backup/index.yaml, read without reading the whole archive: Incus
+ * writes the index first, so a few kilobytes are decompressed and the rest is left alone.
+ * Undefined if the archive does not start with an index.
+ */
+export async function peekIndexName(path: string): Promise<string | undefined> {
+  const d = decompressor(path);
+  if (!d) throw new IntegrityError(`${path}: unknown archive type`);
+  const file = createReadStream(path, { highWaterMark: 64 * 1024 });
+  file.on("error", (e) => d.input.destroy(e));
+  file.pipe(d.input);
+  try {
+    return await new Promise<string | undefined>((resolve, reject) => {
+      const parser = new Parser({
+        onReadEntry: (entry: ReadEntry) => {
+          if (entry.type === "Directory") return entry.resume();
+          if (entry.path !== "backup/index.yaml") return resolve(undefined);
+          const chunks: Buffer[] = [];
+          entry.on("data", (c: Buffer) => chunks.push(c));
+          entry.on("end", () => resolve(indexName(Buffer.concat(chunks).toString("utf8"))));
+        },
+      });
+      parser.on("error", (e: Error) => reject(new IntegrityError(`${path}: not a valid archive: ${e.message}`)));
+      d.output.on("error", reject);
+      d.output.on("end", () => resolve(undefined));
+      d.output.pipe(parser as unknown as NodeJS.WritableStream);
+    });
+  } finally {
+    d.kill();
+    d.output.destroy();
+    file.destroy();
+  }
+}
+
+function indexName(yaml: string): string | undefined {
+  const m = /^name:\s*(.+?)\s*$/m.exec(yaml);
+  return m ? m[1]!.replace(/^["']|["']$/g, "") : undefined;
 }
 
 /** Reads a whole archive file through decompression and tar parsing. */
@@ -121,8 +180,8 @@ function parseTar(source: Readable, name: string): Promise<ArchiveCheck> {
           const chunks: Buffer[] = [];
           entry.on("data", (c: Buffer) => chunks.push(c));
           entry.on("end", () => {
-            const m = /^name:\s*(.+?)\s*$/m.exec(Buffer.concat(chunks).toString("utf8"));
-            if (m) check.indexName = m[1]!.replace(/^["']|["']$/g, "");
+            const n = indexName(Buffer.concat(chunks).toString("utf8"));
+            if (n !== undefined) check.indexName = n;
           });
         } else {
           entry.resume();

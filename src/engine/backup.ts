@@ -22,15 +22,16 @@ import {
   deleteStorageVolumeBackup,
   getStorageVolumeBackupFile,
 } from "../incus/storage_volumes";
-import type { TransferOptions } from "../incus/transfer";
+import { drained, type TransferOptions } from "../incus/transfer";
 import { itemId, itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import type { Version } from "../core/version";
 import type { Repository, VersionWriter } from "../repository/repository";
 import type { Manifest } from "../repository/manifest";
+import { Journal, type JournalEntry } from "../repository/journal";
 import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolume } from "./discover";
 import { startInstance, stopInstance } from "./power";
 import type { Reporter } from "./reporter";
-import { runPool } from "./pool";
+import { runPool, Semaphore } from "./pool";
 import { backupDatabase, backupImage, liveImages, type LiveDatabase, type LiveImage } from "./server_items";
 
 /** Compression algorithms Incus knows, and the file extension each gives the archive. */
@@ -114,12 +115,13 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   const server = await deps.client.server(signal);
   const results: ItemResult[] = [];
   const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");
-  const ctx: ItemContext = { direct, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
+  const slots = { make: new Semaphore(opts.parallel), transfer: new Semaphore(opts.parallel) };
+  const ctx: ItemContext = { direct, slots, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
   const estimates = await previousSizes(deps.repo, items);
   const known = items.every((i) => estimates.has(itemId(i)));
   deps.reporter.plan?.(items.length, known ? items.reduce((n, i) => n + (estimates.get(itemId(i)) ?? 0), 0) : undefined);
-  await runPool(largestFirst(items, estimates), opts.parallel, signal, async (item) => {
+  await runPool(largestFirst(items, estimates), opts.parallel * 2, signal, async (item) => {
     const t0 = Date.now();
     deps.reporter.itemStart(item);
     try {
@@ -201,6 +203,13 @@ function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
 export interface ItemContext {
   /** Stream backups directly (the server has `direct_backup` and it is not turned off). */
   direct: boolean;
+  /**
+   * The two phases of an item use different parts of the machine: the server making the backup
+   * (CPU: tar and compression) and the transfer into the repository (the socket, the disk).
+   * Each phase has `parallel` slots, and twice as many items are under way, so the next items'
+   * backups are made while the previous ones are downloaded.
+   */
+  slots: { make: Semaphore; transfer: Semaphore };
   deps: BackupDeps;
   opts: BackupOptions;
   version: Version;
@@ -221,36 +230,59 @@ async function backupInstance(ctx: ItemContext, item: LiveInstance): Promise<num
   const { client } = ctx.deps;
   const { project, name } = item;
   const inst = item.instance;
-  const wasRunning = inst.status === "Running";
-  let stopped = false;
-  if (ctx.opts.stop && wasRunning) {
-    ctx.deps.reporter.itemStep(item, "stopping");
-    await stopInstance(client, project, name, { ...(ctx.opts.stopTimeout === undefined ? {} : { timeout: ctx.opts.stopTimeout }), signal: ctx.signal });
-    stopped = true;
-  }
-  try {
-    const api: BackupApi = {
-      create: (body) => createInstanceBackup(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
-      download: (b, sink, o) => getInstanceBackupFile(client, project, name, b, sink, o),
-      remove: (b) => deleteInstanceBackup(client, project, name, b),
-      stream: (body, sink, o) => createInstanceBackupStream(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, sink, o),
-    };
-    const pool = rootPool(inst);
-    return await backupWith(ctx, item, api, "instance", {
-      ...(pool === undefined ? {} : { pool }),
-      object: inst,
-      status: inst.status,
-      extraOptions: { instance_only: !ctx.opts.snapshots, stopped },
-    });
-  } finally {
-    if (stopped) {
-      ctx.deps.reporter.itemStep(item, "starting again");
+  const api: BackupApi = {
+    create: (body) => createInstanceBackup(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
+    download: (b, sink, o) => getInstanceBackupFile(client, project, name, b, sink, o),
+    remove: (b) => deleteInstanceBackup(client, project, name, b),
+    stream: (body, sink, o) => createInstanceBackupStream(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, sink, o),
+  };
+  const pool = rootPool(inst);
+  const stop = ctx.opts.stop && inst.status === "Running" ? stopMode(ctx, item) : undefined;
+  return backupWith(ctx, item, api, "instance", {
+    ...(pool === undefined ? {} : { pool }),
+    object: inst,
+    status: inst.status,
+    extraOptions: { instance_only: !ctx.opts.snapshots, stopped: stop !== undefined },
+    ...(stop === undefined ? {} : { around: stop }),
+  });
+}
+
+/**
+ * `--stop`, like vzdump's stop mode: the instance is down only while the server makes its backup
+ * (not while it waits for a slot, nor during the download), and a journal entry makes the next run
+ * start it again if this one dies meanwhile.
+ */
+function stopMode(ctx: ItemContext, item: LiveInstance): AroundMake {
+  const { client, reporter, repo } = ctx.deps;
+  const { project, name } = item;
+  const journal = new Journal(repo.root);
+  const entry: JournalEntry = {
+    id: randomBytes(6).toString("hex"),
+    kind: "stopped",
+    project,
+    name,
+    temp: "",
+    phase: "stopped",
+    restart: [{ project, name }],
+    started: ctx.deps.now().toISOString(),
+  };
+  return {
+    before: async () => {
+      await journal.write(entry);
+      reporter.itemStep(item, "stopping");
+      await stopInstance(client, project, name, { ...(ctx.opts.stopTimeout === undefined ? {} : { timeout: ctx.opts.stopTimeout }), signal: ctx.signal });
+    },
+    after: async () => {
+      reporter.itemStep(item, "starting again");
       // Start again even when interrupted: leaving a service down is worse than a late exit.
-      await startInstance(client, project, name).catch((err: unknown) =>
-        ctx.deps.reporter.warn(`could not start ${itemLabel(item)} again: ${errorMessage(err)}`),
-      );
-    }
-  }
+      try {
+        await startInstance(client, project, name);
+        await journal.remove(entry.id);
+      } catch (err) {
+        reporter.warn(`could not start ${itemLabel(item)} again (the next run will try): ${errorMessage(err)}`);
+      }
+    },
+  };
 }
 
 async function backupVolume(ctx: ItemContext, item: LiveVolume): Promise<number> {
@@ -265,7 +297,25 @@ async function backupVolume(ctx: ItemContext, item: LiveVolume): Promise<number>
   return backupWith(ctx, item, api, "volume", { pool, object: item.volume, extraOptions: { volume_only: !ctx.opts.snapshots } });
 }
 
-type BackupMeta = { pool?: string; object: unknown; status?: string; extraOptions: Record<string, unknown> };
+/** Work around the making of the backup on the server (stop mode stops and starts the instance). */
+interface AroundMake {
+  before(): Promise<void>;
+  after(): Promise<void>;
+}
+
+type BackupMeta = { pool?: string; object: unknown; status?: string; extraOptions: Record<string, unknown>; around?: AroundMake };
+
+/** Runs `fn` in a "make" slot, with the item's before/after work around it. */
+async function making<T>(ctx: ItemContext, meta: BackupMeta, fn: () => Promise<T>): Promise<T> {
+  return ctx.slots.make.use(async () => {
+    await meta.around?.before();
+    try {
+      return await fn();
+    } finally {
+      await meta.around?.after();
+    }
+  });
+}
 
 function backupWith(ctx: ItemContext, item: ItemKey, api: BackupApi, fileBase: string, meta: BackupMeta): Promise<number> {
   return ctx.direct ? backupStreamed(ctx, item, api, fileBase, meta) : backupExported(ctx, item, api, fileBase, meta);
@@ -283,11 +333,12 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
   let compression = ctx.opts.compression;
   const writer = await ctx.deps.repo.begin(item, ctx.version);
   try {
-    reporter.itemStep(item, "streaming the backup from the server");
+    reporter.itemStep(item, "waiting for a slot");
     let entry: FileEntry | undefined;
     for (;;) {
       const fileName = `${fileBase}${COMPRESSIONS[compression] ?? ".tar"}`;
       const sink = await writer.createFile(fileName);
+      reporter.itemStep(item, "streaming the backup from the server");
       const checker = archiveChecker(fileName, ctx.signal);
       const tee = teeInto(checker.sink);
       tee.pipe(sink);
@@ -305,10 +356,22 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
       // Awaited once the stream is through; a failure before then must not crash the process.
       written.catch(() => undefined);
       try {
-        await api.stream({ optimized_storage: false, compression_algorithm: compression }, tee, {
-          signal: ctx.signal,
-          onProgress: (done) => reporter.itemBytes(item, done, undefined),
-        });
+        // The server makes the backup while it streams it: both phases at once, so both slots.
+        await making(ctx, meta, () =>
+          ctx.slots.transfer.use(async () => {
+            try {
+              await api.stream({ optimized_storage: false, compression_algorithm: compression }, tee, {
+                signal: ctx.signal,
+                onProgress: (done) => reporter.itemBytes(item, done, undefined),
+              });
+            } catch (err) {
+              // Free the space before the next item may write: a full disk fails one item, not two.
+              sink.destroy();
+              await writer.removeFile(fileName);
+              throw err;
+            }
+          }),
+        );
       } catch (err) {
         sink.destroy();
         // Ends the checker's input, so its decompressor exits instead of waiting for more.
@@ -352,7 +415,7 @@ function teeInto(side: Writable): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       if (side.write(chunk)) done(null, chunk);
-      else side.once("drain", () => done(null, chunk));
+      else drained(side).then(() => done(null, chunk), done);
     },
     flush(done) {
       side.end();
@@ -374,32 +437,44 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
   let serverBackup = false;
   let writer: VersionWriter | undefined;
   try {
-    reporter.itemStep(item, "creating the backup on the server");
     const body = () => ({
       name: backupName,
       expires_at: new Date(created.getTime() + SERVER_BACKUP_TTL_MS).toISOString(),
       optimized_storage: false,
       compression_algorithm: compression,
     });
-    let op: Operation;
-    try {
-      op = await api.create(body());
-    } catch (err) {
-      if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
-      reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
-      compression = "gzip";
-      op = await api.create(body());
-    }
-    serverBackup = true;
-    await waitForBackup(op, ctx, item);
+    reporter.itemStep(item, "waiting for a slot");
+    await making(ctx, meta, async () => {
+      reporter.itemStep(item, "creating the backup on the server");
+      let op: Operation;
+      try {
+        op = await api.create(body());
+      } catch (err) {
+        if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
+        reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
+        compression = "gzip";
+        op = await api.create(body());
+      }
+      serverBackup = true;
+      await waitForBackup(op, ctx, item);
+    });
 
     writer = await ctx.deps.repo.begin(item, ctx.version);
     const fileName = `${fileBase}${COMPRESSIONS[compression] ?? ".tar"}`;
     const sink = await writer.createFile(fileName);
-    reporter.itemStep(item, "downloading");
-    await api.download(backupName, sink, {
-      signal: ctx.signal,
-      onProgress: (done, total) => reporter.itemBytes(item, done, total),
+    reporter.itemStep(item, "waiting for a slot to download");
+    await ctx.slots.transfer.use(async () => {
+      reporter.itemStep(item, "downloading");
+      try {
+        await api.download(backupName, sink, {
+          signal: ctx.signal,
+          onProgress: (done, total) => reporter.itemBytes(item, done, total),
+        });
+      } catch (err) {
+        // Free the space before the next item may write: a full disk fails one item, not two.
+        await writer?.abort();
+        throw err;
+      }
     });
     const entry = sink.entry();
     writer.addFile(entry);

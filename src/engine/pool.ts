@@ -26,3 +26,24 @@ export async function runPool<T>(
 export function defaultParallel(cpus = availableParallelism()): number {
   return Math.max(1, Math.min(4, cpus));
 }
+
+/** At most `size` holders at a time; the others wait in line. */
+export class Semaphore {
+  private held = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly size: number) {}
+
+  async use<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.held >= this.size) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.held++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      // The slot passes straight to the next in line, so `held` stays the same.
+      if (next) next();
+      else this.held--;
+    }
+  }
+}

@@ -21,7 +21,8 @@ import {
 import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
 import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
-import { runPool } from "./pool";
+import { runPool, Semaphore } from "./pool";
+import { peekIndexName } from "./archive";
 import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../repository/manifest";
 import type { Repository, VersionEntry } from "../repository/repository";
@@ -36,6 +37,14 @@ export interface RestoreDeps {
   repo: Repository;
   reporter: Reporter;
   now: () => Date;
+  /** Slots for the two phases of an item (see executePlan); unlimited when absent. */
+  slots?: { transfer: Semaphore; make: Semaphore };
+}
+
+const UNLIMITED = { transfer: new Semaphore(Infinity), make: new Semaphore(Infinity) };
+
+function slotsOf(deps: RestoreDeps): { transfer: Semaphore; make: Semaphore } {
+  return deps.slots ?? UNLIMITED;
 }
 
 export interface StepResult {
@@ -91,7 +100,10 @@ export function archiveOf(c: Candidate): FileEntry {
  * instances (which may use them). Volume replacements run one at a time, because two of them can
  * stop and restart the same instance. One failing step does not stop the others.
  */
-export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSignal, parallel = 1): Promise<RestoreResult> {
+export async function executePlan(base: RestoreDeps, plan: Plan, signal: AbortSignal, parallel = 1): Promise<RestoreResult> {
+  // Checking and uploading is one phase (the repository's disk, the socket), the server unpacking
+  // another (its CPU and disk): each has `parallel` slots, and twice as many items are under way.
+  const deps: RestoreDeps = { ...base, slots: { transfer: new Semaphore(parallel), make: new Semaphore(parallel) } };
   const results: StepResult[] = [];
   deps.reporter.plan?.(plan.steps.length, plan.steps.reduce((n, s) => n + (s.op === "image" && s.exists ? 0 : sizeOf(s.source)), 0));
   const one = async (step: Step) => {
@@ -113,7 +125,7 @@ export async function executePlan(deps: RestoreDeps, plan: Plan, signal: AbortSi
   const largestFirst = (steps: Step[]) => [...steps].sort((a, b) => sizeOf(b.source) - sizeOf(a.source));
   for (const kind of ["image", "volume", "instance"] as const) {
     const steps = plan.steps.filter((s) => s.target.kind === kind);
-    await runPool(largestFirst(steps.filter((s) => s.op !== "replace-contents")), parallel, signal, one);
+    await runPool(largestFirst(steps.filter((s) => s.op !== "replace-contents")), parallel * 2, signal, one);
     await runPool(steps.filter((s) => s.op === "replace-contents"), 1, signal, one);
   }
   return { steps: results, interrupted: signal.aborted };
@@ -124,14 +136,24 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
   // Check the backup against its manifest before anything on the server changes.
   const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
   const archive = archiveOf(step.source);
-  deps.reporter.itemStep(step.target, "checking the backup's sha256");
-  await deps.repo.verifyFile(entry, archive, signal).catch((err: unknown) => {
-    if (err instanceof IntegrityError && step.op !== "create") {
-      throw new IntegrityError(`${err.message} (the existing ${step.target.kind} was not touched)`, { cause: err });
-    }
-    throw err;
-  });
   const file = join(step.source.dir, archive.name);
+  await slotsOf(deps).transfer.use(async () => {
+    deps.reporter.itemStep(step.target, "checking the backup's sha256");
+    try {
+      await deps.repo.verifyFile(entry, archive, signal);
+      // A sha256 proves the file is what the manifest says; the archive's own index proves the
+      // manifest is about this archive (a swapped file with a rewritten manifest would pass).
+      const inside = await peekIndexName(file);
+      if (inside !== undefined && inside !== step.source.manifest.name) {
+        throw new IntegrityError(`${file} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
+      }
+    } catch (err) {
+      if (err instanceof IntegrityError && step.op !== "create") {
+        throw new IntegrityError(`${err.message} (the existing ${step.target.kind} was not touched)`, { cause: err });
+      }
+      throw err;
+    }
+  });
 
   if (step.op === "create") {
     if (step.target.kind === "instance") {
@@ -155,26 +177,38 @@ function tempName(kind: "restore" | "old"): string {
 }
 
 async function importInstance(deps: RestoreDeps, target: ItemKey, file: string, name: string, signal: AbortSignal): Promise<void> {
-  deps.reporter.itemStep(target, "uploading");
-  const op = await createInstanceFromBackup(
-    deps.client,
-    { project: target.project, file, name },
-    { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
-  );
+  const op = await slotsOf(deps).transfer.use(() => {
+    deps.reporter.itemStep(target, "uploading");
+    return createInstanceFromBackup(
+      deps.client,
+      { project: target.project, file, name },
+      { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
+    );
+  });
   await waitImport(deps, op, target, signal);
 }
 
 async function importVolume(deps: RestoreDeps, target: ItemKey, file: string, name: string, signal: AbortSignal): Promise<void> {
-  deps.reporter.itemStep(target, "uploading");
-  const op = await createStoragePoolVolumeFromBackup(
-    deps.client,
-    { project: target.project, pool: target.pool ?? "", file, name },
-    { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
-  );
+  const op = await slotsOf(deps).transfer.use(() => {
+    deps.reporter.itemStep(target, "uploading");
+    return createStoragePoolVolumeFromBackup(
+      deps.client,
+      { project: target.project, pool: target.pool ?? "", file, name },
+      { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
+    );
+  });
   await waitImport(deps, op, target, signal);
 }
 
+/**
+ * The server unpacks what was uploaded. Uploading and unpacking use different parts of the
+ * machine, so each has its own slots: the next item uploads while the previous one unpacks.
+ */
 async function waitImport(deps: RestoreDeps, op: Operation, target: ItemKey, signal: AbortSignal): Promise<void> {
+  await slotsOf(deps).make.use(() => waitUnpacked(deps, op, target, signal));
+}
+
+async function waitUnpacked(deps: RestoreDeps, op: Operation, target: ItemKey, signal: AbortSignal): Promise<void> {
   deps.reporter.itemStep(target, "unpacking on the server");
   await op.wait({
     signal,
@@ -332,9 +366,10 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
   const { entries, problems } = await journal.list();
   const said: string[] = [...problems];
   for (const e of entries) {
-    const label = itemLabel({ kind: e.kind, project: e.project, name: e.name, ...(e.pool === undefined ? {} : { pool: e.pool }) });
+    const label = itemLabel({ kind: e.kind === "volume" ? "volume" : "instance", project: e.project, name: e.name, ...(e.pool === undefined ? {} : { pool: e.pool }) });
     try {
-      if (e.kind === "instance") said.push(`${label}: ${await recoverInstance(deps, e)}`);
+      if (e.kind === "stopped") said.push(`${label}: ${await recoverStopped(deps, e)}`);
+      else if (e.kind === "instance") said.push(`${label}: ${await recoverInstance(deps, e)}`);
       else said.push(`${label}: ${await recoverVolume(deps, e)}`);
       await journal.remove(e.id);
     } catch (err) {
@@ -386,6 +421,21 @@ async function settle(c: IncusClient, names: string[]): Promise<void> {
     // Its outcome does not matter here (an upload cut off fails): only that it is over.
     await op.wait({ signal: AbortSignal.timeout(Math.max(1000, deadline - Date.now())) }).catch(() => undefined);
   }
+}
+
+/** A `backup --stop` died while its instance was down: start it again. */
+async function recoverStopped(deps: RestoreDeps, e: JournalEntry): Promise<string> {
+  for (const r of e.restart) {
+    const now = await getInstance(deps.client, r.project, r.name).catch((err: unknown) => {
+      if (err instanceof IncusNotFoundError) return undefined;
+      throw err;
+    });
+    if (now?.status === "Stopped") {
+      await startInstance(deps.client, r.project, r.name);
+      return "started again: an interrupted backup --stop had left it stopped";
+    }
+  }
+  return "an interrupted backup --stop had stopped it; it is running again";
 }
 
 async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<string> {

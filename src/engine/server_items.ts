@@ -41,18 +41,26 @@ export async function backupImage(ctx: ItemContext, item: LiveImage): Promise<nu
   try {
     const content = createHash("sha256");
     const sinks: HashingFileWriter[] = [];
-    ctx.deps.reporter.itemStep(item, "downloading");
-    const parts = await getImageFile(
-      ctx.deps.client,
-      item.project,
-      item.name,
-      async (part) => {
-        const w = await writer.createFile(IMAGE_FILES[part], content);
-        sinks.push(w);
-        return w;
-      },
-      { signal: ctx.signal, onProgress: (done, total) => ctx.deps.reporter.itemBytes(item, done, total) },
-    );
+    const parts = await ctx.slots.transfer.use(async () => {
+      ctx.deps.reporter.itemStep(item, "downloading");
+      try {
+        return await getImageFile(
+          ctx.deps.client,
+          item.project,
+          item.name,
+          async (part) => {
+            const w = await writer.createFile(IMAGE_FILES[part], content);
+            sinks.push(w);
+            return w;
+          },
+          { signal: ctx.signal, onProgress: (done, total) => ctx.deps.reporter.itemBytes(item, done, total) },
+        );
+      } catch (err) {
+        // Free the space before the next item may write.
+        await writer.abort();
+        throw err;
+      }
+    });
     const fingerprint = content.digest("hex");
     if (fingerprint !== item.name) {
       throw new IntegrityError(`image ${item.name.slice(0, 12)}: the downloaded files hash to ${fingerprint.slice(0, 12)}, not to its fingerprint`);
@@ -88,9 +96,19 @@ export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Prom
   const dumps = await databaseDumps(ctx.deps.client, ctx.signal);
   const writer = await ctx.deps.repo.begin(item, ctx.version);
   try {
-    const a = await writer.writeFile(DATABASE_FILES.config, JSON.stringify(snapshot, null, 2) + "\n");
-    const b = await writer.writeFile(DATABASE_FILES.global, dumps.global);
-    const c = await writer.writeFile(DATABASE_FILES.local, dumps.local);
+    // Writing into the repository is the transfer phase, whatever its size.
+    const [a, b, c] = await ctx.slots.transfer.use(async () => {
+      try {
+        return [
+          await writer.writeFile(DATABASE_FILES.config, JSON.stringify(snapshot, null, 2) + "\n"),
+          await writer.writeFile(DATABASE_FILES.global, dumps.global),
+          await writer.writeFile(DATABASE_FILES.local, dumps.local),
+        ];
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+    });
     const counts: Record<string, number> = {};
     for (const e of snapshot.entities) counts[e.kind] = (counts[e.kind] ?? 0) + 1;
     await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts } }));

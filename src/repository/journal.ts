@@ -13,23 +13,24 @@ export interface JournalInstanceRef {
 }
 
 /**
- * A replace in progress. Phases, in order:
+ * A replace in progress, or an instance a `backup --stop` stopped. Phases, in order:
  * - instance: "import" (temp instance being created; original untouched) → "swap" (original
  *   being stopped and renamed aside, temp renamed into place) → "finish" (start, delete the old one);
  * - volume: "import" (temp volume being created) → "stop" (users being stopped) → "refresh"
- *   (original's contents being replaced from the temp) → "finish" (start users, delete the temp).
+ *   (original's contents being replaced from the temp) → "finish" (start users, delete the temp);
+ * - stopped: "stopped" (the instance is down for its backup; recovery starts it again).
  */
 export interface JournalEntry {
   id: string;
-  kind: "instance" | "volume";
+  kind: "instance" | "volume" | "stopped";
   project: string;
   pool?: string;
   name: string;
-  /** The imported copy, under a temporary name. */
+  /** The imported copy, under a temporary name ("" for "stopped"). */
   temp: string;
   /** Instance only: the name the original is moved to during the swap. */
   aside?: string;
-  phase: "import" | "swap" | "stop" | "refresh" | "finish";
+  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "stopped";
   /** Instance only: whether the original was running. */
   wasRunning?: boolean;
   /** Volume only: instances that must be stopped while the contents are replaced. */
@@ -90,6 +91,7 @@ export class Journal {
 const PHASES: Record<JournalEntry["kind"], readonly JournalEntry["phase"][]> = {
   instance: ["import", "swap", "finish"],
   volume: ["import", "stop", "refresh", "finish"],
+  stopped: ["stopped"],
 };
 
 /**
@@ -103,10 +105,12 @@ export function entryProblem(v: unknown, id: string): string | undefined {
   const safe = (x: unknown) => typeof x === "string" && safePathComponent(x) === undefined;
   const refs = (x: unknown) => Array.isArray(x) && x.every((r) => typeof r === "object" && r !== null && safe((r as JournalInstanceRef).project) && safe((r as JournalInstanceRef).name));
   if (e.id !== id || !/^[0-9a-f]{1,64}$/.test(id)) return "its id does not match its file name";
-  if (e.kind !== "instance" && e.kind !== "volume") return "unknown kind";
+  if (e.kind !== "instance" && e.kind !== "volume" && e.kind !== "stopped") return "unknown kind";
   if (!PHASES[e.kind].includes(e.phase as JournalEntry["phase"])) return "unknown phase";
   if (!safe(e.project) || !safe(e.name) || (e.kind === "volume" && !safe(e.pool))) return "bad project, pool or name";
-  if (typeof e.temp !== "string" || !/^ibk-restore-[0-9a-f]{8}$/.test(e.temp)) return "its temporary name is not one this tool makes";
+  if (typeof e.temp !== "string" || !(e.kind === "stopped" ? e.temp === "" : /^ibk-restore-[0-9a-f]{8}$/.test(e.temp))) {
+    return "its temporary name is not one this tool makes";
+  }
   if (e.kind === "instance" && (typeof e.aside !== "string" || !/^ibk-old-[0-9a-f]{8}$/.test(e.aside))) return "its name for the original is not one this tool makes";
   if (!refs(e.restart) || (e.stop !== undefined && !refs(e.stop))) return "bad list of instances to stop or start";
   if (e.wasRunning !== undefined && typeof e.wasRunning !== "boolean") return "bad wasRunning";
