@@ -102,13 +102,15 @@ describe("the lab", () => {
   it("creates a managed bridge network that gives an instance an address", async () => {
     const network = uniqueName("ibk").slice(0, 15);
     track.defer(() => incus(["network", "delete", network], { allowFail: true }));
-    await incusOk(["network", "create", network, "ipv4.address=10.123.45.1/24", "ipv6.address=none"]);
+    // A subnet of its own: a network a killed run left behind in a kept lab must not collide.
+    const octet = 1 + Math.floor(Math.random() * 250);
+    await incusOk(["network", "create", network, `ipv4.address=10.123.${octet}.1/24`, "ipv6.address=none"]);
     const name = await launchInstance(uniqueName("lab-net"), { track, start: false });
     await incusOk(["config", "device", "add", name, "eth0", "nic", `network=${network}`]);
     await incusOk(["start", name]);
     // busybox udhcpc reports the lease on stderr (it has no script to apply it with).
     const lease = await incusOk(["exec", name, "--", "sh", "-c", "udhcpc -q -n -t 5 -i eth0 2>&1"]);
-    expect(lease).toMatch(/lease of 10\.123\.45\.\d+ obtained/);
+    expect(lease).toMatch(new RegExp(`lease of 10\\.123\\.${octet}\\.\\d+ obtained`));
   });
 
   it("runs an extra, empty incusd in the lab", async () => {
