@@ -393,16 +393,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
       entry = sink.entry();
       break;
     }
-    writer.addFile(entry);
-    await writer.commit(
-      manifestFor(ctx, item, created, {
-        ...(meta.pool === undefined ? {} : { pool: meta.pool }),
-        options: { compression, optimized_storage: false, transfer: "direct", ...meta.extraOptions },
-        object: meta.object,
-        ...(meta.status === undefined ? {} : { status: meta.status }),
-      }),
-    );
-    return entry.size;
+    return await commitArchive(ctx, writer, item, created, entry, meta, { compression, transfer: "direct" });
   } catch (err) {
     await writer.abort();
     if (ctx.signal.aborted) throw new InterruptedError();
@@ -476,17 +467,7 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         throw err;
       }
     });
-    const entry = sink.entry();
-    writer.addFile(entry);
-    await writer.commit(
-      manifestFor(ctx, item, created, {
-        ...(meta.pool === undefined ? {} : { pool: meta.pool }),
-        options: { compression, optimized_storage: false, transfer: "export", ...meta.extraOptions },
-        object: meta.object,
-        ...(meta.status === undefined ? {} : { status: meta.status }),
-      }),
-    );
-    return entry.size;
+    return await commitArchive(ctx, writer, item, created, sink.entry(), meta, { compression, transfer: "export" });
   } catch (err) {
     await writer?.abort();
     if (ctx.signal.aborted) throw new InterruptedError();
@@ -498,6 +479,28 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
       });
     }
   }
+}
+
+/** Records the archive and commits the version of an instance or volume. Returns its size. */
+async function commitArchive(
+  ctx: ItemContext,
+  writer: VersionWriter,
+  item: ItemKey,
+  created: Date,
+  entry: FileEntry,
+  meta: BackupMeta,
+  how: { compression: string; transfer: "direct" | "export" },
+): Promise<number> {
+  writer.addFile(entry);
+  await writer.commit(
+    manifestFor(ctx, item, created, {
+      ...(meta.pool === undefined ? {} : { pool: meta.pool }),
+      options: { compression: how.compression, optimized_storage: false, transfer: how.transfer, ...meta.extraOptions },
+      object: meta.object,
+      ...(meta.status === undefined ? {} : { status: meta.status }),
+    }),
+  );
+  return entry.size;
 }
 
 /** The manifest fields every kind shares, plus the kind's own. */
