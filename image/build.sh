@@ -4,7 +4,7 @@ set -euo pipefail
 
 usage() {
 	cat <<'EOF'
-usage: image/build.sh [--mirror URL] [--alias NAME] [--bundle FILE] [--no-import]
+usage: image/build.sh [--mirror URL] [--alias NAME] [--bundle FILE] [--no-import] [--base-only]
 
 Builds the `incus-backup` container image from Debian trixie with mmdebstrap and imports it, under
 the alias, into the Incus that the `incus` CLI points at ($INCUS_SOCKET, $INCUS_DIR or the default
@@ -16,6 +16,8 @@ Prints the image fingerprint on stdout.
   --alias NAME   image alias (default: incus-backup)
   --bundle FILE  the bundled tool (default: dist/incus-backup.mjs, rebuilt first with npm run build)
   --no-import    build only; print the directory holding meta.tar.gz and rootfs.tar.zst
+  --base-only    only build (or find in the cache) the Debian base; needs no bundle (CI warms the
+                 cache with it while npm installs)
 
 Environment:
   INCUS_BACKUP_CACHE   cache root (default: <repo>/.cache); the image cache is its image/ subdir.
@@ -32,6 +34,7 @@ ALIAS=incus-backup
 BUNDLE=
 MIRROR=${INCUS_BACKUP_MIRROR:-}
 IMPORT=1
+BASE_ONLY=0
 
 log() { printf 'build: %s\n' "$*" >&2; }
 die() {
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
 	--bundle) BUNDLE=${2:?--bundle needs a file}; shift 2 ;;
 	--bundle=*) BUNDLE=${1#*=}; shift ;;
 	--no-import) IMPORT=0; shift ;;
+	--base-only) BASE_ONLY=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -232,6 +236,12 @@ import_image() { # ENTRY
 main() {
 	local t0 key base bundle lkey entry
 	t0=$(now)
+	if [ "$BASE_ONLY" = 1 ]; then
+		key=$(base_key)
+		build_base "$CACHE/base-$key"
+		log "base ready in $(since "$t0")"
+		return 0
+	fi
 	if [ -z "$BUNDLE" ]; then
 		command -v npm >/dev/null || die "npm not found: build the bundle elsewhere and pass --bundle FILE"
 		(cd "$REPO" && npm run --silent build >/dev/null) || die "npm run build failed"
