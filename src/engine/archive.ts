@@ -8,6 +8,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
 import { IntegrityError, InterruptedError } from "../errors";
+import { TarWalker } from "./tarwalk";
 
 /**
  * Decompressors by archive suffix. Node 20's zlib has no zstd (it came in Node 22.15), so zstd,
@@ -168,42 +169,19 @@ export async function readArchive(path: string, signal?: AbortSignal): Promise<A
   }
 }
 
+/** Walks the decompressed tar to its end (see TarWalker for what "whole" means). */
 function parseTar(source: Readable, name: string): Promise<ArchiveCheck> {
   return new Promise((resolve, reject) => {
-    const check: ArchiveCheck = { entries: 0 };
-    let sawEnd = false;
-    const parser = new Parser({
-      strict: true,
-      onReadEntry: (entry: ReadEntry) => {
-        check.entries++;
-        if (entry.path === "backup/index.yaml" && entry.size < 1 << 20) {
-          const chunks: Buffer[] = [];
-          entry.on("data", (c: Buffer) => chunks.push(c));
-          entry.on("end", () => {
-            const n = indexName(Buffer.concat(chunks).toString("utf8"));
-            if (n !== undefined) check.indexName = n;
-          });
-        } else {
-          entry.resume();
-        }
-      },
-    });
+    const walker = new TarWalker();
     const fail = (e: unknown) =>
       reject(e instanceof IntegrityError || e instanceof InterruptedError ? e : new IntegrityError(`${name}: not a valid archive: ${(e as Error).message}`));
-    parser.on("error", fail);
-    parser.on("warn", (_code: string, message: string) => fail(new Error(message)));
-    parser.on("end", () => {
-      sawEnd = true;
-      if (check.entries === 0) fail(new Error("it holds no files"));
-      else resolve(check);
-    });
     source.on("error", fail);
-    source.on("end", () => {
-      // A truncated tar ends without its closing blocks; the parser then never reports the end.
-      setImmediate(() => {
-        if (!sawEnd) fail(new Error("it ends early (truncated)"));
-      });
+    walker.on("error", fail);
+    walker.on("finish", () => {
+      const r = walker.result();
+      if ("problem" in r) fail(new Error(r.problem));
+      else resolve(r);
     });
-    source.pipe(parser as unknown as NodeJS.WritableStream);
+    source.pipe(walker);
   });
 }
