@@ -1,6 +1,7 @@
 // Carries out a restore plan: check each backup, import it, and swap it in without losing the original.
 
 import { randomBytes } from "node:crypto";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, IntegrityError, errorMessage, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
@@ -133,69 +134,103 @@ export async function executePlan(base: RestoreDeps, plan: Plan, signal: AbortSi
 
 async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Promise<void> {
   if (step.op === "image") return restoreImage(deps, step, signal);
-  // Check the backup against its manifest before anything on the server changes.
-  const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
-  const archive = archiveOf(step.source);
-  const file = join(step.source.dir, archive.name);
-  await slotsOf(deps).transfer.use(async () => {
-    deps.reporter.itemStep(step.target, "checking the backup's sha256");
-    try {
-      await deps.repo.verifyFile(entry, archive, signal);
-      // A sha256 proves the file is what the manifest says; the archive's own index proves the
-      // manifest is about this archive (a swapped file with a rewritten manifest would pass).
-      const inside = await peekIndexName(file);
-      if (inside !== undefined && inside !== step.source.manifest.name) {
-        throw new IntegrityError(`${file} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
-      }
-    } catch (err) {
-      if (err instanceof IntegrityError && step.op !== "create") {
-        throw new IntegrityError(`${err.message} (the existing ${step.target.kind} was not touched)`, { cause: err });
-      }
-      throw err;
-    }
-  });
-
+  const archive = await checkArchive(deps, step, signal);
   if (step.op === "create") {
     if (step.target.kind === "instance") {
-      await importInstance(deps, step.target, file, step.target.name, signal);
+      await importInstance(deps, step.target, archive, step.target.name, signal);
       if (step.start) {
         deps.reporter.itemStep(step.target, "starting");
         await startInstance(deps.client, step.target.project, step.target.name, signal);
       }
     } else {
-      await importVolume(deps, step.target, file, step.target.name, signal);
+      await importVolume(deps, step.target, archive, step.target.name, signal);
     }
     return;
   }
   const journal = new Journal(deps.repo.root);
-  if (step.op === "replace") await replaceInstance(deps, journal, step, file, signal);
-  else await replaceVolumeContents(deps, journal, step, file, signal);
+  if (step.op === "replace") await replaceInstance(deps, journal, step, archive, signal);
+  else await replaceVolumeContents(deps, journal, step, archive, signal);
+}
+
+/** An archive to restore, and the promise of its full check. */
+interface CheckedArchive {
+  file: string;
+  /** Resolves once the file's sha256 matches the manifest; rejects with IntegrityError if not. */
+  checked: Promise<void>;
+}
+
+/**
+ * Checks a backup before anything on the server changes. Its size and its own index
+ * (backup/index.yaml, a few KB: so an archive swapped for another item's is refused even if its
+ * manifest was rewritten to match) are checked at once. Its sha256 is computed while it uploads,
+ * and the upload's last bytes wait for it: the server keeps an upload whole before it acts on it,
+ * so an archive that fails the check never becomes an instance or a volume.
+ */
+async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image" }>, signal: AbortSignal): Promise<CheckedArchive> {
+  const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
+  const archive = archiveOf(step.source);
+  const file = join(step.source.dir, archive.name);
+  const untouched = (err: unknown): unknown =>
+    err instanceof IntegrityError && step.op !== "create"
+      ? new IntegrityError(`${err.message} (the existing ${step.target.kind} was not touched)`, { cause: err })
+      : err;
+  deps.reporter.itemStep(step.target, "checking the backup");
+  try {
+    const st = await stat(file).catch(() => undefined);
+    if (!st) throw new IntegrityError(`${file}: no such file or directory`);
+    if (st.size !== archive.size) throw new IntegrityError(`${file}: size is ${st.size} bytes, the manifest says ${archive.size}`);
+    const inside = await peekIndexName(file);
+    if (inside !== undefined && inside !== step.source.manifest.name) {
+      throw new IntegrityError(`${file} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
+    }
+  } catch (err) {
+    throw untouched(err);
+  }
+  const checked = deps.repo.verifyFile(entry, archive, signal).catch((err: unknown) => {
+    throw untouched(err);
+  });
+  checked.catch(() => undefined);
+  return { file, checked };
+}
+
+/** An upload that failed because its archive failed the check reports the check's error. */
+async function checkFailure(archive: CheckedArchive, err: unknown): Promise<unknown> {
+  const verdict = await Promise.race([archive.checked.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 50, undefined))]);
+  return verdict ?? err;
 }
 
 function tempName(kind: "restore" | "old"): string {
   return `ibk-${kind}-${randomBytes(4).toString("hex")}`;
 }
 
-async function importInstance(deps: RestoreDeps, target: ItemKey, file: string, name: string, signal: AbortSignal): Promise<void> {
-  const op = await slotsOf(deps).transfer.use(() => {
-    deps.reporter.itemStep(target, "uploading");
-    return createInstanceFromBackup(
-      deps.client,
-      { project: target.project, file, name },
-      { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
-    );
+async function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
+  const op = await slotsOf(deps).transfer.use(async () => {
+    deps.reporter.itemStep(target, "uploading (and checking the sha256)");
+    try {
+      return await createInstanceFromBackup(
+        deps.client,
+        { project: target.project, file: archive.file, name },
+        { signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
+      );
+    } catch (err) {
+      throw await checkFailure(archive, err);
+    }
   });
   await waitImport(deps, op, target, signal);
 }
 
-async function importVolume(deps: RestoreDeps, target: ItemKey, file: string, name: string, signal: AbortSignal): Promise<void> {
-  const op = await slotsOf(deps).transfer.use(() => {
-    deps.reporter.itemStep(target, "uploading");
-    return createStoragePoolVolumeFromBackup(
-      deps.client,
-      { project: target.project, pool: target.pool ?? "", file, name },
-      { signal, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
-    );
+async function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
+  const op = await slotsOf(deps).transfer.use(async () => {
+    deps.reporter.itemStep(target, "uploading (and checking the sha256)");
+    try {
+      return await createStoragePoolVolumeFromBackup(
+        deps.client,
+        { project: target.project, pool: target.pool ?? "", file: archive.file, name },
+        { signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
+      );
+    } catch (err) {
+      throw await checkFailure(archive, err);
+    }
   });
   await waitImport(deps, op, target, signal);
 }
@@ -224,7 +259,7 @@ async function waitUnpacked(deps: RestoreDeps, op: Operation, target: ItemKey, s
  * original, rename it aside, give the new one the name, start it, and delete the original. The
  * journal records each phase so that a run that dies is completed or undone by the next one.
  */
-async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extract<Step, { op: "replace" }>, file: string, signal: AbortSignal) {
+async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extract<Step, { op: "replace" }>, archive: CheckedArchive, signal: AbortSignal) {
   const { client } = deps;
   const { project, name } = step.target;
   const entry: JournalEntry = {
@@ -241,10 +276,12 @@ async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extrac
   };
   await journal.write(entry);
   try {
-    await importInstance(deps, step.target, file, entry.temp, signal);
+    await importInstance(deps, step.target, archive, entry.temp, signal);
   } catch (err) {
     await deleteInstance(client, project, entry.temp).catch(() => undefined);
     await journal.remove(entry.id);
+    // A failed check already says the existing instance was not touched.
+    if (err instanceof IntegrityError) throw err;
     throw new Error(`${errorMessage(err)} (the existing instance was not touched)`);
   }
   throwIfAborted(signal);
@@ -287,7 +324,7 @@ async function replaceVolumeContents(
   deps: RestoreDeps,
   journal: Journal,
   step: Extract<Step, { op: "replace-contents" }>,
-  file: string,
+  archive: CheckedArchive,
   signal: AbortSignal,
 ) {
   const { client } = deps;
@@ -307,10 +344,11 @@ async function replaceVolumeContents(
   };
   await journal.write(entry);
   try {
-    await importVolume(deps, step.target, file, entry.temp, signal);
+    await importVolume(deps, step.target, archive, entry.temp, signal);
   } catch (err) {
     await deleteStoragePoolVolume(client, project, pool, entry.temp).catch(() => undefined);
     await journal.remove(entry.id);
+    if (err instanceof IntegrityError) throw err;
     throw new Error(`${errorMessage(err)} (the existing volume was not touched)`);
   }
   throwIfAborted(signal);

@@ -16,6 +16,11 @@ export type ByteProgress = (done: number, total: number | undefined) => void;
 export interface TransferOptions {
   signal?: AbortSignal;
   onProgress?: ByteProgress;
+  /**
+   * Uploads only: the last bytes are held back until this settles. If it rejects, the upload is
+   * cut short and the server, which stores an upload whole before acting on it, creates nothing.
+   */
+  gate?: Promise<unknown>;
 }
 
 /** A pass-through stream that counts bytes and reports them at most every 100 ms. */
@@ -187,6 +192,26 @@ export async function postForStream(
   return { bytes: counter.bytes() };
 }
 
+/** Passes everything through but the last chunk, which follows once `gate` resolves. */
+function holdLastChunk(gate: Promise<unknown>): Transform {
+  let held: Buffer | undefined;
+  // Settled early or late, the gate must never become an unhandled rejection.
+  gate.catch(() => undefined);
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      const previous = held;
+      held = chunk;
+      done(null, previous);
+    },
+    flush(done) {
+      gate.then(
+        () => done(null, held),
+        (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+      );
+    },
+  });
+}
+
 /**
  * POSTs a file as the raw request body (application/octet-stream, exactly: Incus rejects
  * parameters) and returns the operation the server starts for it.
@@ -202,7 +227,13 @@ export async function uploadFile(
   const counter = byteCounter(size, options.onProgress);
   const source = createReadStream(file, { highWaterMark: READ_CHUNK });
   source.on("error", (err) => counter.destroy(err));
-  source.pipe(counter);
+  if (options.gate) {
+    const gated = holdLastChunk(options.gate);
+    gated.on("error", (err) => counter.destroy(err));
+    source.pipe(gated).pipe(counter);
+  } else {
+    source.pipe(counter);
+  }
   const res = await client
     .raw("POST", path, what, {
       ...(options.query === undefined ? {} : { query: options.query }),

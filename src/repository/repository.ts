@@ -1,15 +1,12 @@
 // The backup repository in a directory: open or create it, list versions, write one atomically.
 
-import { READ_CHUNK } from "../chunks";
 import { createHash, randomBytes, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { readdir, readFile, rename, rm, stat, access, constants as fsc } from "node:fs/promises";
+import { readdir, readFile, rename, rm, stat, access, open, constants as fsc } from "node:fs/promises";
 import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
 import { isVersion, nextVersion, versionAt, type Version } from "../core/version";
 import type { ItemKey, Kind } from "../core/selection";
 import { KINDS, itemLabel } from "../core/selection";
-import { IntegrityError, RepositoryError, errorMessage } from "../errors";
+import { IntegrityError, InterruptedError, RepositoryError, errorMessage } from "../errors";
 import { HashingFileWriter, mkdirPrivate, syncDir, writeFileAtomic, writeFileDurable } from "./files";
 import {
   FORMAT_FILE,
@@ -227,14 +224,13 @@ export class Repository {
     if (st.size !== file.size) {
       throw new IntegrityError(`${path}: size is ${st.size} bytes, the manifest says ${file.size}`);
     }
-    const hash = createHash("sha256");
+    let sum: string;
     try {
-      await pipeline(createReadStream(path, { highWaterMark: READ_CHUNK }), hash, signal === undefined ? {} : { signal });
+      sum = await sha256File(path, signal);
     } catch (err) {
       if (signal?.aborted) throw err;
       throw new IntegrityError(`${path}: cannot read: ${errorMessage(err)}`);
     }
-    const sum = hash.digest("hex");
     if (sum !== file.sha256) throw new IntegrityError(`${path}: sha256 mismatch (the file is corrupt)`);
   }
 
@@ -476,6 +472,29 @@ export class VersionWriter {
     await rm(this.tmpDir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
+
+/**
+ * The sha256 of a file, read in large blocks into one reused buffer: a restore checks every
+ * archive before using it, and this is several times faster than a stream of small chunks.
+ */
+export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+  const hash = createHash("sha256");
+  const buf = Buffer.allocUnsafe(HASH_BLOCK);
+  const fh = await open(path, "r");
+  try {
+    for (;;) {
+      if (signal?.aborted) throw new InterruptedError();
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return hash.digest("hex");
+}
+
+const HASH_BLOCK = 4 * 1024 * 1024;
 
 async function readSums(path: string): Promise<Map<string, string> | string> {
   let text: string;
