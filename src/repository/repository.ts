@@ -3,6 +3,7 @@
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import { readdir, readFile, rename, rm, stat, access, open, constants as fsc } from "node:fs/promises";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
 import { isVersion, nextVersion, versionAt, type Version } from "../core/version";
 import type { ItemKey, Kind } from "../core/selection";
 import { KINDS, itemLabel } from "../core/selection";
@@ -474,10 +475,22 @@ export class VersionWriter {
 }
 
 /**
- * The sha256 of a file, read in large blocks into one reused buffer: a restore checks every
- * archive before using it, and this is several times faster than a stream of small chunks.
+ * The sha256 of a file, read in large blocks into one reused buffer. A large file is hashed in a
+ * worker thread: a restore hashes an archive while it uploads it, and hashing on the main thread
+ * would slow the upload down by as much.
  */
 export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
+  const { size } = await stat(path);
+  // One worker at a time: each costs memory (a heap of its own), and one is enough to keep the
+  // main thread free for the transfers.
+  if (size >= WORKER_THRESHOLD && hashWorkers === 0) {
+    hashWorkers++;
+    try {
+      return await sha256InWorker(path, signal);
+    } finally {
+      hashWorkers--;
+    }
+  }
   const hash = createHash("sha256");
   const buf = Buffer.allocUnsafe(HASH_BLOCK);
   const fh = await open(path, "r");
@@ -492,6 +505,59 @@ export async function sha256File(path: string, signal?: AbortSignal): Promise<st
     await fh.close();
   }
   return hash.digest("hex");
+}
+
+/** The bundle is one file, so the worker is given as source. */
+const HASH_WORKER = `
+const { parentPort, workerData } = require("node:worker_threads");
+const fs = require("node:fs");
+const { createHash } = require("node:crypto");
+try {
+  const hash = createHash("sha256");
+  const buf = Buffer.allocUnsafe(${1024 * 1024});
+  const fd = fs.openSync(workerData.path, "r");
+  try {
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      hash.update(buf.subarray(0, n));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  parentPort.postMessage({ sha256: hash.digest("hex") });
+} catch (err) {
+  parentPort.postMessage({ error: err.message });
+}
+`;
+
+const WORKER_THRESHOLD = 64 * 1024 * 1024;
+let hashWorkers = 0;
+
+function sha256InWorker(path: string, signal?: AbortSignal): Promise<string> {
+  return new Promise((resolve, reject) => {
+    // A small heap: the worker only reads and hashes (memory counts: peak RSS stays under 150 MB).
+    const worker = new Worker(HASH_WORKER, {
+      eval: true,
+      workerData: { path },
+      resourceLimits: { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4, codeRangeSizeMb: 8 },
+    });
+    const onAbort = () => {
+      void worker.terminate();
+      reject(new InterruptedError());
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    worker.once("message", (m: { sha256?: string; error?: string }) => {
+      signal?.removeEventListener("abort", onAbort);
+      void worker.terminate();
+      if (m.sha256) resolve(m.sha256);
+      else reject(new Error(m.error ?? "hashing failed"));
+    });
+    worker.once("error", (err) => {
+      signal?.removeEventListener("abort", onAbort);
+      reject(err);
+    });
+  });
 }
 
 const HASH_BLOCK = 4 * 1024 * 1024;
