@@ -1,7 +1,12 @@
 // The connection to Incus: undici over the unix socket, response parsing and error mapping.
 
 import type { Readable } from "node:stream";
-import { Agent, request, type Dispatcher } from "undici";
+import type { Agent, Dispatcher } from "undici";
+// Only the agent and the request method, not the package root: the root also loads fetch,
+// WebSocket, caches and mocks, which cost every start of the tool ~35 ms and are never used.
+// package-lock.json pins undici; test/unit/incus/undici-parts.test.ts fails if these files move.
+import AgentClass from "undici/lib/dispatcher/agent.js";
+import dispatcherRequest from "undici/lib/api/api-request.js";
 import { InterruptedError } from "../errors";
 import { IncusError, IncusSocketError, errorFromResponse } from "./errors";
 import { Operation, type OperationData } from "./operations";
@@ -57,7 +62,7 @@ export class IncusClient {
   constructor(socketPath: string) {
     this.socketPath = socketPath;
     // Timeouts are set per request instead: transfers and operation waits need other limits.
-    this.agent = new Agent({ connect: { socketPath }, headersTimeout: 0, bodyTimeout: 0 });
+    this.agent = new AgentClass({ connect: { socketPath }, headersTimeout: 0, bodyTimeout: 0 });
   }
 
   /** Closes idle connections so the process can exit. */
@@ -132,11 +137,11 @@ export class IncusClient {
     options: RawRequestOptions = {},
     textBody?: string,
   ): Promise<RawResponse> {
-    const url = `http://incus${path}${queryString(options.query)}`;
     let res: RawResponse;
     try {
-      res = await request(url, {
-        dispatcher: this.agent,
+      res = await dispatcherRequest.call(this.agent, {
+        origin: "http://incus",
+        path: `${path}${queryString(options.query)}`,
         method: method as Dispatcher.HttpMethod,
         headers: { "user-agent": "incus-backup", ...options.headers },
         body: textBody ?? options.body ?? null,
