@@ -75,7 +75,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     profiles: string[];
     status: string;
   };
-  const daemonState = async () => JSON.parse(await lab(`cat ${nas}/state/daemon.json`)) as { lastRun?: { trigger: string; slot: string; status: string; version?: string }; coveredUntil?: string };
+  const daemonState = async () => JSON.parse(await lab(`cat ${nas}/state/daemon.json`)) as { lastRun?: { trigger: string; slot: string; started: string; status: string; version?: string }; coveredUntil?: string };
   const consoleLog = async (container: string) => (await incusOk(["console", container, "--show-log"], on())).replace(/\r/g, "");
   const build = (args: string[] = []) => runHost("bash", [join(ROOT, "image/build.sh"), ...args], labEnv(socket));
 
@@ -199,14 +199,27 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(status.stdout).toMatch(/^policy +keep last 2$/m);
 
     // The receiver: a tiny server on 127.0.0.1 inside the backup container itself.
-    const receiver = `require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c)); q.on("end", () => { require("fs").appendFileSync("/tmp/notify.log", JSON.stringify({ url: q.url, body: JSON.parse(b) }) + "\\n"); s.end("ok"); }); }).listen(8099, "127.0.0.1");`;
+    const receiver = `require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c)); q.on("end", () => { require("fs").appendFileSync("/tmp/notify.log", JSON.stringify({ url: q.url, body: JSON.parse(b) }) + "\\n"); s.end("ok"); }); }).listen(8099, "127.0.0.1", () => require("fs").writeFileSync("/tmp/receiver.up", ""));`;
     await incusOk(["exec", name, "--", "sh", "-c", "cat > /tmp/receiver.js"], { ...on(), input: receiver });
     await incusOk(["exec", name, "--", "sh", "-c", "node /tmp/receiver.js </dev/null >/tmp/receiver.out 2>&1 &"], on());
+    // A run that starts before the receiver listens cannot reach it: count only runs after that.
+    for (let i = 0; (await incus(["exec", name, "--", "test", "-e", "/tmp/receiver.up"], { ...on(), allowFail: true })).code !== 0; i++) {
+      if (i > 100) throw new Error("the notification receiver did not start");
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const receiverUp = new Date();
 
     // Nobody touches anything now: wait for the next scheduled run to finish.
     const t0 = performance.now();
     let state = await daemonState();
-    while (!(state.lastRun?.trigger === "schedule" && state.lastRun.status !== "running" && new Date(state.lastRun.slot) > installedAt)) {
+    while (
+      !(
+        state.lastRun?.trigger === "schedule" &&
+        state.lastRun.status !== "running" &&
+        new Date(state.lastRun.slot) > installedAt &&
+        new Date(state.lastRun.started) > receiverUp
+      )
+    ) {
       if (performance.now() - t0 > 80_000) throw new Error(`no scheduled run within 80 s; log:\n${await consoleLog(name)}`);
       await new Promise((res) => setTimeout(res, 1000));
       state = await daemonState();
