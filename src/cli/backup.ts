@@ -91,6 +91,8 @@ export function backupCommand(ctx: CliContext) {
               parallel,
               // Troubleshooting switch: INCUS_BACKUP_DIRECT=0 uses export-and-download even where streaming works.
               direct: ctx.env.INCUS_BACKUP_DIRECT !== "0",
+              // And INCUS_BACKUP_PZSTD=0 asks the server for plain zstd even where it has pzstd.
+              pzstd: ctx.env.INCUS_BACKUP_PZSTD !== "0",
               command: commandLine(ctx),
             },
             items,

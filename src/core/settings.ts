@@ -27,6 +27,8 @@ export interface Settings {
   self: { project: string; name: string } | undefined;
   /** Streamed backups where the server has them; INCUS_BACKUP_DIRECT=0 turns them off, as for `backup`. */
   direct: boolean;
+  /** zstd through the server's pzstd where it has it; INCUS_BACKUP_PZSTD=0 turns it off, as for `backup`. */
+  pzstd: boolean;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -148,6 +150,7 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     verify,
     self,
     direct: env.INCUS_BACKUP_DIRECT?.trim() !== "0",
+    pzstd: env.INCUS_BACKUP_PZSTD?.trim() !== "0",
   };
 }
 

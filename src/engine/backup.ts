@@ -32,6 +32,7 @@ import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolum
 import { startInstance, stopInstance } from "./power";
 import type { Reporter } from "./reporter";
 import { runPool, Semaphore } from "./pool";
+import { PzstdHeaderWriter } from "./zstd_frames";
 import { backupDatabase, backupImage, liveImages, type LiveDatabase, type LiveImage } from "./server_items";
 
 /** Compression algorithms Incus knows, and the file extension each gives the archive. */
@@ -66,6 +67,8 @@ export interface BackupOptions {
   parallel: number;
   /** Use the server's direct (streamed) backups when it has them; default true. */
   direct?: boolean;
+  /** For zstd, ask the server for pzstd where it has it (see serverCompressor); default true. */
+  pzstd?: boolean;
   /** The command line, for the run record. */
   command: string;
 }
@@ -116,7 +119,7 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   const results: ItemResult[] = [];
   const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");
   const slots = { make: new Semaphore(opts.parallel), transfer: new Semaphore(opts.parallel) };
-  const ctx: ItemContext = { direct, slots, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
+  const ctx: ItemContext = { direct, slots, compressors: { pzstd: opts.pzstd !== false }, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
   const estimates = await previousSizes(deps.repo, items);
   const known = items.every((i) => estimates.has(itemId(i)));
@@ -210,6 +213,8 @@ export interface ItemContext {
    * backups are made while the previous ones are downloaded.
    */
   slots: { make: Semaphore; transfer: Semaphore };
+  /** Shared by the run's items: whether the server may still have pzstd (see serverCompressor). */
+  compressors: { pzstd: boolean };
   deps: BackupDeps;
   opts: BackupOptions;
   version: Version;
@@ -331,6 +336,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
   const { reporter, now } = ctx.deps;
   const created = now();
   let compression = ctx.opts.compression;
+  let compressor = serverCompressor(ctx, compression);
   const writer = await ctx.deps.repo.begin(item, ctx.version);
   try {
     reporter.itemStep(item, "waiting for a slot");
@@ -360,7 +366,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         await making(ctx, meta, () =>
           ctx.slots.transfer.use(async () => {
             try {
-              await api.stream({ optimized_storage: false, compression_algorithm: compression }, tee, {
+              await api.stream({ optimized_storage: false, compression_algorithm: compressor }, compressor === "pzstd" ? new PzstdHeaderWriter(tee) : tee, {
                 signal: ctx.signal,
                 onProgress: (done) => reporter.itemBytes(item, done, undefined),
               });
@@ -379,9 +385,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         checker.result.catch(() => undefined);
         await writer.removeFile(fileName);
         if (sinkError !== undefined) throw sinkError;
-        if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
-        reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
-        compression = "gzip";
+        ({ compression, compressor } = nextCompressor(ctx, err, compression, compressor));
         continue;
       }
       await written;
@@ -393,7 +397,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
       entry = sink.entry();
       break;
     }
-    return await commitArchive(ctx, writer, item, created, entry, meta, { compression, transfer: "direct" });
+    return await commitArchive(ctx, writer, item, created, entry, meta, { compression, compressor, transfer: "direct" });
   } catch (err) {
     await writer.abort();
     if (ctx.signal.aborted) throw new InterruptedError();
@@ -425,26 +429,36 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
   const backupName = `incus-backup-${ctx.version}-${randomBytes(3).toString("hex")}`;
   const created = now();
   let compression = ctx.opts.compression;
+  let compressor = serverCompressor(ctx, compression);
   let serverBackup = false;
+  let removal: Promise<void> | undefined;
+  // Deletes the server's copy, once: as soon as every byte has arrived (it is not needed while
+  // the file is synced and committed), or in the end after a failure.
+  const removeServerBackup = (): void => {
+    if (!serverBackup) return;
+    serverBackup = false;
+    removal = api.remove(backupName).catch((err: unknown) => {
+      reporter.warn(`could not delete the server-side backup ${backupName} of ${itemLabel(item)} (it expires by itself within a day): ${errorMessage(err)}`);
+    });
+  };
   let writer: VersionWriter | undefined;
   try {
     const body = () => ({
       name: backupName,
       expires_at: new Date(created.getTime() + SERVER_BACKUP_TTL_MS).toISOString(),
       optimized_storage: false,
-      compression_algorithm: compression,
+      compression_algorithm: compressor,
     });
     reporter.itemStep(item, "waiting for a slot");
     await making(ctx, meta, async () => {
       reporter.itemStep(item, "creating the backup on the server");
-      let op: Operation;
-      try {
-        op = await api.create(body());
-      } catch (err) {
-        if (!isCompressionProblem(err, compression) || compression === "gzip") throw err;
-        reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
-        compression = "gzip";
-        op = await api.create(body());
+      let op: Operation | undefined;
+      while (op === undefined) {
+        try {
+          op = await api.create(body());
+        } catch (err) {
+          ({ compression, compressor } = nextCompressor(ctx, err, compression, compressor));
+        }
       }
       serverBackup = true;
       await waitForBackup(op, ctx, item);
@@ -457,9 +471,10 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
     await ctx.slots.transfer.use(async () => {
       reporter.itemStep(item, "downloading");
       try {
-        await api.download(backupName, sink, {
+        await api.download(backupName, compressor === "pzstd" ? new PzstdHeaderWriter(sink) : sink, {
           signal: ctx.signal,
           onProgress: (done, total) => reporter.itemBytes(item, done, total),
+          onReceived: removeServerBackup,
         });
       } catch (err) {
         // Free the space before the next item may write: a full disk fails one item, not two.
@@ -467,17 +482,14 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         throw err;
       }
     });
-    return await commitArchive(ctx, writer, item, created, sink.entry(), meta, { compression, transfer: "export" });
+    return await commitArchive(ctx, writer, item, created, sink.entry(), meta, { compression, compressor, transfer: "export" });
   } catch (err) {
     await writer?.abort();
     if (ctx.signal.aborted) throw new InterruptedError();
     throw err;
   } finally {
-    if (serverBackup) {
-      await api.remove(backupName).catch((err: unknown) => {
-        reporter.warn(`could not delete the server-side backup ${backupName} of ${itemLabel(item)} (it expires by itself within a day): ${errorMessage(err)}`);
-      });
-    }
+    removeServerBackup();
+    await removal;
   }
 }
 
@@ -489,13 +501,19 @@ async function commitArchive(
   created: Date,
   entry: FileEntry,
   meta: BackupMeta,
-  how: { compression: string; transfer: "direct" | "export" },
+  how: { compression: string; compressor: string; transfer: "direct" | "export" },
 ): Promise<number> {
   writer.addFile(entry);
   await writer.commit(
     manifestFor(ctx, item, created, {
       ...(meta.pool === undefined ? {} : { pool: meta.pool }),
-      options: { compression: how.compression, optimized_storage: false, transfer: how.transfer, ...meta.extraOptions },
+      options: {
+        compression: how.compression,
+        ...(how.compressor === how.compression ? {} : { compressor: how.compressor }),
+        optimized_storage: false,
+        transfer: how.transfer,
+        ...meta.extraOptions,
+      },
       object: meta.object,
       ...(meta.status === undefined ? {} : { status: meta.status }),
     }),
@@ -544,6 +562,31 @@ async function waitForBackup(op: Operation, ctx: ItemContext, item: ItemKey): Pr
     }
     throw err;
   }
+}
+
+/**
+ * What the server is asked to compress with. For zstd, pzstd when the server has it: the parallel
+ * zstd that ships with zstd, at the same level, but on every core, so one big item no longer
+ * leaves all but one core idle. Its headers are taken out on the way (zstd_frames.ts), so the
+ * file is plain zstd, as `incus export --compression zstd` would write it.
+ */
+function serverCompressor(ctx: ItemContext, compression: string): string {
+  return compression === "zstd" && ctx.compressors.pzstd ? "pzstd" : compression;
+}
+
+/**
+ * After the server refused a compressor: pzstd falls back to zstd quietly (and not again for the
+ * run's other items); anything else falls back to gzip with a warning. Rethrows anything else.
+ */
+function nextCompressor(ctx: ItemContext, err: unknown, compression: string, compressor: string): { compression: string; compressor: string } {
+  if (!isCompressionProblem(err, compressor)) throw err;
+  if (compressor === "pzstd") {
+    ctx.compressors.pzstd = false;
+    return { compression, compressor: compression };
+  }
+  if (compression === "gzip") throw err;
+  ctx.deps.reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
+  return { compression: "gzip", compressor: "gzip" };
 }
 
 function isCompressionProblem(err: unknown, algorithm: string): boolean {

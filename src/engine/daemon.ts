@@ -318,6 +318,7 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
           stop: false,
           parallel: ctx.settings.parallel ?? defaultParallel(),
           direct: ctx.settings.direct,
+          pzstd: ctx.settings.pzstd,
           command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}`,
         },
         items,

@@ -20,6 +20,11 @@ export interface TransferOptions {
    * cut short and the server, which stores an upload whole before acting on it, creates nothing.
    */
   gate?: Promise<unknown>;
+  /**
+   * Downloads only: called once every byte has arrived, before the sink is flushed and synced,
+   * so the caller can free the server's copy while the disk catches up.
+   */
+  onReceived?: () => void;
 }
 
 /** A pass-through stream that counts bytes and reports them at most every 100 ms. */
@@ -100,6 +105,7 @@ export async function downloadTo(
     }
   }
   if (total !== undefined && done !== total) throw new IncusError(`${what}: download ended after ${done} of ${total} bytes`);
+  options.onReceived?.();
   await finishSink(sink, options.signal);
   if (sinkError) throw sinkError;
   return { bytes: done };

@@ -37,13 +37,26 @@ export async function syncDir(path: string): Promise<void> {
 }
 
 /**
+ * Bytes a writer lets pile up in the page cache before it asks the kernel to write them out.
+ * Without this, the kernel holds back gigabytes (its limit is a share of RAM) and the final fsync
+ * then waits for all of them; with it, the disk writes while the download runs and the final
+ * fsync has at most this much left to do.
+ */
+export const FLUSH_EVERY = 64 * 1024 * 1024;
+
+/**
  * A Writable into a new private file that computes the sha256 and size of what passes through,
- * and fsyncs the file before it reports being finished.
+ * and fsyncs the file before it reports being finished. Every FLUSH_EVERY bytes it starts an
+ * fdatasync in the background; an error from it (NFS may report a full disk only then) fails the
+ * next write.
  */
 export class HashingFileWriter extends Writable {
   readonly path: string;
   private readonly hash: Hash = createHash("sha256");
   private size = 0;
+  private unflushed = 0;
+  private flushing: Promise<void> | undefined;
+  private flushError: Error | undefined;
   private constructor(
     path: string,
     private readonly fh: FileHandle,
@@ -61,34 +74,61 @@ export class HashingFileWriter extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    if (this.flushError) return done(this.flushError);
     this.hash.update(chunk);
     this.tee?.update(chunk);
     this.size += chunk.length;
-    writeAll(this.fh, chunk).then(() => done(), done);
+    writeAll(this.fh, chunk).then(() => this.written(chunk.length, done), done);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, done: (err?: Error | null) => void): void {
+    if (this.flushError) return done(this.flushError);
     const buffers = chunks.map((c) => c.chunk);
+    let n = 0;
     for (const b of buffers) {
       this.hash.update(b);
       this.tee?.update(b);
-      this.size += b.length;
+      n += b.length;
     }
-    writevAll(this.fh, buffers).then(() => done(), done);
+    this.size += n;
+    writevAll(this.fh, buffers).then(() => this.written(n, done), done);
+  }
+
+  /** After a write: start a background flush when enough has piled up and none is running. */
+  private written(n: number, done: (err?: Error | null) => void): void {
+    this.unflushed += n;
+    if (this.unflushed >= FLUSH_EVERY && this.flushing === undefined) {
+      this.unflushed = 0;
+      this.flushing = this.fh.datasync().then(
+        () => {
+          this.flushing = undefined;
+        },
+        (err: Error) => {
+          this.flushing = undefined;
+          this.flushError ??= err;
+        },
+      );
+    }
+    done();
   }
 
   override _final(done: (err?: Error | null) => void): void {
-    this.fh
-      .sync()
+    Promise.resolve(this.flushing)
+      .then(() => {
+        if (this.flushError) throw this.flushError;
+        return this.fh.sync();
+      })
       .then(() => this.fh.close())
       .then(() => done(), done);
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    this.fh.close().then(
-      () => done(err),
-      () => done(err),
-    );
+    Promise.resolve(this.flushing)
+      .then(() => this.fh.close())
+      .then(
+        () => done(err),
+        () => done(err),
+      );
   }
 
   /** The entry for the manifest; valid once the stream has finished. */
