@@ -65,14 +65,15 @@ export interface RestoreResult {
 /** Reads what the plan needs to know about the target server. */
 export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<LiveState> {
   const opts = signal === undefined ? {} : { signal };
-  const instances = await getInstances(c, undefined, opts);
+  // Three independent lists: read them at once.
+  const [instances, images, volumes] = await Promise.all([getInstances(c, undefined, opts), getImages(c, undefined, opts), liveVolumes(c, undefined, signal)]);
   const state: LiveState = { instances: new Map(), volumes: new Map(), images: new Set(), aliases: new Map() };
-  for (const img of await getImages(c, undefined, opts)) {
+  for (const img of images) {
     state.images.add(imageKey(img.project, img.fingerprint));
     for (const a of img.aliases ?? []) state.aliases.set(`${img.project}/${a.name}`, img.fingerprint);
   }
   for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status });
-  for (const v of await liveVolumes(c, undefined, signal)) {
+  for (const v of volumes) {
     const users = instancesUsingVolume(instances, v.volume, v.pool).map((i) => ({
       project: i.project,
       name: i.name,
