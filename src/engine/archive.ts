@@ -8,7 +8,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
 import { IntegrityError, InterruptedError } from "../errors";
-import { TarWalker } from "./tarwalk";
+import { TarWalker, indexName } from "./tarwalk";
 
 /**
  * Decompressors by archive suffix. Node 20's zlib has no zstd (it came in Node 22.15), so zstd,
@@ -149,11 +149,6 @@ export async function peekIndexName(path: string): Promise<string | undefined> {
     d.output.destroy();
     file.destroy();
   }
-}
-
-function indexName(yaml: string): string | undefined {
-  const m = /^name:\s*(.+?)\s*$/m.exec(yaml);
-  return m ? m[1]!.replace(/^["']|["']$/g, "") : undefined;
 }
 
 /** Reads a whole archive file through decompression and tar parsing. */

@@ -366,7 +366,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         await making(ctx, meta, () =>
           ctx.slots.transfer.use(async () => {
             try {
-              await api.stream({ optimized_storage: false, compression_algorithm: compressor }, compressor === "pzstd" ? new PzstdHeaderWriter(tee) : tee, {
+              await api.stream({ optimized_storage: false, compression_algorithm: compressor }, intoRepository(compressor, tee), {
                 signal: ctx.signal,
                 onProgress: (done) => reporter.itemBytes(item, done, undefined),
               });
@@ -471,7 +471,7 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
     await ctx.slots.transfer.use(async () => {
       reporter.itemStep(item, "downloading");
       try {
-        await api.download(backupName, compressor === "pzstd" ? new PzstdHeaderWriter(sink) : sink, {
+        await api.download(backupName, intoRepository(compressor, sink), {
           signal: ctx.signal,
           onProgress: (done, total) => reporter.itemBytes(item, done, total),
           onReceived: removeServerBackup,
@@ -572,6 +572,11 @@ async function waitForBackup(op: Operation, ctx: ItemContext, item: ItemKey): Pr
  */
 function serverCompressor(ctx: ItemContext, compression: string): string {
   return compression === "zstd" && ctx.compressors.pzstd ? "pzstd" : compression;
+}
+
+/** Where the server's bytes go: through pzstd's header removal when it compresses with pzstd. */
+function intoRepository(compressor: string, sink: Writable): Writable {
+  return compressor === "pzstd" ? new PzstdHeaderWriter(sink) : sink;
 }
 
 /**

@@ -23,6 +23,7 @@ import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type 
 import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
 import { runPool, Semaphore } from "./pool";
+import type { TransferOptions } from "../incus/transfer";
 import { peekIndexName } from "./archive";
 import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../repository/manifest";
@@ -204,31 +205,28 @@ function tempName(kind: "restore" | "old"): string {
   return `ibk-${kind}-${randomBytes(4).toString("hex")}`;
 }
 
-async function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
-  const op = await slotsOf(deps).transfer.use(async () => {
-    deps.reporter.itemStep(target, "uploading (and checking the sha256)");
-    try {
-      return await createInstanceFromBackup(
-        deps.client,
-        { project: target.project, file: archive.file, name },
-        { signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
-      );
-    } catch (err) {
-      throw await checkFailure(archive, err);
-    }
-  });
-  await waitImport(deps, op, target, signal);
+function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
+  return importArchive(deps, target, archive, signal, (opts) => createInstanceFromBackup(deps.client, { project: target.project, file: archive.file, name }, opts));
 }
 
-async function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
+function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
+  return importArchive(deps, target, archive, signal, (opts) =>
+    createStoragePoolVolumeFromBackup(deps.client, { project: target.project, pool: target.pool ?? "", file: archive.file, name }, opts),
+  );
+}
+
+/** Uploads a checked archive in a transfer slot (the check gates its last bytes), then waits for the server to unpack it. */
+async function importArchive(
+  deps: RestoreDeps,
+  target: ItemKey,
+  archive: CheckedArchive,
+  signal: AbortSignal,
+  upload: (opts: TransferOptions) => Promise<Operation>,
+): Promise<void> {
   const op = await slotsOf(deps).transfer.use(async () => {
     deps.reporter.itemStep(target, "uploading (and checking the sha256)");
     try {
-      return await createStoragePoolVolumeFromBackup(
-        deps.client,
-        { project: target.project, pool: target.pool ?? "", file: archive.file, name },
-        { signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) },
-      );
+      return await upload({ signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
     } catch (err) {
       throw await checkFailure(archive, err);
     }

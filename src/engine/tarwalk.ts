@@ -93,8 +93,8 @@ export class TarWalker extends Writable {
   private finishCapture(): void {
     const text = Buffer.concat(this.capture?.chunks ?? []).toString("utf8");
     this.capture = undefined;
-    const m = /^name:\s*(.+?)\s*$/m.exec(text);
-    if (m) this.indexName = m[1]!.replace(/^["']|["']$/g, "");
+    const name = indexName(text);
+    if (name !== undefined) this.indexName = name;
   }
 
   /** After the stream ended: the summary, or why it is not a whole archive. */
@@ -105,6 +105,12 @@ export class TarWalker extends Writable {
     if (this.zeros < 2) return { problem: "it ends without the end-of-archive marker (truncated between two entries)" };
     return { entries: this.entries, ...(this.indexName === undefined ? {} : { indexName: this.indexName }) };
   }
+}
+
+/** The `name:` field of a backup/index.yaml, without quotes; undefined if it has none. */
+export function indexName(yaml: string): string | undefined {
+  const m = /^name:\s*(.+?)\s*$/m.exec(yaml);
+  return m ? m[1]!.replace(/^["']|["']$/g, "") : undefined;
 }
 
 function cString(b: Buffer): string {

@@ -27,26 +27,38 @@ export interface TransferOptions {
   onReceived?: () => void;
 }
 
-/** A pass-through stream that counts bytes and reports them at most every 100 ms. */
-export function byteCounter(total: number | undefined, onProgress?: ByteProgress): Transform & { bytes: () => number } {
+/** Counts bytes and reports them at most every 100 ms, and once more at the end. */
+function progressCounter(total: number | undefined, onProgress: ByteProgress | undefined): { add(n: number): void; end(): void; bytes(): number } {
   let bytes = 0;
   let lastReport = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      bytes += chunk.length;
+  return {
+    add(n) {
+      bytes += n;
       const now = Date.now();
       if (onProgress && now - lastReport >= 100) {
         lastReport = now;
         onProgress(bytes, total);
       }
+    },
+    end: () => onProgress?.(bytes, total),
+    bytes: () => bytes,
+  };
+}
+
+/** A pass-through stream that counts bytes and reports them at most every 100 ms. */
+export function byteCounter(total: number | undefined, onProgress?: ByteProgress): Transform & { bytes: () => number } {
+  const progress = progressCounter(total, onProgress);
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      progress.add(chunk.length);
       done(null, chunk);
     },
     flush(done) {
-      onProgress?.(bytes, total);
+      progress.end();
       done();
     },
   });
-  return Object.assign(counter, { bytes: () => bytes });
+  return Object.assign(counter, { bytes: progress.bytes });
 }
 
 /** Attempts to resume a download that broke off (a daemon restart, a reset connection). */
@@ -205,26 +217,20 @@ const UPLOAD_CHUNK = 1024 * 1024;
  * last chunk, which follows once the gate resolves (and never, if it rejects).
  */
 function uploadStage(total: number, onProgress: ByteProgress | undefined, gate: Promise<unknown> | undefined): Transform {
-  let bytes = 0;
-  let lastReport = 0;
+  const progress = progressCounter(total, onProgress);
   let held: Buffer | undefined;
   // Settled early or late, the gate must never become an unhandled rejection.
   gate?.catch(() => undefined);
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
-      bytes += chunk.length;
-      const now = Date.now();
-      if (onProgress && now - lastReport >= 100) {
-        lastReport = now;
-        onProgress(bytes, total);
-      }
+      progress.add(chunk.length);
       if (!gate) return done(null, chunk);
       const previous = held;
       held = chunk;
       done(null, previous);
     },
     flush(done) {
-      onProgress?.(bytes, total);
+      progress.end();
       if (!gate) return done();
       gate.then(
         () => done(null, held),
