@@ -5,41 +5,20 @@
 // line, against the lab's Incus, in milliseconds); a sample of them runs through the built tool.
 import { cp, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CliContext } from "../../src/cli/context";
-import { main } from "../../src/main";
 import { createVolumeWithData, incusOk, labEnv, launchInstance, tracker, type Tracker } from "../lab/lab";
 import { isolatedServer, tempDir, treeState, type FileState } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
+import { runCli, type CliRun } from "../unit/helpers/cli";
 
 /** What bad input may end in (src/errors.ts): never 1 (a crash), 3 or 7. */
 const DOCUMENTED = new Set([0, 2, 4, 5, 6, 8, 9]);
 
-interface Outcome {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Outcome = CliRun;
 
 /** The whole command line in-process, with collected output, no terminal, and the lab's Incus. */
-async function inProcess(args: string[], env: NodeJS.ProcessEnv): Promise<Outcome> {
-  const collect = (s: PassThrough) => {
-    let text = "";
-    s.setEncoding("utf8");
-    s.on("data", (c: string) => (text += c));
-    return () => text;
-  };
-  const stdout = Object.assign(new PassThrough(), { isTTY: false });
-  const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  const stdin = Object.assign(new PassThrough(), { isTTY: false });
-  stdin.end();
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const ctx: CliContext = { stdout, stderr, stdin, env, signal: new AbortController().signal, now: () => new Date(), argv: ["incus-backup", ...args] };
-  const code = await main(args, ctx);
-  await new Promise((r) => setImmediate(r));
-  return { code, stdout: out(), stderr: err() };
+function inProcess(args: string[], env: NodeJS.ProcessEnv): Promise<Outcome> {
+  return runCli(args, { env, now: () => new Date() });
 }
 
 /**

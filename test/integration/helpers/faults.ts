@@ -51,9 +51,16 @@ interface Conn {
   holdUp: Buffer[] | undefined;
   holdDown: Buffer[] | undefined;
   tail: string;
-  /** Bytes still allowed through before holding, once a rule armed it. */
-  upload?: { left: number; rule: Rule; req: SeenRequest };
-  response?: { left: number; rule: Rule; req: SeenRequest };
+  /** Armed by a rule: how much more may pass before holding. */
+  upload?: Watch;
+  response?: Watch;
+}
+
+/** Bytes still allowed through before holding, and the rule to resolve then. */
+interface Watch {
+  left: number;
+  rule: Rule;
+  req: SeenRequest;
 }
 
 const REQUEST_LINE = /(GET|POST|PUT|PATCH|DELETE|HEAD) (\/[^ \r\n]*) HTTP\/1\.1\r\n/g;
@@ -192,15 +199,12 @@ export class FaultProxy {
       return;
     }
     if (c.upload) {
-      if (chunk.length < c.upload.left) c.upload.left -= chunk.length;
-      else {
-        const { left, rule, req: r } = c.upload;
+      const held = countThrough(c.upload, chunk, (b) => c.upstream.write(b));
+      if (held) {
         c.upload = undefined;
-        c.upstream.write(chunk.subarray(0, left));
-        c.holdUp = [chunk.subarray(left)];
-        rule.resolve(r);
-        return;
+        c.holdUp = held;
       }
+      return;
     }
     c.upstream.write(chunk);
   }
@@ -211,18 +215,30 @@ export class FaultProxy {
       return;
     }
     if (c.response) {
-      if (chunk.length < c.response.left) c.response.left -= chunk.length;
-      else {
-        const { left, rule, req: r } = c.response;
+      const held = countThrough(c.response, chunk, (b) => c.client.write(b));
+      if (held) {
         c.response = undefined;
-        c.client.write(chunk.subarray(0, left));
-        c.holdDown = [chunk.subarray(left)];
-        rule.resolve(r);
-        return;
+        c.holdDown = held;
       }
+      return;
     }
     c.client.write(chunk);
   }
+}
+
+/**
+ * Lets a chunk through a counted watch. Once the watch's bytes are through, resolves its rule and
+ * returns the rest of the chunk, to be held back; until then, undefined.
+ */
+function countThrough(watch: Watch, chunk: Buffer, write: (b: Buffer) => void): Buffer[] | undefined {
+  if (chunk.length < watch.left) {
+    watch.left -= chunk.length;
+    write(chunk);
+    return undefined;
+  }
+  write(chunk.subarray(0, watch.left));
+  watch.rule.resolve(watch.req);
+  return [chunk.subarray(watch.left)];
 }
 
 /** Environment for `startTool` that stops the tool at one file-system step (see pause-preload.cjs). */

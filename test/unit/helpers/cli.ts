@@ -25,7 +25,9 @@ export async function runCli(args: string[], opts: CliOptions = {}): Promise<Cli
   };
   const stdout = Object.assign(new PassThrough(), { isTTY: false });
   const stderr = Object.assign(new PassThrough(), { isTTY: false });
+  // An empty stdin, as with </dev/null.
   const stdin = Object.assign(new PassThrough(), { isTTY: false });
+  stdin.end();
   const out = collect(stdout);
   const err = collect(stderr);
   const now = opts.now ?? new Date("2025-09-14T03:00:02Z");
