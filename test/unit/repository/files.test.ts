@@ -5,12 +5,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { drained } from "../../../src/incus/transfer";
+import { WRITE_BUFFER } from "../../../src/chunks";
 import { FLUSH_EVERY, HashingFileWriter } from "../../../src/repository/files";
 
-async function fileHandlePrototype(dir: string): Promise<{ datasync: () => Promise<void> }> {
+type FileHandleMethods = { datasync: () => Promise<void>; writev: (b: Buffer[]) => Promise<unknown>; write: (...a: unknown[]) => Promise<unknown> };
+
+async function fileHandlePrototype(dir: string): Promise<FileHandleMethods> {
   const fh = await open(join(dir, "probe"), "w");
   await fh.close();
-  return Object.getPrototypeOf(fh) as { datasync: () => Promise<void> };
+  return Object.getPrototypeOf(fh) as FileHandleMethods;
 }
 
 /** Writes `chunks` chunks of `size` bytes, honouring back-pressure, and ends the stream. */
@@ -44,6 +47,20 @@ describe("HashingFileWriter", () => {
     expect(w.entry()).toEqual({ name: "a", size: 3000, sha256: sum });
     expect(statSync(join(dir, "a")).mode & 0o777).toBe(0o600);
     expect(createHash("sha256").update(readFileSync(join(dir, "a"))).digest("hex")).toBe(sum);
+  });
+
+  it("collects a download's small pieces into writes of WRITE_BUFFER bytes, and the file is whole", async () => {
+    const proto = await fileHandlePrototype(dir);
+    const writev = vi.spyOn(proto, "writev");
+    const write = vi.spyOn(proto, "write");
+    const w = await HashingFileWriter.create(join(dir, "pieces"));
+    const piece = 16 * 1024 + 7; // odd sizes, as a socket delivers them
+    const pieces = Math.ceil((5 * WRITE_BUFFER) / piece);
+    const sum = await writeChunks(w, pieces, piece);
+    expect(w.entry().size).toBe(pieces * piece);
+    expect(createHash("sha256").update(readFileSync(join(dir, "pieces"))).digest("hex")).toBe(sum);
+    // Five full batches and the rest at the end: not one write per piece.
+    expect(writev.mock.calls.length + write.mock.calls.length).toBeLessThanOrEqual(7);
   });
 
   it("flushes to disk in the background while a big file is written, and the file is whole", async () => {
