@@ -1,6 +1,6 @@
 // Carries out a restore plan: check each backup, import it, and swap it in without losing the original.
 
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, IntegrityError, errorMessage, throwIfAborted, type ExitCodeValue } from "../errors";
@@ -23,11 +23,11 @@ import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type 
 import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
 import { runPool, Semaphore } from "./pool";
-import type { TransferOptions, UploadCheck } from "../incus/transfer";
+import type { TransferOptions } from "../incus/transfer";
 import { peekIndexName } from "./archive";
 import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../repository/manifest";
-import type { Repository } from "../repository/repository";
+import type { Repository, VersionEntry } from "../repository/repository";
 import { Journal, type JournalEntry, type JournalInstanceRef } from "../repository/journal";
 import { RepositoryLock } from "../repository/lock";
 import { instancesUsingVolume, liveVolumes } from "./discover";
@@ -136,7 +136,7 @@ export async function executePlan(base: RestoreDeps, plan: Plan, signal: AbortSi
 
 async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Promise<void> {
   if (step.op === "image") return restoreImage(deps, step, signal);
-  const archive = await checkArchive(deps, step);
+  const archive = await checkArchive(deps, step, signal);
   if (step.op === "create") {
     if (step.target.kind === "instance") {
       await importInstance(deps, step.target, archive, step.target.name, signal);
@@ -154,27 +154,22 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
   else await replaceVolumeContents(deps, journal, step, archive, signal);
 }
 
-/** An archive to restore, checked as far as it can be before it is uploaded. */
+/** An archive to restore, and the promise of its full check. */
 interface CheckedArchive {
   file: string;
-  /** A new sha256 check for one upload of the file: the bytes are hashed on their way out. */
-  check(): ArchiveCheck;
-}
-
-interface ArchiveCheck extends UploadCheck {
-  /** The verdict, once the upload has shown every byte; rejects with IntegrityError. */
-  settled: Promise<void>;
+  /** Resolves once the file's sha256 matches the manifest; rejects with IntegrityError if not. */
+  checked: Promise<void>;
 }
 
 /**
  * Checks a backup before anything on the server changes. Its size and its own index
  * (backup/index.yaml, a few KB: so an archive swapped for another item's is refused even if its
- * manifest was rewritten to match) are checked at once. Its sha256 is computed from the bytes the
- * upload reads (the file is read once, which counts on a NAS), and the upload's last bytes wait for
- * it: the server keeps an upload whole before it acts on it, so an archive that fails the check
- * never becomes an instance or a volume.
+ * manifest was rewritten to match) are checked at once. Its sha256 is computed while it uploads,
+ * and the upload's last bytes wait for it: the server keeps an upload whole before it acts on it,
+ * so an archive that fails the check never becomes an instance or a volume.
  */
-async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image" }>): Promise<CheckedArchive> {
+async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image" }>, signal: AbortSignal): Promise<CheckedArchive> {
+  const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
   const archive = archiveOf(step.source);
   const file = join(step.source.dir, archive.name);
   const untouched = (err: unknown): unknown =>
@@ -193,36 +188,16 @@ async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image"
   } catch (err) {
     throw untouched(err);
   }
-  return { file, check: () => sha256Check(file, archive, untouched) };
-}
-
-/** Hashes what an upload reads and compares it with the manifest's size and sha256 at the end. */
-function sha256Check(file: string, expected: FileEntry, wrap: (err: unknown) => unknown): ArchiveCheck {
-  const hash = createHash("sha256");
-  let seen = 0;
-  let settle!: (err?: unknown) => void;
-  const settled = new Promise<void>((resolve, reject) => {
-    settle = (err) => (err === undefined ? resolve() : reject(err));
+  const checked = deps.repo.verifyFile(entry, archive, signal).catch((err: unknown) => {
+    throw untouched(err);
   });
-  settled.catch(() => undefined);
-  return {
-    update(chunk) {
-      hash.update(chunk);
-      seen += chunk.length;
-    },
-    verdict() {
-      if (seen !== expected.size) settle(wrap(new IntegrityError(`${file}: read ${seen} bytes, the manifest says ${expected.size}`)));
-      else if (hash.digest("hex") !== expected.sha256) settle(wrap(new IntegrityError(`${file}: sha256 mismatch (the file is corrupt)`)));
-      else settle();
-      return settled;
-    },
-    settled,
-  };
+  checked.catch(() => undefined);
+  return { file, checked };
 }
 
 /** An upload that failed because its archive failed the check reports the check's error. */
-async function checkFailure(check: ArchiveCheck, err: unknown): Promise<unknown> {
-  const verdict = await Promise.race([check.settled.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 50, undefined))]);
+async function checkFailure(archive: CheckedArchive, err: unknown): Promise<unknown> {
+  const verdict = await Promise.race([archive.checked.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 50, undefined))]);
   return verdict ?? err;
 }
 
@@ -250,11 +225,10 @@ async function importArchive(
 ): Promise<void> {
   const op = await slotsOf(deps).transfer.use(async () => {
     deps.reporter.itemStep(target, "uploading (and checking the sha256)");
-    const check = archive.check();
     try {
-      return await upload({ signal, check, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
+      return await upload({ signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
     } catch (err) {
-      throw await checkFailure(check, err);
+      throw await checkFailure(archive, err);
     }
   });
   await waitImport(deps, op, target, signal);

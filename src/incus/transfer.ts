@@ -16,22 +16,15 @@ export interface TransferOptions {
   signal?: AbortSignal;
   onProgress?: ByteProgress;
   /**
-   * Uploads only: sees every chunk, in order, as it goes out, and the last chunk is held back
-   * until `verdict` (called once all chunks were seen) resolves. If it rejects, the upload is cut
-   * short and the server, which stores an upload whole before acting on it, creates nothing.
+   * Uploads only: the last bytes are held back until this settles. If it rejects, the upload is
+   * cut short and the server, which stores an upload whole before acting on it, creates nothing.
    */
-  check?: UploadCheck;
+  gate?: Promise<unknown>;
   /**
    * Downloads only: called once every byte has arrived, before the sink is flushed and synced,
    * so the caller can free the server's copy while the disk catches up.
    */
   onReceived?: () => void;
-}
-
-/** A check of an upload's bytes on their way out (a restore's sha256). */
-export interface UploadCheck {
-  update(chunk: Buffer): void;
-  verdict(): Promise<void>;
 }
 
 /** Counts bytes and reports them at most every 100 ms, and once more at the end. */
@@ -220,26 +213,26 @@ export async function postForStream(
 const UPLOAD_CHUNK = 1024 * 1024;
 
 /**
- * Counts the bytes of an upload for progress and, with a check, shows it every chunk and passes
- * everything through but the last chunk, which follows once the check's verdict resolves (and
- * never, if it rejects).
+ * Counts the bytes of an upload for progress and, with a gate, passes everything through but the
+ * last chunk, which follows once the gate resolves (and never, if it rejects).
  */
-function uploadStage(total: number, onProgress: ByteProgress | undefined, check: UploadCheck | undefined): Transform {
+function uploadStage(total: number, onProgress: ByteProgress | undefined, gate: Promise<unknown> | undefined): Transform {
   const progress = progressCounter(total, onProgress);
   let held: Buffer | undefined;
+  // Settled early or late, the gate must never become an unhandled rejection.
+  gate?.catch(() => undefined);
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       progress.add(chunk.length);
-      if (!check) return done(null, chunk);
-      check.update(chunk);
+      if (!gate) return done(null, chunk);
       const previous = held;
       held = chunk;
       done(null, previous);
     },
     flush(done) {
       progress.end();
-      if (!check) return done();
-      check.verdict().then(
+      if (!gate) return done();
+      gate.then(
         () => done(null, held),
         (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
       );
@@ -261,7 +254,7 @@ export async function uploadFile(
   const size = (await stat(file)).size;
   // One pass-through stage (counting, and holding back the end if gated): every stage between
   // the file and the socket costs throughput, and large reads keep the chunk count low.
-  const counter = uploadStage(size, options.onProgress, options.check);
+  const counter = uploadStage(size, options.onProgress, options.gate);
   const source = createReadStream(file, { highWaterMark: UPLOAD_CHUNK });
   source.on("error", (err) => counter.destroy(err));
   source.pipe(counter);
