@@ -7,10 +7,12 @@
 //            `incus export NAME FILE --compression zstd --instance-only`, one after another;
 //   restore: `incus-backup restore --all --force` onto a server emptied of those instances  vs
 //            a loop of `incus import FILE`.
+// With --by-hand it also times the same `incus export` commands all started at once: what a tool
+// built on the server's exports can at best reach on this machine.
 // It prints the median wall times of each, the ratios, and the tool's peak RSS (GNU time).
 //
 // Usage: node bench/bench.mjs [--instances N] [--size MiB] [--runs R] [--parallel P] [--lab 6.0|7.0]
-//        [--keep] [--json FILE]
+//        [--by-hand] [--keep] [--json FILE]
 // Needs the built bundle (npm run build) and what the tests need (root, Incus, see test/lab).
 
 import { spawn, spawnSync } from "node:child_process";
@@ -23,7 +25,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bundle = join(root, "dist", "incus-backup.mjs");
 
 function parseArgs(argv) {
-  const o = { instances: 4, size: 100, runs: 3, parallel: undefined, lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", keep: false, json: undefined };
+  const o = { instances: 4, size: 100, runs: 3, parallel: undefined, lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", byHand: false, keep: false, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -37,6 +39,7 @@ function parseArgs(argv) {
     else if (a === "--parallel") o.parallel = Number(v());
     else if (a === "--lab") o.lab = v();
     else if (a === "--keep") o.keep = true;
+    else if (a === "--by-hand") o.byHand = true;
     else if (a === "--json") o.json = v();
     else if (a === "--help" || a === "-h") {
       console.log(readFileHead());
@@ -48,7 +51,7 @@ function parseArgs(argv) {
 }
 
 function readFileHead() {
-  return "usage: node bench/bench.mjs [--instances N] [--size MiB] [--runs R] [--parallel P] [--lab 6.0|7.0] [--keep] [--json FILE]";
+  return "usage: node bench/bench.mjs [--instances N] [--size MiB] [--runs R] [--parallel P] [--lab 6.0|7.0] [--by-hand] [--keep] [--json FILE]";
 }
 
 /** Runs a command; resolves with its output and wall time. Rejects on failure. */
@@ -70,10 +73,14 @@ function run(cmd, args, env, { input } = {}) {
   });
 }
 
+/** The lab's environment: the lab named by INCUS_BACKUP_LAB_STATE (the tests' own), else the kept lab, brought up if needed. */
 function labEnv(version) {
-  const up = spawnSync("bash", [join(root, "test/lab/lab.sh"), "up"], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, INCUS_BACKUP_LABS: version, INCUS_BACKUP_LAB_VERSION: version } });
-  if (up.status !== 0) throw new Error("could not bring up the lab (see above)");
-  const r = spawnSync("bash", [join(root, "test/lab/lab.sh"), "env", "", version], { encoding: "utf8" });
+  const state = process.env.INCUS_BACKUP_LAB_STATE ?? "";
+  if (!state) {
+    const up = spawnSync("bash", [join(root, "test/lab/lab.sh"), "up"], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, INCUS_BACKUP_LABS: version, INCUS_BACKUP_LAB_VERSION: version } });
+    if (up.status !== 0) throw new Error("could not bring up the lab (see above)");
+  }
+  const r = spawnSync("bash", [join(root, "test/lab/lab.sh"), "env", state, version], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`lab.sh env failed: ${r.stderr}`);
   const env = { ...process.env };
   delete env.INCUS_DIR;
@@ -123,7 +130,7 @@ async function main() {
     }
     const nameArgs = names.flatMap((n) => ["--name", n]);
     const par = o.parallel === undefined ? [] : ["--parallel", String(o.parallel)];
-    const results = { toolBackup: [], exportLoop: [], toolRestore: [], importLoop: [], rss: [] };
+    const results = { toolBackup: [], exportLoop: [], exportAtOnce: [], toolRestore: [], importLoop: [], rss: [] };
     const deleteAll = async () => {
       for (const n of names) await incus("delete", "--force", n);
     };
@@ -146,13 +153,20 @@ async function main() {
         results.exportLoop.push(s);
         log(`run ${r + 1}: incus export loop ${s.toFixed(2)} s`);
       };
-      if (toolFirst) {
-        await doTool();
-        await doExport();
-      } else {
-        await doExport();
-        await doTool();
-      }
+      const doAtOnce = async () => {
+        const dir = join(work, `by-hand-${r}`);
+        spawnSync("mkdir", ["-p", dir]);
+        const t0 = performance.now();
+        await Promise.all(names.map((n) => incus("export", n, join(dir, `${n}.tar.zst`), "--compression", "zstd", "--instance-only")));
+        const s = (performance.now() - t0) / 1000;
+        results.exportAtOnce.push(s);
+        log(`run ${r + 1}: incus export, all at once ${s.toFixed(2)} s`);
+        rmSync(dir, { recursive: true, force: true });
+      };
+      // The tool and the loop alternate; the exports by hand take each place in turn.
+      const order = toolFirst ? [doTool, doExport] : [doExport, doTool];
+      if (o.byHand) order.splice(r % 3, 0, doAtOnce);
+      for (const step of order) await step();
 
       const doRestore = async () => {
         await deleteAll();
@@ -201,6 +215,11 @@ async function main() {
     console.log(`\nincus-backup vs incus, ${o.instances} x ${o.size} MiB, Incus ${server.environment.server_version}, median of ${o.runs} alternating runs`);
     console.log("              incus-backup   incus loop   ratio");
     for (const x of rows) console.log(`${x.label.padEnd(12)}  ${x.tool.toFixed(2).padStart(10)} s  ${x.incus.toFixed(2).padStart(9)} s   ${x.ratio.toFixed(2)}`);
+    if (o.byHand) {
+      const m = median(results.exportAtOnce);
+      summary.exportAtOnce = m;
+      console.log(`by hand: the ${o.instances} exports all at once ${m.toFixed(2)} s, ${(m / rows[0].incus).toFixed(2)} of the loop (the best a tool built on them can do here)`);
+    }
     console.log(`peak RSS of incus-backup: ${peak.toFixed(0)} MiB`);
     if (o.json) writeFileSync(o.json, JSON.stringify(summary, null, 2) + "\n");
   } finally {

@@ -1,0 +1,51 @@
+// The benchmark script (bench/bench.mjs) keeps working: a small run against this run's lab prints
+// its table, writes its JSON, and leaves no instance behind.
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { incusOk, labSocket, labVersion, tracker } from "../lab/lab";
+import { tempDir } from "./helpers/server";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, [join(ROOT, "bench/bench.mjs"), ...args], {
+      env: { ...process.env, INCUS_BACKUP_LAB_STATE: inject("labStateFile") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", fail);
+    child.on("close", (code) => done({ code, stdout, stderr }));
+  });
+}
+
+describe("bench/bench.mjs", () => {
+  const track = tracker();
+  afterAll(() => track.cleanup());
+
+  it("compares the tool with the export and import loops in one run, and cleans up", async () => {
+    const version = labVersion();
+    const instances = async () => (await incusOk(["list", "--format", "csv", "--columns", "n"], { socket: labSocket(version) })).split("\n").filter((n) => n.startsWith("bench-"));
+    const before = await instances();
+    const dir = await tempDir(track);
+    const json = join(dir, "bench.json");
+    const r = await runBench(["--lab", version, "--instances", "2", "--size", "2", "--runs", "1", "--by-hand", "--json", json]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^backup\s+[\d.]+ s\s+[\d.]+ s\s+[\d.]+$/m);
+    expect(r.stdout).toMatch(/^restore\s+[\d.]+ s\s+[\d.]+ s\s+[\d.]+$/m);
+    expect(r.stdout).toMatch(/by hand: the 2 exports all at once/);
+    expect(r.stdout).toMatch(/peak RSS of incus-backup: \d+ MiB/);
+    const summary = JSON.parse(await readFile(json, "utf8")) as { rows: Array<{ label: string; ratio: number }>; peakRssMiB: number; exportAtOnce: number };
+    expect(summary.rows.map((x) => x.label)).toEqual(["backup", "restore"]);
+    for (const row of summary.rows) expect(row.ratio).toBeGreaterThan(0);
+    expect(summary.peakRssMiB).toBeGreaterThan(0);
+    expect(summary.exportAtOnce).toBeGreaterThan(0);
+    expect(await instances()).toEqual(before);
+  });
+});
