@@ -1,7 +1,6 @@
 // Carries out a restore plan: check each backup, import it, and swap it in without losing the original.
 
 import { randomBytes } from "node:crypto";
-import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError, IntegrityError, errorMessage, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
@@ -178,9 +177,7 @@ async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image"
       : err;
   deps.reporter.itemStep(step.target, "checking the backup");
   try {
-    const st = await stat(file).catch(() => undefined);
-    if (!st) throw new IntegrityError(`${file}: no such file or directory`);
-    if (st.size !== archive.size) throw new IntegrityError(`${file}: size is ${st.size} bytes, the manifest says ${archive.size}`);
+    await deps.repo.checkFileSize(entry, archive);
     const inside = await peekIndexName(file);
     if (inside !== undefined && inside !== step.source.manifest.name) {
       throw new IntegrityError(`${file} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
@@ -188,7 +185,7 @@ async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image"
   } catch (err) {
     throw untouched(err);
   }
-  const checked = deps.repo.verifyFile(entry, archive, signal).catch((err: unknown) => {
+  const checked = deps.repo.checkFileSum(entry, archive, signal).catch((err: unknown) => {
     throw untouched(err);
   });
   checked.catch(() => undefined);

@@ -215,6 +215,12 @@ export class Repository {
 
   /** Checks one file of a version against its manifest entry: size first, then sha256. */
   async verifyFile(entry: VersionEntry, file: FileEntry, signal?: AbortSignal): Promise<void> {
+    await this.checkFileSize(entry, file);
+    await this.checkFileSum(entry, file, signal);
+  }
+
+  /** The size half of verifyFile: cheap, so a restore makes it before anything else. */
+  async checkFileSize(entry: VersionEntry, file: FileEntry): Promise<void> {
     const path = join(entry.dir, file.name);
     let st;
     try {
@@ -225,9 +231,14 @@ export class Repository {
     if (st.size !== file.size) {
       throw new IntegrityError(`${path}: size is ${st.size} bytes, the manifest says ${file.size}`);
     }
+  }
+
+  /** The sha256 half of verifyFile, for a file whose size was checked. */
+  async checkFileSum(entry: VersionEntry, file: FileEntry, signal?: AbortSignal): Promise<void> {
+    const path = join(entry.dir, file.name);
     let sum: string;
     try {
-      sum = await sha256File(path, signal);
+      sum = await sha256File(path, file.size, signal);
     } catch (err) {
       if (signal?.aborted) throw err;
       throw new IntegrityError(`${path}: cannot read: ${errorMessage(err)}`);
@@ -475,12 +486,11 @@ export class VersionWriter {
 }
 
 /**
- * The sha256 of a file, read in large blocks into one reused buffer. A large file is hashed in a
- * worker thread: a restore hashes an archive while it uploads it, and hashing on the main thread
- * would slow the upload down by as much.
+ * The sha256 of a file of `size` bytes (its checked size), read in large blocks into one reused
+ * buffer. A large file is hashed in a worker thread: a restore hashes an archive while it uploads
+ * it, and hashing on the main thread would slow the upload down by as much.
  */
-export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
-  const { size } = await stat(path);
+export async function sha256File(path: string, size: number, signal?: AbortSignal): Promise<string> {
   // One worker at a time: each costs memory (a heap of its own), and one is enough to keep the
   // main thread free for the transfers.
   if (size >= WORKER_THRESHOLD && hashWorkers === 0) {
