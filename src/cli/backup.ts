@@ -71,14 +71,12 @@ export function backupCommand(ctx: CliContext) {
           err(ctx, "nothing to back up: nothing matches the selection");
           return ExitCode.OK;
         }
+        // Before the lock: the marker comes first, so a second first run that sees anything in
+        // the directory also finds the marker (initialize is safe against a concurrent one).
+        if (!(await repo.isInitialized()) && (await repo.initialize())) reporter.info(`initialized a new backup repository in ${dir}`);
         const lock = await RepositoryLock.acquire(dir, commandLine(ctx), { onMessage: (t) => reporter.info(t) });
         let result: BackupResult;
         try {
-          // Under the lock, so that of two first runs at once only one makes the repository.
-          if (!(await repo.isInitialized())) {
-            await repo.initialize();
-            reporter.info(`initialized a new backup repository in ${dir}`);
-          }
           for (const line of await tidyRepository({ client, repo, reporter, now: ctx.now })) reporter.info(line);
           result = await runBackup(
             { client, repo, reporter, now: ctx.now, toolVersion: VERSION },

@@ -1,7 +1,7 @@
 // Durable file writing: private modes, hashing on the way, fsync of files and directories.
 
 import { WRITE_BUFFER } from "../chunks";
-import { createHash, type Hash } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import { constants } from "node:fs";
 import { chmod, mkdir, open, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -183,7 +183,8 @@ async function writevAll(fh: FileHandle, bufs: Buffer[]): Promise<void> {
 
 /** Writes a small file durably under a new name: temp file, fsync, rename, fsync of the directory. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
+  // Random, not only pid and time: two writes of one process to the same path may share a millisecond.
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
   const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, FILE_MODE);
   try {
     await fh.chmod(FILE_MODE);

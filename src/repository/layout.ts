@@ -10,6 +10,11 @@ export const REPOSITORY_FORMAT = 1;
 /** Versions being written; never listed, emptied by the next writer. */
 export const TMP_DIR = ".tmp";
 export const LOCK_FILE = "lock.json";
+
+/** The lock, a run's candidate for it (`.lock.json-ID`), a refresh's temp file, a stale lock moved aside. */
+export function isLockFileName(name: string): boolean {
+  return name === LOCK_FILE || name.startsWith(`.${LOCK_FILE}-`) || name.startsWith(`${LOCK_FILE}.tmp-`);
+}
 /** Restore journals, so a restore that died half-way is finished or undone by the next run. */
 export const JOURNAL_DIR = "journal";
 /** One record per backup run (its items and results), for `status`. */

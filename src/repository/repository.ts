@@ -1,7 +1,7 @@
 // The backup repository in a directory: open or create it, list versions, write one atomically.
 
 import { createHash, randomBytes, type Hash } from "node:crypto";
-import { readdir, readFile, rename, rm, stat, access, open, constants as fsc } from "node:fs/promises";
+import { readdir, readFile, rename, rm, stat, access, open, link, unlink, constants as fsc } from "node:fs/promises";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { isVersion, nextVersion, versionAt, type Version } from "../core/version";
@@ -9,6 +9,7 @@ import type { ItemKey, Kind } from "../core/selection";
 import { KINDS, itemLabel } from "../core/selection";
 import { IntegrityError, InterruptedError, RepositoryError, errorMessage } from "../errors";
 import { HashingFileWriter, mkdirPrivate, syncDir, writeFileAtomic, writeFileDurable } from "./files";
+import { isLockFileName } from "./layout";
 import {
   FORMAT_FILE,
   KEY_DEPTH,
@@ -90,28 +91,43 @@ export class Repository {
     }
     if (!st.isDirectory()) throw new RepositoryError(`backup directory ${root} is not a directory`);
     const repo = new Repository(root);
-    const marker = join(root, FORMAT_FILE);
-    let text: string | undefined;
-    try {
-      text = await readFile(marker, "utf8");
-    } catch (err) {
-      if ((err as { code?: string }).code !== "ENOENT") throw fsError("read", marker, err);
-    }
-    if (text !== undefined) {
-      repo.checkFormat(text, marker);
-      return { repo, created: false };
-    }
-    const entries = await readdir(root).catch((err: unknown) => {
-      throw fsError("read backup directory", root, err);
-    });
-    if (entries.filter((e) => e !== "lost+found").length > 0) {
+    if (await repo.readMarker()) return { repo, created: false };
+    if (!(await repo.looksEmpty())) {
+      // Another run may have made the directory a repository between the read and the listing:
+      // everything a run writes here comes after the marker, so read it once more.
+      if (await repo.readMarker()) return { repo, created: false };
       throw new RepositoryError(`${root} is not an incus-backup repository (no ${FORMAT_FILE}) and is not empty`, {
         hint: "Point --dir at an empty directory or at an existing incus-backup repository.",
       });
     }
     if (!options.create) return { repo, created: false };
-    await repo.initialize();
-    return { repo, created: true };
+    return { repo, created: await repo.initialize() };
+  }
+
+  /** Reads and checks the marker file: true if there is one (of our format), false if there is none. */
+  private async readMarker(): Promise<boolean> {
+    const marker = join(this.root, FORMAT_FILE);
+    let text: string;
+    try {
+      text = await readFile(marker, "utf8");
+    } catch (err) {
+      if ((err as { code?: string }).code === "ENOENT") return false;
+      throw fsError("read", marker, err);
+    }
+    this.checkFormat(text, marker);
+    return true;
+  }
+
+  /**
+   * Whether the directory holds nothing but what may be there before the marker: lost+found, a
+   * concurrent initialiser's candidate marker, and a lock (a command that takes the lock on an
+   * empty directory, such as prune, writes one there).
+   */
+  private async looksEmpty(): Promise<boolean> {
+    const entries = await readdir(this.root).catch((err: unknown) => {
+      throw fsError("read backup directory", this.root, err);
+    });
+    return entries.every((e) => e === "lost+found" || e.startsWith(`.${FORMAT_FILE}-`) || isLockFileName(e));
   }
 
   /** Whether the marker file exists (an empty directory opened without `create` has none yet). */
@@ -119,15 +135,35 @@ export class Repository {
     return exists(join(this.root, FORMAT_FILE));
   }
 
-  /** Makes the (empty, checked by open) directory a repository by writing the marker file. */
-  async initialize(): Promise<void> {
+  /**
+   * Makes the (empty, checked by open) directory a repository by writing the marker file. The
+   * marker is written whole under a private name and linked into place: link fails if a marker
+   * exists, so of several runs initialising at once exactly one creates it, and the others find a
+   * complete one, which counts as success if it is of our format. Returns whether this call made it.
+   */
+  async initialize(): Promise<boolean> {
     const marker = join(this.root, FORMAT_FILE);
-    const format = { format: "incus-backup", version: REPOSITORY_FORMAT, created: new Date().toISOString(), id: randomBytes(8).toString("hex") };
+    const id = randomBytes(8).toString("hex");
+    const candidate = join(this.root, `.${FORMAT_FILE}-${id}`);
+    const format = { format: "incus-backup", version: REPOSITORY_FORMAT, created: new Date().toISOString(), id };
+    let created: boolean;
     try {
-      await writeFileAtomic(marker, JSON.stringify(format, null, 2) + "\n");
+      await writeFileDurable(candidate, JSON.stringify(format, null, 2) + "\n");
+      try {
+        await link(candidate, marker);
+        created = true;
+      } catch (err) {
+        if ((err as { code?: string }).code !== "EEXIST") throw err;
+        created = false;
+      } finally {
+        await unlink(candidate).catch(() => undefined);
+      }
+      await syncDir(this.root);
     } catch (err) {
       throw fsError("initialize repository in", this.root, err);
     }
+    if (!created && !(await this.readMarker())) throw new RepositoryError(`the repository marker in ${this.root} vanished while it was being created`);
+    return created;
   }
 
   private checkFormat(text: string, path: string): void {
@@ -264,6 +300,12 @@ export class Repository {
     const base = join(this.root, TMP_DIR);
     const names = await dirNames(base);
     for (const n of names) await rm(join(base, n), { recursive: true, force: true });
+    // Markers a killed initialiser wrote aside. Once the marker is in place, a live initialiser
+    // only fails to link its candidate and removes it anyway, so they can all go.
+    if (await this.isInitialized()) {
+      const candidates = (await readdir(this.root).catch(() => [] as string[])).filter((n) => n.startsWith(`.${FORMAT_FILE}-`));
+      for (const n of candidates) await rm(join(this.root, n), { force: true });
+    }
     return names;
   }
 

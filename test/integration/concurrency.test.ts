@@ -6,7 +6,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, incusOk, labSocket, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
-import { FaultProxy, killTool, reached, req } from "./helpers/faults";
+import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
 import { expectOneLineError, instanceStatus, tempDir } from "./helpers/server";
 import { listJson, startTool, tool, toolOk } from "./helpers/tool";
 
@@ -14,6 +14,15 @@ const LOCKED = 7;
 /** The issue's format: "locked by pid 123 on host backup since 03:00:02 (backup --all)". */
 const lockMessage = (command: string) =>
   new RegExp(`is locked by pid \\d+ on host \\S+ since \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ \\(${command}\\)`);
+
+/**
+ * The one-line error of a run locked out by another. On an empty directory the loser may be the
+ * run that made the repository, and says so first.
+ */
+function lockedOutLine(r: { stdout: string; stderr: string; code: number }): string {
+  const said = r.stderr.split("\n").filter((l) => !/^initialized a new backup repository in /.test(l));
+  return expectOneLineError({ ...r, stderr: said.join("\n") });
+}
 
 describe("concurrent runs on one repository", () => {
   const track = tracker();
@@ -38,6 +47,51 @@ describe("concurrent runs on one repository", () => {
 
   const backup = ["backup", "--instances", "--name", name];
 
+  it("two first backups into the same empty directory: one makes the repository and runs, the other meets the lock (exit 7), 20 times", async () => {
+    const pairs = 20;
+    const started = Date.now();
+    for (let i = 0; i < pairs; i++) {
+      const fresh = await tempDir(track);
+      const a = startTool([...backup, `--dir=${fresh}`]);
+      const b = startTool([...backup, `--dir=${fresh}`]);
+      const [ra, rb] = await Promise.all([a.done, b.done]);
+      figures.pairs++;
+      const loser = ra.code === LOCKED ? ra : rb;
+      expect([ra.code, rb.code].sort(), `fresh pair ${i + 1}: ${ra.stderr.trim()} / ${rb.stderr.trim()}`).toEqual([0, LOCKED]);
+      figures.lockedOut++;
+      expect(lockedOutLine(loser)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${fresh}`));
+      // Exactly one of them says it made the repository.
+      expect([ra, rb].filter((r) => /initialized a new backup repository/.test(r.stderr))).toHaveLength(1);
+      // No lock, no candidate marker or lock left beside the repository.
+      expect((await readdir(fresh)).sort()).toEqual([".tmp", "incus-backup.json", "instances", "runs"]);
+      expect(await listJson(fresh)).toHaveLength(1);
+    }
+    console.log(`first backups into empty directories: ${pairs} pairs, each [0, 7], in ${Date.now() - started} ms`);
+  });
+
+  it("a second first backup meets the first one at each step of making the repository: exit 0 or 7, never 8", async () => {
+    // The first run stops dead at each file-system step of a first backup; the second runs then.
+    const points: Array<{ at: Parameters<typeof pauseAt>[0]; second: number; what: string }> = [
+      { at: { op: "link", when: "before", match: /incus-backup\.json$/ }, second: 0, what: "its marker written aside, not yet in place" },
+      { at: { op: "link", when: "after", match: /incus-backup\.json$/ }, second: 0, what: "its marker in place, no lock yet" },
+      { at: { op: "link", when: "after", match: /\/lock\.json$/ }, second: LOCKED, what: "holding the lock" },
+    ];
+    for (const p of points) {
+      const fresh = await tempDir(track);
+      const first = startTool([...backup, `--dir=${fresh}`], { env: pauseAt(p.at) });
+      await waitForStderr(first, /IBK-PAUSED/);
+      const second = await tool([...backup, `--dir=${fresh}`]);
+      console.log(`first run paused with ${p.what}: the second exits ${second.code}`);
+      expect(second.code, second.stderr).toBe(p.second);
+      if (p.second === LOCKED) expect(lockedOutLine(second)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${fresh}`));
+      await killTool(first);
+      // And the repository is sound for the next run, which takes over a lock the killed one left.
+      await toolOk([...backup, `--dir=${fresh}`]);
+      await toolOk(["verify", `--dir=${fresh}`]);
+      expect((await readdir(fresh)).filter((n) => n.startsWith(".incus-backup.json-") || n.includes("lock"))).toEqual([]);
+    }
+  });
+
   it("two backups started at the same moment: one runs, the other fails at once with exit 7 naming the holder", async () => {
     const rounds = 10;
     for (let i = 0; i < rounds; i++) {
@@ -51,7 +105,7 @@ describe("concurrent runs on one repository", () => {
       console.log(`pair ${i + 1}: exit ${ra.code} and ${rb.code} (${Date.now() - t0} ms)${codes[1] === LOCKED ? `; the other said: ${loser.stderr.trim()}` : ""}`);
       expect(codes).toEqual([0, LOCKED]);
       figures.lockedOut++;
-      expect(expectOneLineError(loser)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${dir}`));
+      expect(lockedOutLine(loser)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${dir}`));
       expect(loser.stderr).toMatch(/incus-backup unlock/);
     }
     const rows = await listJson(dir);

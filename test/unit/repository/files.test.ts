@@ -1,12 +1,12 @@
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { drained } from "../../../src/incus/transfer";
 import { WRITE_BUFFER } from "../../../src/chunks";
-import { FLUSH_EVERY, HashingFileWriter } from "../../../src/repository/files";
+import { FLUSH_EVERY, HashingFileWriter, mkdirPrivate, writeFileAtomic } from "../../../src/repository/files";
 
 type FileHandleMethods = { datasync: () => Promise<void>; writev: (b: Buffer[]) => Promise<unknown>; write: (...a: unknown[]) => Promise<unknown> };
 
@@ -82,5 +82,28 @@ describe("HashingFileWriter", () => {
     w.on("error", () => undefined);
     const chunk = 4 * 1024 * 1024;
     await expect(writeChunks(w, FLUSH_EVERY / chunk + 8, chunk)).rejects.toThrow(/ENOSPC/);
+  });
+});
+
+describe("first use by runs at once", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "incus-backup-first-use-"));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("mkdirPrivate: many makers of the same new directories all succeed, and every level is 0700", async () => {
+    const paths = ["runs", "state", "journal", ".tmp/a", ".tmp/b", ".tmp/c/d", "instances/default/web/20250914-030002"];
+    await Promise.all([...paths, ...paths].map((p) => mkdirPrivate(join(dir, p))));
+    for (const p of [".tmp", ".tmp/c", "instances", "instances/default", "instances/default/web", ...paths]) {
+      expect((statSync(join(dir, p)).mode & 0o777).toString(8), p).toBe("700");
+    }
+  });
+
+  it("writeFileAtomic: writes at once to one path leave one whole file and no temp files", async () => {
+    const texts = Array.from({ length: 12 }, (_, i) => JSON.stringify({ writer: i, pad: "x".repeat(1000 * i) }));
+    await Promise.all(texts.map((t) => writeFileAtomic(join(dir, "state.json"), t)));
+    expect(texts).toContain(readFileSync(join(dir, "state.json"), "utf8"));
+    expect(readdirSync(dir)).toEqual(["state.json"]);
   });
 });

@@ -83,6 +83,34 @@ describe("Repository.open", () => {
     expect(again.created).toBe(false);
   });
 
+  it("of many initialisations at once, exactly one makes the repository and every one succeeds", async () => {
+    for (let round = 0; round < 20; round++) {
+      const dir = await tempDir();
+      const results = await Promise.all(Array.from({ length: 6 }, () => Repository.open(dir, { create: true })));
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      expect(await readdir(dir)).toEqual(["incus-backup.json"]);
+      const marker = JSON.parse(await readFile(join(dir, "incus-backup.json"), "utf8")) as Record<string, unknown>;
+      expect(marker).toMatchObject({ format: "incus-backup", version: 1 });
+    }
+  });
+
+  it("counts a lock and another run's marker being written as empty, not as someone else's files", async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, "lock.json"), "{}");
+    await writeFile(join(dir, ".lock.json-0123456789abcdef"), "{}");
+    await writeFile(join(dir, ".incus-backup.json-0123456789abcdef"), "{");
+    const { created } = await Repository.open(dir, { create: true });
+    expect(created).toBe(true);
+  });
+
+  it("a marker of another kind that appears during initialisation is not success", async () => {
+    const dir = await tempDir();
+    const { repo } = await Repository.open(dir, { create: false });
+    await writeFile(join(dir, "incus-backup.json"), JSON.stringify({ format: "restic", version: 1 }));
+    await expect(repo.initialize()).rejects.toThrow(/does not describe an incus-backup repository/);
+    expect((await readdir(dir)).sort()).toEqual(["incus-backup.json"]);
+  });
+
   it.each<[string, string, RegExp]>([
     ["a newer format", JSON.stringify({ format: "incus-backup", version: 2 }), /repository format 2 in .* is not supported \(this tool reads 1\)/],
     ["a format as text", JSON.stringify({ format: "incus-backup", version: "1" }), /repository format "1" .* is not supported/],
