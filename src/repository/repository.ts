@@ -146,24 +146,23 @@ export class Repository {
     const id = randomBytes(8).toString("hex");
     const candidate = join(this.root, `.${FORMAT_FILE}-${id}`);
     const format = { format: "incus-backup", version: REPOSITORY_FORMAT, created: new Date().toISOString(), id };
-    let created: boolean;
     try {
       await writeFileDurable(candidate, JSON.stringify(format, null, 2) + "\n");
       try {
         await link(candidate, marker);
-        created = true;
-      } catch (err) {
-        if ((err as { code?: string }).code !== "EEXIST") throw err;
-        created = false;
       } finally {
         await unlink(candidate).catch(() => undefined);
       }
       await syncDir(this.root);
+      return true;
     } catch (err) {
+      // EEXIST: another run's marker is in place. ENOENT: that run, holding the lock, already
+      // tidied our candidate away (cleanupTemp) because the marker is in place. Either way the
+      // marker decides; anything else, or no marker after all, is a real failure.
+      const code = (err as { code?: string }).code;
+      if ((code === "EEXIST" || code === "ENOENT") && (await this.readMarker())) return false;
       throw fsError("initialize repository in", this.root, err);
     }
-    if (!created && !(await this.readMarker())) throw new RepositoryError(`the repository marker in ${this.root} vanished while it was being created`);
-    return created;
   }
 
   private checkFormat(text: string, path: string): void {
@@ -301,7 +300,7 @@ export class Repository {
     const names = await dirNames(base);
     for (const n of names) await rm(join(base, n), { recursive: true, force: true });
     // Markers a killed initialiser wrote aside. Once the marker is in place, a live initialiser
-    // only fails to link its candidate and removes it anyway, so they can all go.
+    // that finds its candidate gone takes the marker as it is (see initialize), so they can all go.
     if (await this.isInitialized()) {
       const candidates = (await readdir(this.root).catch(() => [] as string[])).filter((n) => n.startsWith(`.${FORMAT_FILE}-`));
       for (const n of candidates) await rm(join(this.root, n), { force: true });

@@ -94,6 +94,18 @@ describe("Repository.open", () => {
     }
   });
 
+  it("an initialisation whose candidate marker the lock holder tidied away still succeeds", async () => {
+    // The lock holder removes candidate markers once the marker is in place; a run that wrote
+    // its candidate before that then finds it gone when it links it.
+    for (let round = 0; round < 40; round++) {
+      const dir = await tempDir();
+      const { repo: holder } = await Repository.open(dir, { create: true });
+      const { repo: late } = await Repository.open(dir, { create: false });
+      const results = await Promise.all([late.initialize(), holder.cleanupTemp(), late.initialize(), holder.cleanupTemp(), late.initialize()]);
+      expect(results.filter((r) => r === true)).toEqual([]);
+    }
+  });
+
   it("counts a lock and another run's marker being written as empty, not as someone else's files", async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "lock.json"), "{}");
