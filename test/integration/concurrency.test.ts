@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, incusOk, labSocket, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
 import { expectOneLineError, instanceStatus, tempDir } from "./helpers/server";
-import { listJson, startTool, tool, toolOk } from "./helpers/tool";
+import { listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
 
 const LOCKED = 7;
 /** The issue's format: "locked by pid 123 on host backup since 03:00:02 (backup --all)". */
@@ -47,14 +47,31 @@ describe("concurrent runs on one repository", () => {
 
   const backup = ["backup", "--instances", "--name", name];
 
+  /**
+   * Starts two runs of `args` at the same moment. Whichever gets the lock is held in its download
+   * until the other has ended, so the two always overlap, however the machine schedules them
+   * (without the hold, a loaded machine could start one only after the other finished).
+   */
+  async function startPair(args: string[]): Promise<[ToolResult, ToolResult]> {
+    void proxy.holdResponseAfter(req("GET", new RegExp(`^/1\\.0/instances/${name}/backups/[^/]+/export`)), 64 << 10);
+    void proxy.holdResponseAfter(req("POST", new RegExp(`^/1\\.0/instances/${name}/backups`)), 64 << 10);
+    const a = startTool(args, { socket: proxy.path });
+    const b = startTool(args, { socket: proxy.path });
+    try {
+      // The first to end is the one that did not get the lock.
+      await Promise.race([a.done, b.done]);
+    } finally {
+      proxy.release();
+    }
+    return Promise.all([a.done, b.done]);
+  }
+
   it("two first backups into the same empty directory: one makes the repository and runs, the other meets the lock (exit 7), 20 times", async () => {
     const pairs = 20;
     const started = Date.now();
     for (let i = 0; i < pairs; i++) {
       const fresh = await tempDir(track);
-      const a = startTool([...backup, `--dir=${fresh}`]);
-      const b = startTool([...backup, `--dir=${fresh}`]);
-      const [ra, rb] = await Promise.all([a.done, b.done]);
+      const [ra, rb] = await startPair([...backup, `--dir=${fresh}`]);
       figures.pairs++;
       const loser = ra.code === LOCKED ? ra : rb;
       expect([ra.code, rb.code].sort(), `fresh pair ${i + 1}: ${ra.stderr.trim()} / ${rb.stderr.trim()}`).toEqual([0, LOCKED]);
@@ -96,9 +113,7 @@ describe("concurrent runs on one repository", () => {
     const rounds = 10;
     for (let i = 0; i < rounds; i++) {
       const t0 = Date.now();
-      const a = startTool([...backup, `--dir=${dir}`]);
-      const b = startTool([...backup, `--dir=${dir}`]);
-      const [ra, rb] = await Promise.all([a.done, b.done]);
+      const [ra, rb] = await startPair([...backup, `--dir=${dir}`]);
       figures.pairs++;
       const codes = [ra.code, rb.code].sort();
       const loser = ra.code === LOCKED ? ra : rb;
