@@ -1,10 +1,16 @@
 // Sanity of the test lab itself: its daemons answer, busybox instances are quick, fixtures round-trip.
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import {
   checksumTree,
   createVolumeWithData,
   incus,
   incusOk,
+  instanceMacs,
+  LAB_BRIDGE,
+  LAB_BTRFS_POOL,
   labShell,
   labSocket,
   labVersion,
@@ -24,8 +30,24 @@ function byPath(manifest: TreeEntry[]): Record<string, TreeEntry> {
   return Object.fromEntries(manifest.map((e) => [e.path, e]));
 }
 
-async function status(name: string): Promise<string> {
-  return (await incusOk(["list", `^${name}$`, "-f", "csv", "-c", "s"])).trim();
+async function status(name: string, socket?: string): Promise<string> {
+  return (await incusOk(["list", `^${name}$`, "-f", "csv", "-c", "s"], { socket })).trim();
+}
+
+// The lab bridge's fixed subnet, as lab.sh makes it on each main daemon.
+const BRIDGE_CONFIG = ["ipv4.address=10.77.0.1/24", "ipv4.nat=false", "ipv6.address=fd42:77::1/64", "ipv6.nat=false"];
+
+/** Copies the busybox image of the primary lab onto another daemon (an extra server has none). */
+async function copyBusybox(socket: string): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "incus-backup-labtest-"));
+  try {
+    await incusOk(["image", "export", "busybox", join(dir, "busybox")]);
+    // A split image: the metadata tarball (busybox), then the rootfs (busybox.root).
+    const files = (await readdir(dir)).sort();
+    await incusOk(["image", "import", ...files.map((f) => join(dir, f)), "--alias", "busybox"], { socket });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 describe("the lab", () => {
@@ -126,6 +148,88 @@ describe("the lab", () => {
     const bare = await startExtraServer("sanity-bare", { bare: true });
     track.defer(() => stopExtraServer("sanity-bare"));
     expect(await incusOk(["storage", "list", "-f", "csv"], { socket: bare })).toBe("");
+  });
+
+  it("puts every instance of the default profile on a managed bridge with DHCP, in each lab", async () => {
+    for (const socket of Object.values(inject("labSockets"))) {
+      const network = JSON.parse(await incusOk(["query", `/1.0/networks/${LAB_BRIDGE}`], { socket })) as {
+        managed: boolean;
+        type: string;
+        config: Record<string, string>;
+      };
+      expect(network).toMatchObject({ managed: true, type: "bridge" });
+      expect(network.config).toMatchObject({ "ipv4.address": "10.77.0.1/24", "ipv6.address": "fd42:77::1/64" });
+      expect(await incusOk(["profile", "device", "get", "default", "eth0", "network"], { socket })).toBe(`${LAB_BRIDGE}\n`);
+
+      const name = await launchInstance(uniqueName("lab-nic"), { track, socket });
+      const mac = (await incusOk(["config", "get", name, "volatile.eth0.hwaddr"], { socket })).trim();
+      expect(mac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      expect(await instanceMacs(socket)).toContain(mac);
+      // dnsmasq answers on the bridge (busybox udhcpc reports the lease on stderr).
+      const lease = await incusOk(["exec", name, "--", "sh", "-c", "udhcpc -q -n -t 5 -i eth0 2>&1"], { socket });
+      expect(lease).toMatch(/lease of 10\.77\.0\.\d+ obtained/);
+    }
+  });
+
+  it("has a btrfs pool whose instances start, snapshot, export and import, in each lab", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "incus-backup-labtest-"));
+    track.defer(() => rm(dir, { recursive: true, force: true }));
+    for (const [version, socket] of Object.entries(inject("labSockets"))) {
+      const pool = JSON.parse(await incusOk(["query", `/1.0/storage-pools/${LAB_BTRFS_POOL}`], { socket })) as {
+        driver: string;
+        status: string;
+      };
+      expect(pool).toMatchObject({ driver: "btrfs", status: "Created" });
+      const name = track.instance(uniqueName("lab-btrfs"), { socket });
+      await incusOk(["init", "busybox", name, "--storage", LAB_BTRFS_POOL], { socket });
+      await incusOk(["start", name], { socket });
+      await incusOk(["exec", name, "--", "sh", "-c", "echo on btrfs >/root/mark"], { socket });
+      await incusOk(["snapshot", "create", name, "snap0"], { socket });
+      const file = join(dir, `${version}.tar.gz`);
+      await incusOk(["export", name, file, "--optimized-storage"], { socket, timeoutMs: 180_000 });
+      // The import carries the original's MAC, which may not be on the bridge twice.
+      await incusOk(["delete", "--force", name], { socket });
+      await incusOk(["import", file, "--storage", LAB_BTRFS_POOL], { socket, timeoutMs: 180_000 });
+      await incusOk(["start", name], { socket });
+      expect(await incusOk(["exec", name, "--", "cat", "/root/mark"], { socket })).toBe("on btrfs\n");
+      const info = JSON.parse(await incusOk(["query", `/1.0/instances/${name}?recursion=1`], { socket })) as {
+        expanded_devices: { root: { pool: string } };
+      };
+      expect(info.expanded_devices.root.pool).toBe(LAB_BTRFS_POOL);
+      expect(await incusOk(["query", `/1.0/instances/${name}/snapshots`], { socket })).toContain("snap0");
+    }
+  });
+
+  it("starts instances with memory and process limits, in each lab and on an extra server", async () => {
+    // Needs the cgroup mounts lab-init makes (LXC leaves them to the init in a cgroup namespace).
+    const limits = { "limits.memory": "64MiB", "limits.processes": "100", "limits.cpu": "1" };
+    const extra = await startExtraServer("sanity-lim");
+    track.defer(() => stopExtraServer("sanity-lim"));
+    await copyBusybox(extra);
+    for (const socket of [...Object.values(inject("labSockets")), extra]) {
+      const name = await launchInstance(uniqueName("lab-limits"), { socket, config: limits, start: false });
+      if (socket !== extra) track.instance(name, { socket });
+      await incusOk(["start", name], { socket });
+      expect(await status(name, socket)).toBe("RUNNING");
+    }
+  });
+
+  it("runs an extra server in a network namespace of its own, so it can have the lab's bridge too", async () => {
+    const socket = await startExtraServer("sanity-net");
+    track.defer(() => stopExtraServer("sanity-net"));
+    expect(await incusOk(["network", "list", "--format", "csv", "-c", "nm"], { socket })).not.toMatch(/,YES/);
+    // The same name and subnet as the main daemon's bridge: on a shared namespace this collided.
+    await incusOk(["network", "create", LAB_BRIDGE, ...BRIDGE_CONFIG], { socket });
+    await copyBusybox(socket);
+    // Not tracked: it goes with the extra server, which is removed first.
+    const name = await launchInstance(uniqueName("lab-extra-nic"), { socket, start: false });
+    await incusOk(["config", "device", "add", name, "eth0", "nic", `network=${LAB_BRIDGE}`, "name=eth0"], { socket });
+    await incusOk(["start", name], { socket });
+    expect(await status(name, socket)).toBe("RUNNING");
+    const lease = await incusOk(["exec", name, "--", "sh", "-c", "udhcpc -q -n -t 5 -i eth0 2>&1"], { socket });
+    expect(lease).toMatch(/lease of 10\.77\.0\.\d+ obtained/);
+    // The main daemon's bridge is untouched.
+    expect(await incusOk(["network", "get", LAB_BRIDGE, "ipv4.address"])).toBe("10.77.0.1/24\n");
   });
 
   it("restarts the main incusd without stopping its instances", async () => {

@@ -17,6 +17,37 @@ stop() {
 trap stop PWR TERM INT
 
 mkdir -p /var/log/incus
+
+# LXC leaves the cgroup mounts to the container's init when it runs in a cgroup namespace, as
+# systemd would make them. Without them incusd finds no controllers, and instances with
+# limits.memory or limits.processes fail to start ("Failed to setup cgroup limits"). Mount them
+# as the host has them: cgroup2 alone on a cgroup2 host; a tmpfs with one mount per v1 hierarchy
+# and cgroup2 on unified/ on a hybrid one.
+mount_cgroups() {
+	mountpoint -q /sys/fs/cgroup && return 0
+	if ! awk -F: '$2 != "" { found = 1 } END { exit !found }' /proc/self/cgroup; then
+		mount -t cgroup2 cgroup2 /sys/fs/cgroup
+		return
+	fi
+	mount -t tmpfs -o mode=755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
+	awk -F: '$2 != "" { print $2 }' /proc/self/cgroup | while read -r c; do
+		case $c in
+		name=*) d=${c#name=} o=none,$c ;;
+		*) d=$c o=$c ;;
+		esac
+		mkdir -p "/sys/fs/cgroup/$d"
+		mount -t cgroup -o "$o" cgroup "/sys/fs/cgroup/$d"
+		# Co-mounted controllers (cpu,cpuacct) get a link per name, as systemd makes them.
+		case $d in *,*)
+			for n in $(echo "$d" | tr , ' '); do ln -sfn "$d" "/sys/fs/cgroup/$n"; done
+			;;
+		esac
+	done
+	mkdir -p /sys/fs/cgroup/unified
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+}
+mount_cgroups >>/var/log/incus/lab-init.log 2>&1 || echo "lab-init: mounting the cgroups failed" >>/var/log/incus/lab-init.log
+
 # Nothing else brings loopback up here; without it the lab's network namespace has no routing
 # table and inner managed networks cannot be created.
 ip link set lo up 2>/dev/null || :

@@ -19,15 +19,17 @@ usage: lab.sh COMMAND [ARGS]
   exec [VERSION] -- CMD..  run CMD inside the lab container
   restart-incusd [VERSION] [--kill]
                            restart the lab's main incusd (SIGTERM; --kill fakes a crash)
-  server-add [VERSION] [--bare] NAME
-                           start an extra, empty incusd in the lab with a `default` dir pool
-                           and root disk (--bare: not even those); prints its socket
+  server-add [VERSION] [--bare|--real] NAME
+                           start an extra, empty incusd in the lab, in a network namespace of
+                           its own, with a `default` dir pool and root disk (--bare: not even
+                           those; --real: also the main daemon's bridge on eth0 of the default
+                           profile and a btrfs pool); prints its socket
   server-remove [VERSION] NAME
                            stop and remove that extra incusd
   gc                       remove throwaway labs whose holder and owner died
   leftovers                list what labs left behind on this machine (temp dirs, processes,
-                           mounts, lxc locks, cgroups, containers on a host Incus), except the
-                           kept lab; exit 1 if anything is found
+                           mounts, loop devices, lxc locks, cgroups, containers on a host
+                           Incus), except the kept lab; exit 1 if anything is found
 
 STATE is a state file or its directory. Without one, commands use $INCUS_BACKUP_LAB_STATE,
 then the kept lab. VERSION defaults to the state's primary lab.
@@ -56,6 +58,20 @@ POINTER_LOCK=$TMP_ROOT/incus-backup-lab.lock
 KNOWN_VERSIONS="6.0 7.0"
 HOST_SOCKETS=${INCUS_BACKUP_LAB_HOST_SOCKETS:-/var/lib/incus/unix.socket /run/incus/unix.socket}
 INCUSD=${INCUS_BACKUP_INCUSD:-/usr/libexec/incus/incusd}
+
+# What each lab's main daemon has beside the `default` dir pool, as a host after
+# `incus admin init --auto` has it (test/lab/lab.ts exports the same names): a managed bridge
+# with DHCP, on eth0 in the default profile, and a second pool of another driver. Fixed subnets:
+# every lab (and extra server) has a network namespace of its own, and nothing routes out (no
+# NAT, the lab container has no interface).
+LAB_BRIDGE=incusbr0
+# Stateful DHCPv6, so instances can have a static ipv6.address, as on hosts that hand them out.
+LAB_BRIDGE_CONFIG=(ipv4.address=10.77.0.1/24 ipv4.nat=false ipv6.address=fd42:77::1/64 ipv6.nat=false ipv6.dhcp.stateful=true)
+LAB_BTRFS_POOL=btrfs
+# The btrfs filesystem is a sparse file on the test machine, loop-mounted there: a lab container
+# has no loop devices. It is passed into the lab at this path, and the pool uses it as its source.
+LAB_BTRFS_PATH=/var/lib/ibk-btrfs
+LAB_BTRFS_SIZE=3G
 
 # Our incus calls always name their socket and use the state's own client config: whatever the
 # caller's CLI points at (another daemon, a remote, a project) must not leak in.
@@ -116,8 +132,9 @@ lab_recipe() {
 		'--dpkgopt=path-exclude=/usr/share/locale/*'
 		# incus-base is the daemon without VM support: the `incus` package adds QEMU, which
 		# nested containers cannot use and which doubles the image. dnsmasq-base (only
-		# recommended) lets tests create managed bridge networks inside the lab.
-		--include=incus-base,incus-client,tini,zstd,ca-certificates,dnsmasq-base
+		# recommended) runs DHCP and DNS on the lab's managed bridges; btrfs-progs is what
+		# Incus's btrfs driver calls for the `btrfs` pool.
+		--include=incus-base,incus-client,tini,zstd,ca-certificates,dnsmasq-base,btrfs-progs
 	)
 	RECIPE_SOURCES=('deb @MIRROR@ trixie main')
 	case $1 in
@@ -508,8 +525,53 @@ lab_plan() { # VERSION
 	state_set "IBK_LAB_$k" "ibk-lab-$r-v${k//_/}"
 	state_set "IBK_SOCKET_$k" "$STATE_DIR/v$k.sock"
 	state_set "IBK_KEY_$k" "$(lab_key "$v")"
+	# The mount point of its btrfs filesystem; the file beside it is "<mount point>.img".
+	state_set "IBK_BTRFS_$k" "$STATE_DIR/btrfs-v$k"
 	if [ "$IBK_OUTER" = host ]; then state_set "IBK_IMAGE_$k" "ibk-lab-image-$r"; fi
 	case " ${IBK_LABS:-} " in *" $v "*) ;; *) state_set IBK_LABS "${IBK_LABS:+$IBK_LABS }$v" ;; esac
+}
+
+# Loop-mounting needs root and mkfs.btrfs on the test machine, on a host Incus too.
+btrfs_check() {
+	[ "$(id -u)" = 0 ] || die "the lab's btrfs pool needs root: it loop-mounts a file on this machine"
+	command -v mkfs.btrfs >/dev/null || die "mkfs.btrfs not found: install btrfs-progs (see scripts/setup.sh)"
+}
+
+mounted_at() { # PATH: something is mounted there (in this mount namespace)
+	awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+btrfs_create() { # VERSION; the path is recorded in the state already
+	local mnt
+	mnt=$(lab_var BTRFS "$1")
+	[ -n "$mnt" ] || die "no btrfs path recorded for the $1 lab"
+	rm -f "$mnt.img"
+	truncate -s "$LAB_BTRFS_SIZE" "$mnt.img"
+	quiet mkfs.btrfs -q "$mnt.img" || die "mkfs.btrfs failed for the $1 lab"
+	mkdir -p "$mnt"
+	# mount picks a free loop device and sets it to detach itself when the filesystem is
+	# unmounted: there is no loop device to remove separately.
+	mount -o loop "$mnt.img" "$mnt" || die "cannot loop-mount the btrfs file of the $1 lab"
+}
+
+btrfs_remove() { # VERSION
+	local mnt
+	mnt=$(lab_var BTRFS "$1")
+	[ -n "$mnt" ] || return 0
+	if mounted_at "$mnt"; then
+		if ! umount "$mnt" 2>/dev/null; then
+			# Still held (a lab process that outlived its container?): detach it now, and the
+			# loop device goes when the last user does.
+			log "warning: $mnt is busy; unmounting it lazily"
+			umount -l "$mnt" || return 1
+		fi
+	fi
+	rm -f "$mnt.img"
+	rmdir "$mnt" 2>/dev/null || :
+	[ ! -e "$mnt" ] || {
+		log "warning: cannot remove $mnt"
+		return 1
+	}
 }
 
 lab_create() ( # VERSION; in a subshell: it runs in parallel with the other lab
@@ -539,6 +601,8 @@ lab_create() ( # VERSION; in a subshell: it runs in parallel with the other lab
 	outer config device add "$name" insock proxy \
 		"listen=unix:$sock" connect=unix:/var/lib/incus/unix.socket bind=host \
 		"uid=$(id -u)" "gid=$(id -g)" mode=0660 >/dev/null
+	btrfs_create "$v"
+	outer config device add "$name" btrfs disk "source=$(lab_var BTRFS "$v")" "path=$LAB_BTRFS_PATH" >/dev/null
 	quiet outer start "$name"
 	if ! INCUS_TIMEOUT=70 inner "$v" admin waitready --timeout 60; then
 		outer exec "$name" -- tail -n 20 /var/log/incus/incusd.log >&2 || :
@@ -546,6 +610,12 @@ lab_create() ( # VERSION; in a subshell: it runs in parallel with the other lab
 	fi
 	inner "$v" storage create default dir >/dev/null
 	inner "$v" profile device add default root disk pool=default path=/ >/dev/null
+	# An existing btrfs mount as the source: Incus uses it as it is (no loop file of its own).
+	quiet inner "$v" storage create "$LAB_BTRFS_POOL" btrfs "source=$LAB_BTRFS_PATH" ||
+		die "cannot create the btrfs pool in the $v lab"
+	quiet inner "$v" network create "$LAB_BRIDGE" "${LAB_BRIDGE_CONFIG[@]}" ||
+		die "cannot create the $LAB_BRIDGE network in the $v lab"
+	inner "$v" profile device add default eth0 nic "network=$LAB_BRIDGE" name=eth0 >/dev/null
 	inner "$v" image import "$bb/meta.tar.gz" "$bb/rootfs.tar.gz" --alias busybox >/dev/null
 	server=$(inner "$v" version | awk '/^Server/ { print $3 }')
 	case $server in
@@ -563,7 +633,13 @@ lab_healthy() { # VERSION
 	# A changed recipe (lab-init, packages) means the kept lab no longer is what the tests expect.
 	[ "$(lab_var KEY "$v")" = "$(lab_key "$v")" ] || return 1
 	[[ $(INCUS_TIMEOUT=15 outer list "^$name\$" -f csv -c s 2>/dev/null) == RUNNING ]] || return 1
-	INCUS_TIMEOUT=15 inner "$v" image info busybox >/dev/null 2>&1
+	# A lab from before the bridge and the btrfs pool (or one whose btrfs mount went) is outdated.
+	local mnt
+	mnt=$(lab_var BTRFS "$v")
+	[ -n "$mnt" ] && mounted_at "$mnt" || return 1
+	INCUS_TIMEOUT=15 inner "$v" image info busybox >/dev/null 2>&1 || return 1
+	INCUS_TIMEOUT=15 inner "$v" storage show "$LAB_BTRFS_POOL" >/dev/null 2>&1 || return 1
+	[[ $(INCUS_TIMEOUT=15 inner "$v" profile device get default eth0 network 2>/dev/null) == "$LAB_BRIDGE" ]]
 }
 
 lab_remove() { # VERSION
@@ -580,6 +656,8 @@ lab_remove() { # VERSION
 	fi
 	# The image is deleted right after the container is made; this is for an up that died between.
 	if [ -n "$image" ]; then INCUS_TIMEOUT=60 outer image delete "$image" >/dev/null 2>&1 || :; fi
+	# Only now that no container uses it.
+	btrfs_remove "$v" || return 1
 	rm -f "$STATE_DIR/v$k".sock "$STATE_DIR/v$k"-*.sock
 	local var
 	for var in ${!IBK_SERVER_@}; do
@@ -590,6 +668,7 @@ lab_remove() { # VERSION
 	state_del "IBK_KEY_$k"
 	state_del "IBK_IMAGE_$k"
 	state_del "IBK_VERSION_$k"
+	state_del "IBK_BTRFS_$k"
 }
 
 # Brings every requested lab up in the current state, reusing healthy ones. Call it plainly,
@@ -607,6 +686,7 @@ bring_up() { # VERSION...
 		fi
 	done
 	[ "${#missing[@]}" -gt 0 ] || return 0
+	btrfs_check
 	# The builds must not hold the state lock: an interrupted run tears down without them.
 	build_all "${missing[@]}" 7>&- 9>&- &
 	builds=$!
@@ -905,6 +985,14 @@ cmd_leftovers() {
 		esac
 	done
 	while read -r line; do mine "$line" || report "mount: $line"; done < <(awk '$5 ~ /\/ibk-lab\./ { print $5 }' /proc/self/mountinfo)
+	# The btrfs files of the labs; mount -o loop detaches the device on unmount.
+	for p in /sys/block/loop*/loop/backing_file; do
+		[ -r "$p" ] || continue
+		read -r line <"$p" 2>/dev/null || continue
+		case $line in
+		*"/ibk-lab."*) mine "$line" || report "loop device /dev/$(basename "$(dirname "$(dirname "$p")")"): $line" ;;
+		esac
+	done
 	while read -r line; do mine "${line#/run/lxc/lock}" || report "lxc lock: $line"; done < <(
 		find /run/lxc/lock -type d -name 'ibk-lab.*' -prune 2>/dev/null
 	)
@@ -1040,13 +1128,16 @@ cmd_restart_incusd() {
 	log "lab $TARGET_VERSION: incusd restarted (SIG$sig, pid $old -> $new)"
 }
 
-server_args() { # [STATE] [VERSION] [--bare] NAME -> TARGET_VERSION, SERVER_NAME, SERVER_VAR, BARE
+server_args() { # [STATE] [VERSION] [--bare|--real] NAME -> TARGET_VERSION, SERVER_NAME, SERVER_VAR, BARE, REAL
 	local args=() a
 	SERVER_NAME=""
 	BARE=0
+	REAL=0
 	for a in "$@"; do
 		if [ "$a" = --bare ]; then
 			BARE=1
+		elif [ "$a" = --real ]; then
+			REAL=1
 		elif [ -z "$SERVER_NAME" ] && ! is_version "$a" && [[ "$a" =~ ^[a-z][a-z0-9-]{0,15}$ ]] && [ ! -e "$a" ]; then
 			SERVER_NAME=$a
 		else
@@ -1057,6 +1148,8 @@ server_args() { # [STATE] [VERSION] [--bare] NAME -> TARGET_VERSION, SERVER_NAME
 	parse_target "${args[@]}"
 	SERVER_VAR=IBK_SERVER_$(vkey "$TARGET_VERSION")_${SERVER_NAME//-/_}
 }
+# The network namespace of an extra server, inside its lab container.
+server_netns() { printf 'ibk-%s\n' "$SERVER_NAME"; }
 
 cmd_server_add() {
 	local name sock dir t0
@@ -1069,20 +1162,55 @@ cmd_server_add() {
 	dir=/var/lib/incus-$SERVER_NAME
 	[ -z "${!SERVER_VAR:-}" ] || die "extra server $SERVER_NAME already runs in the $TARGET_VERSION lab"
 	state_set "$SERVER_VAR" "$sock"
-	# A daemon of its own beside the lab's main one; setsid, so it outlives this exec session.
+	# A daemon of its own beside the lab's main one, as on a second machine: in a network
+	# namespace of its own (otherwise its bridges collide with the main daemon's: "Network
+	# interface ... already exists"), in a mount namespace of its own (a slave: mounts of the lab
+	# still reach it) with a sysfs of that network namespace. The lab's cgroup mounts (lab-init
+	# makes them as the host has them) go back on top, so this incusd sees the controllers the
+	# main one sees: mounting cgroup2 alone would hide the v1 controllers of a hybrid-cgroup host
+	# (as here), and limits would be ignored. setsid, so it outlives this exec session; nsenter,
+	# unshare and sh exec, so the pid is incusd's. Its socket is a path, which the proxy reaches
+	# from any network namespace.
 	outer exec "$name" -- sh -c '
 		set -e
 		mkdir -p "$1" /var/log/incus
-		INCUS_DIR="$1" setsid /usr/libexec/incus/incusd --group root --logfile "/var/log/incus/incusd-$2.log" \
-			</dev/null >/dev/null 2>&1 &
+		ip netns delete "$3" 2>/dev/null || :
+		ip netns add "$3"
+		ip -n "$3" link set lo up
+		INCUS_DIR="$1" setsid nsenter "--net=/run/netns/$3" unshare --mount --propagation slave sh -c "
+			set -e
+			if mountpoint -q /sys/fs/cgroup; then
+				cg=\$(mktemp -d)
+				mount --rbind /sys/fs/cgroup \$cg
+			fi
+			mount -t sysfs sysfs /sys
+			if [ -n \"\${cg:-}\" ]; then
+				mount --move \$cg /sys/fs/cgroup
+				rmdir \$cg
+			fi
+			exec /usr/libexec/incus/incusd --group root --logfile /var/log/incus/incusd-$2.log
+		" </dev/null >"/var/log/incus/incusd-$2.out" 2>&1 &
 		echo $! >"/run/lab-incusd-$2.pid"
-	' sh "$dir" "$SERVER_NAME"
+	' sh "$dir" "$SERVER_NAME" "$(server_netns)"
 	outer config device add "$name" "srv-$SERVER_NAME" proxy "listen=unix:$sock" "connect=unix:$dir/unix.socket" \
 		bind=host "uid=$(id -u)" "gid=$(id -g)" mode=0660 >/dev/null
-	INCUS_TIMEOUT=70 incus_at "$sock" admin waitready --timeout 60
+	if ! INCUS_TIMEOUT=70 incus_at "$sock" admin waitready --timeout 60; then
+		outer exec "$name" -- sh -c 'tail -n 20 "/var/log/incus/incusd-$1.out" "/var/log/incus/incusd-$1.log"' sh "$SERVER_NAME" >&2 || :
+		die "the extra incusd '$SERVER_NAME' in the $TARGET_VERSION lab did not come up"
+	fi
 	if [ "$BARE" = 0 ]; then
 		incus_at "$sock" storage create default dir >/dev/null
 		incus_at "$sock" profile device add default root disk pool=default path=/ >/dev/null
+	fi
+	if [ "$REAL" = 1 ]; then
+		# Set up like the lab's main daemon: the same bridge (its own network namespace allows
+		# the same name and subnet) on eth0 of the default profile, and a btrfs pool in a
+		# subvolume of the lab's btrfs filesystem (Incus makes it; server-remove deletes it).
+		quiet incus_at "$sock" storage create "$LAB_BTRFS_POOL" btrfs "source=$LAB_BTRFS_PATH/srv-$SERVER_NAME" ||
+			die "cannot create the btrfs pool of the extra incusd '$SERVER_NAME'"
+		quiet incus_at "$sock" network create "$LAB_BRIDGE" "${LAB_BRIDGE_CONFIG[@]}" ||
+			die "cannot create the $LAB_BRIDGE network of the extra incusd '$SERVER_NAME'"
+		incus_at "$sock" profile device add default eth0 nic "network=$LAB_BRIDGE" name=eth0 >/dev/null
 	fi
 	log "lab $TARGET_VERSION: extra incusd '$SERVER_NAME' up in $(since "$t0")"
 	printf '%s\n' "$sock"
@@ -1107,8 +1235,11 @@ cmd_server_remove() {
 		awk -v p="$1/" "index(\$5, p) == 1 { print \$5 }" /proc/self/mountinfo | sort -r | while read -r m; do
 			umount "$m" 2>/dev/null || umount -l "$m"
 		done
-		rm -rf "$1" "/run/lab-incusd-$2.pid" "/run/lxc/lock$1"
-	' sh "$dir" "$SERVER_NAME"
+		ip netns delete "$3" 2>/dev/null || :
+		# The subvolume of a --real server'"'"'s btrfs pool, with whatever the daemon left in it.
+		if [ -d "$4" ]; then btrfs subvolume delete -R "$4" >/dev/null 2>&1 || rm -rf "$4"; fi
+		rm -rf "$1" "/run/lab-incusd-$2.pid" "/run/lxc/lock$1" "/var/log/incus/incusd-$2.out"
+	' sh "$dir" "$SERVER_NAME" "$(server_netns)" "$LAB_BTRFS_PATH/srv-$SERVER_NAME"
 	outer config device remove "$name" "srv-$SERVER_NAME" >/dev/null 2>&1 || :
 	[ -z "$sock" ] || rm -f "$sock"
 	state_del "$SERVER_VAR"

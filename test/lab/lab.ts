@@ -46,6 +46,27 @@ export function labVersions(): string[] {
 }
 
 /**
+ * What every lab's main daemon has beside the `default` dir pool, as a host after
+ * `incus admin init --auto` has it (test/lab/lab.sh creates them): a second storage pool of the
+ * btrfs driver, and a managed bridge (10.77.0.1/24, fd42:77::1/64, DHCP by dnsmasq) that the
+ * default profile puts on every instance as `eth0`, so each instance has a
+ * `volatile.eth0.hwaddr`. Extra servers (`startExtraServer`) have them only when asked (`real`).
+ */
+export const LAB_BTRFS_POOL = "btrfs";
+export const LAB_BRIDGE = "incusbr0";
+
+/** Every `volatile.*.hwaddr` value (NIC MAC address) of every instance in every project of a daemon. */
+export async function instanceMacs(socket?: string): Promise<string[]> {
+  const out = await incusOk(["query", "/1.0/instances?recursion=1&all-projects=true"], { socket });
+  const instances = JSON.parse(out) as { config?: Record<string, string> }[];
+  return instances.flatMap((i) =>
+    Object.entries(i.config ?? {})
+      .filter(([k]) => /^volatile\..+\.hwaddr$/.test(k))
+      .map(([, v]) => v),
+  );
+}
+
+/**
  * Environment for a child process (the incus CLI, or the built incus-backup) that must reach
  * exactly the lab's daemon: the caller's INCUS_DIR / remote / project must not redirect it.
  */
@@ -118,13 +139,16 @@ function labScript(args: string[], opts: RunOptions = {}): Promise<RunResult> {
 }
 
 /**
- * Starts an additional, empty incusd inside a lab (own INCUS_DIR, `default` dir pool, root disk
- * in the default profile; `bare`: not even those) and returns its socket. `name`: up to 16
+ * Starts an additional, empty incusd inside a lab (own INCUS_DIR, own network namespace, so it can
+ * create networks of the same names and subnets as the lab's main daemon, as a second machine
+ * could; `default` dir pool, root disk in the default profile, no network, no btrfs pool; `bare`:
+ * not even the pool and disk; `real`: set up like the main daemon, with the bridge on eth0 of the
+ * default profile and a btrfs pool) and returns its socket. `name`: up to 16
  * lowercase letters, digits and hyphens, starting with a letter; unique among the extra servers
  * of that lab. Default lab: the primary one.
  */
-export async function startExtraServer(name: string, opts: { version?: string; bare?: boolean } = {}): Promise<string> {
-  const r = await labScript(["server-add", opts.version ?? labVersion(), ...(opts.bare ? ["--bare"] : []), name]);
+export async function startExtraServer(name: string, opts: { version?: string; bare?: boolean; real?: boolean } = {}): Promise<string> {
+  const r = await labScript(["server-add", opts.version ?? labVersion(), ...(opts.bare ? ["--bare"] : []), ...(opts.real ? ["--real"] : []), name]);
   return r.stdout.trim();
 }
 
@@ -162,6 +186,8 @@ export interface LaunchOptions {
   /** Default "busybox", the lab's ~1 MB test image. */
   image?: string;
   config?: Record<string, string>;
+  /** Storage pool of the root disk (`incus init --storage`); default: the default profile's. */
+  pool?: string;
   socket?: string;
   /** Registers the instance for removal. */
   track?: Tracker;
@@ -181,7 +207,7 @@ export async function launchInstance(name: string, opts: LaunchOptions = {}): Pr
   }
   const config = Object.entries(opts.config ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]);
   opts.track?.instance(name, o);
-  await incusOk(["init", image, name, ...config], o);
+  await incusOk(["init", image, name, ...(opts.pool ? ["--storage", opts.pool] : []), ...config], o);
   if (opts.start ?? true) await incusOk(["start", name], o);
   return name;
 }
