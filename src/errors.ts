@@ -98,3 +98,31 @@ export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** Errors of the repository's disk rather than of the item: a full or read-only disk, a quota. */
+const DISK_ERRORS = new Set(["ENOSPC", "EDQUOT", "EROFS", "EIO"]);
+
+/**
+ * The exit code an error deserves on its own: the tool's errors carry theirs; a disk error that
+ * reached here unwrapped (a write to a backup file) is a repository problem; anything else fails.
+ */
+export function exitCodeOf(err: unknown): ExitCodeValue {
+  if (err instanceof AppError) return err.exitCode;
+  for (let e: unknown = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && DISK_ERRORS.has(code)) return ExitCode.Repository;
+  }
+  return ExitCode.Failure;
+}
+
+/**
+ * The exit code of a run of several items: 0 if none failed, 3 if some did, and if all failed,
+ * the code they share (a full disk: 8, corrupt backups: 9), or 1.
+ */
+export function runExitCode(results: ReadonlyArray<{ ok: boolean; exitCode?: ExitCodeValue }>, extraFailures = 0, extraOk = 0): ExitCodeValue {
+  const failed = results.filter((r) => !r.ok);
+  if (failed.length + extraFailures === 0) return ExitCode.OK;
+  if (results.length - failed.length + extraOk > 0) return ExitCode.Partial;
+  const codes = new Set(failed.map((f) => f.exitCode ?? ExitCode.Failure));
+  return codes.size === 1 && extraFailures === 0 ? [...codes][0]! : ExitCode.Failure;
+}

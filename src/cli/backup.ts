@@ -1,7 +1,7 @@
 // `incus-backup backup`: back up instances and custom volumes into the repository.
 
 import { command, flag, number, oneOf, option, optional } from "cmd-ts";
-import { ExitCode, UsageError } from "../errors";
+import { ExitCode, UsageError, runExitCode } from "../errors";
 import { COMPRESSIONS, discoverForBackup, runBackup, type BackupResult } from "../engine/backup";
 import { tidyRepository } from "../engine/housekeeping";
 import { RepositoryLock } from "../repository/lock";
@@ -116,8 +116,7 @@ function summarize(ctx: CliContext, r: BackupResult): number {
   out(ctx, `backup ${r.version}: ${ok.length} of ${r.items.length} item(s) backed up, ${formatBytes(bytes)}${seconds ? ` (longest item ${formatDuration(seconds)})` : ""}`);
   for (const f of failed) out(ctx, `  failed: ${itemLabel(f.item)}: ${f.error}`);
   if (r.interrupted) return ExitCode.Interrupted;
-  if (failed.length === 0) return ExitCode.OK;
-  return ok.length > 0 ? ExitCode.Partial : ExitCode.Failure;
+  return runExitCode(r.items);
 }
 
 export function commandLine(ctx: CliContext): string {

@@ -1,13 +1,13 @@
 // `incus-backup restore`: plan, confirm if anything would be replaced, then restore.
 
 import { command, flag, number, option, optional, string } from "cmd-ts";
-import { ExitCode, IntegrityError, NotFoundError, UsageError } from "../errors";
+import { ExitCode, IntegrityError, NotFoundError, UsageError, runExitCode } from "../errors";
 import { isDestructive, planRestore, type Plan, type Step } from "../core/plan";
 import { configIsDestructive, planConfig, type ConfigPlan, type FieldChange } from "../core/config_plan";
 import { checkInstanceName, checkComponent } from "../core/names";
 import { KINDS, itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
-import { executePlan, liveState, pendingRecoveries, recoverBeforePlanning, recoverJournals, sizeOf, type RestoreResult } from "../engine/restore";
+import { describeReplacements, executePlan, liveState, pendingRecoveries, recoverBeforePlanning, recoverJournals, sizeOf, type RestoreResult } from "../engine/restore";
 import { applyConfigPlan, entityLabel, loadSnapshot, type ConfigResult } from "../engine/config_restore";
 import { exportDatabase } from "../engine/database";
 import type { IncusClient } from "../incus/client";
@@ -109,6 +109,7 @@ export function restoreCommand(ctx: CliContext) {
           throw new NotFoundError(`nothing to restore for ${describeSelection(selection)}${version ? ` at version ${version}` : ""} (see \`incus-backup list\`)`);
         }
         await checkTargetProjects(client, plan, config?.plan, ctx.signal);
+        await describeReplacements(client, plan, ctx.signal);
         if (config) printConfigPlan(ctx, config);
         printPlan(ctx, plan);
         if (a.dryRun) return ExitCode.OK;
@@ -242,7 +243,10 @@ export function printPlan(ctx: CliContext, plan: Plan): void {
   for (const n of plan.notes) out(ctx, n);
   if (plan.steps.length === 0 && plan.skipped.length === 0) return;
   out(ctx, "Restore plan:");
-  for (const s of plan.steps) out(ctx, `  ${stepLine(s)}`);
+  for (const s of plan.steps) {
+    out(ctx, `  ${stepLine(s)}`);
+    for (const n of "notes" in s ? (s.notes ?? []) : []) out(ctx, `           ${n}`);
+  }
   for (const s of plan.skipped) out(ctx, `  skip     ${itemLabel(s.item)}: ${s.reason}`);
 }
 
@@ -257,7 +261,7 @@ function stepLine(s: Step): string {
     case "create":
       return `create   ${label}${renamed} ${from}${s.start ? ", then start it (it was running)" : ""}`;
     case "replace":
-      return `REPLACE  ${label}${renamed} ${from}: the existing instance and its snapshots are deleted${
+      return `REPLACE  ${label}${renamed} ${from}: the existing instance is deleted${snapshotsLost(s.snapshots)}${
         s.wasRunning ? `; it is running: stopped${s.start ? ", then the restored one is started" : ""}` : ""
       }`;
     case "replace-contents": {
@@ -278,6 +282,14 @@ function stepLine(s: Step): string {
   }
 }
 
+/** What a replaced instance's snapshots come to: every one is deleted with it. */
+function snapshotsLost(snapshots: string[] | undefined): string {
+  if (snapshots === undefined) return " with its snapshots";
+  if (snapshots.length === 0) return " (it has no snapshots)";
+  const shown = snapshots.slice(0, 10).join(", ");
+  return ` with its ${snapshots.length} snapshot(s): ${shown}${snapshots.length > 10 ? ", ..." : ""}`;
+}
+
 function describeSelection(sel: Selection): string {
   const names = sel.names.length ? ` named ${sel.names.map((n) => JSON.stringify(n)).join(", ")}` : "";
   return `${sel.kinds.join(", ")}${names}${sel.project ? ` in project ${sel.project}` : ""}`;
@@ -293,10 +305,6 @@ function summarize(ctx: CliContext, r: RestoreResult, config: ConfigResult | und
   if (r.steps.length > 0) out(ctx, `restore: ${ok.length} of ${r.steps.length} item(s) restored`);
   for (const f of failed) out(ctx, `  failed: ${itemLabel(f.item)}: ${f.error}`);
   if (r.interrupted) return ExitCode.Interrupted;
-  const failures = failed.length + (config?.failed.length ?? 0);
-  if (failures === 0) return ExitCode.OK;
-  if (ok.length + (config?.applied ?? 0) > 0) return ExitCode.Partial;
   // Nothing went through: failures of one kind keep their own code (a corrupt backup is 9).
-  const codes = new Set(failed.map((f) => f.exitCode ?? ExitCode.Failure));
-  return codes.size === 1 && !config?.failed.length ? [...codes][0]! : ExitCode.Failure;
+  return runExitCode(r.steps, config?.failed.length ?? 0, config?.applied ?? 0);
 }

@@ -42,7 +42,9 @@ export function verifyCommand(ctx: CliContext) {
         out(ctx, `verify: ${results.length - failed.length} of ${results.length} version(s) ok${a.deep ? " (deep)" : ""}, ${formatBytes(bytes)} checked${failed.length ? `, ${failed.length} FAILED` : ""}`);
       }
       if (ctx.signal.aborted) return ExitCode.Interrupted;
-      return failed.length > 0 ? ExitCode.Integrity : ExitCode.OK;
+      if (failed.length === 0) return ExitCode.OK;
+      // Damage found anywhere wins; backups that only could not be read here are this machine's problem.
+      return failed.every((f) => f.uncheckable) ? ExitCode.Repository : ExitCode.Integrity;
     },
   });
 }

@@ -44,8 +44,14 @@ const isVolatile = (key: string) => key.startsWith("volatile.");
 /** Pool keys fixed at creation: an existing pool keeps its own. */
 const POOL_IMMUTABLE = new Set(["source", "source.wipe", "zfs.pool_name", "lvm.vg_name", "lvm.thinpool_name", "lvm.use_thinpool", "lvm.vg.force_reuse", "ceph.osd.pool_name", "ceph.cluster_name", "cephfs.path"]);
 
-/** Config keys whose values are secrets (trust passwords, S3 and OIDC credentials, tokens). */
+/**
+ * Config keys whose values are secrets: trust passwords, S3 and OIDC credentials, tokens; all of
+ * cloud-init's data (user-data often carries passwords and keys); and environment variables and
+ * user keys named like a password, secret, token or key.
+ */
 export function isSecretKey(key: string): boolean {
+  if (/^cloud-init\./.test(key) || /^user\.(user-data|vendor-data|network-config|meta-data)$/.test(key)) return true;
+  if (/^(environment|user)\./.test(key) && /(password|passwd|secret|token|key)/i.test(key)) return true;
   return /(password|passwd|secret|token|credential|private|api[._-]?key|access[._-]?key|secret[._-]?key)/i.test(key);
 }
 

@@ -5,6 +5,7 @@ import type { Manifest } from "../repository/manifest";
 import { KINDS, itemId, itemLabel, matches, nameMatches, unmatchedNames, type ItemKey, type Selection } from "./selection";
 import { pickVersion } from "./version";
 import { checkInstanceName } from "./names";
+import { describeClash, identityClashes, nicIdentities, type InstanceConfig, type NicIdentity } from "./nics";
 
 /** One backed-up version available for restore (the repository's VersionEntry, reduced). */
 export interface Candidate {
@@ -19,8 +20,8 @@ export interface InstanceRef {
 
 /** What the target server has now, as far as the plan needs it. */
 export interface LiveState {
-  /** Existing instances, by `project/name`, with their status. */
-  instances: Map<string, { status: string }>;
+  /** Existing instances, by `project/name`, with their status and their NICs' identities. */
+  instances: Map<string, { status: string; nics?: NicIdentity[] }>;
   /** Existing custom volumes, by `project/pool/name`, with the instances that use them. */
   volumes: Map<string, { users: Array<InstanceRef & { running: boolean }> }>;
   /** Existing images, by `project/fingerprint`. */
@@ -30,8 +31,27 @@ export interface LiveState {
 }
 
 export type Step =
-  | { op: "create"; source: Candidate; target: ItemKey; start: boolean }
-  | { op: "replace"; source: Candidate; target: ItemKey; wasRunning: boolean; start: boolean }
+  | {
+      op: "create";
+      source: Candidate;
+      target: ItemKey;
+      start: boolean;
+      /** An instance gets new MACs: it is a copy beside its original, or its MAC is in use. */
+      freshMacs?: boolean;
+      /** What the plan should say about it (address clashes, new MACs). */
+      notes?: string[];
+    }
+  | {
+      op: "replace";
+      source: Candidate;
+      target: ItemKey;
+      wasRunning: boolean;
+      start: boolean;
+      freshMacs?: boolean;
+      notes?: string[];
+      /** Snapshots of the existing instance, deleted with it (filled in from the server before printing). */
+      snapshots?: string[];
+    }
   | { op: "replace-contents"; source: Candidate; target: ItemKey; restart: InstanceRef[]; stopOnly: InstanceRef[] }
   | {
       op: "image";
@@ -155,10 +175,16 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
 
 function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstances: Set<string>, noStart: boolean): Step {
   if (target.kind === "instance") {
-    const existing = live.instances.get(instanceKey(target.project, target.name));
-    if (!existing) return { op: "create", source: c, target, start: !noStart && c.manifest.status === "Running" };
+    const key = instanceKey(target.project, target.name);
+    const existing = live.instances.get(key);
+    const identity = instanceIdentity(c, target, live, key);
+    if (!existing) {
+      // Incus refuses to start an instance whose static address another one holds: create it stopped.
+      const start = !noStart && c.manifest.status === "Running" && !identity.addressClash;
+      return { op: "create", source: c, target, start, freshMacs: identity.freshMacs, notes: identity.notes };
+    }
     const wasRunning = existing.status === "Running";
-    return { op: "replace", source: c, target, wasRunning, start: !noStart && wasRunning };
+    return { op: "replace", source: c, target, wasRunning, start: !noStart && wasRunning, freshMacs: identity.freshMacs, notes: identity.notes };
   }
   if (target.kind === "volume") {
     const existing = live.volumes.get(volumeKey(target.project, target.pool ?? "", target.name));
@@ -181,6 +207,33 @@ function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstanc
     return { op: "image", source: c, target, exists: live.images.has(imageKey(target.project, target.name)), createAliases, moveAliases };
   }
   throw new UsageError(`restoring ${target.kind} items is done by the database restore`);
+}
+
+/**
+ * How a restored instance's NICs meet the server's other instances. A copy (another name or
+ * project than the backup's) gets new MACs, as `incus copy` gives them; so does an instance whose
+ * MAC another one uses now. A static address that another instance holds stops it from starting.
+ * The instance it replaces does not count: it is stopped and set aside first.
+ */
+function instanceIdentity(c: Candidate, target: ItemKey, live: LiveState, key: string): { freshMacs: boolean; addressClash: boolean; notes: string[] } {
+  const mine = nicIdentities((c.manifest.object ?? {}) as InstanceConfig);
+  const others = [...live.instances].filter(([k]) => k !== key).map(([k, v]) => ({ key: k, nics: v.nics ?? [] }));
+  const clashes = identityClashes(mine, others);
+  const copy = target.name !== c.manifest.name || target.project !== c.manifest.project;
+  const macClashes = clashes.filter((x) => x.what === "hwaddr");
+  const addressClashes = clashes.filter((x) => x.what !== "hwaddr");
+  const notes: string[] = [];
+  const withMacs = mine.filter((n) => n.hwaddr !== undefined).length > 0;
+  if (copy && withMacs) notes.push("it gets new MACs, as a copy made by `incus copy` would");
+  else if (macClashes.length > 0) notes.push(`it gets new MACs: ${macClashes.map(describeClash).join("; ")}`);
+  for (const x of addressClashes) {
+    notes.push(
+      live.instances.has(key)
+        ? `${describeClash(x)}: the restored instance will fail to start, and the original is then put back`
+        : `${describeClash(x)}: it is left stopped (Incus would refuse to start it; change the address first)`,
+    );
+  }
+  return { freshMacs: withMacs && (copy || macClashes.length > 0), addressClash: addressClashes.length > 0, notes };
 }
 
 /**

@@ -7,7 +7,7 @@ import { PassThrough, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
-import { IntegrityError, InterruptedError } from "../errors";
+import { IntegrityError, InterruptedError, RepositoryError } from "../errors";
 import { TarWalker, indexName } from "./tarwalk";
 
 /**
@@ -101,7 +101,14 @@ function decompressor(name: string): Decompressor | undefined {
   proc.stdin.on("error", () => undefined);
   input.pipe(proc.stdin);
   const failure = new Promise<Error | undefined>((resolve) => {
-    proc.on("error", (e) => resolve(new IntegrityError(`${name}: cannot run ${cmd} to decompress it: ${e.message}`)));
+    // A missing program says nothing about the archive: it is this machine's problem.
+    proc.on("error", (e) =>
+      resolve(
+        (e as { code?: string }).code === "ENOENT"
+          ? new RepositoryError(`cannot decompress ${name}: the ${cmd} program is not installed`, { hint: `install ${cmd} (the incus-backup image has it)` })
+          : new RepositoryError(`cannot run ${cmd} to decompress ${name}: ${e.message}`),
+      ),
+    );
     proc.on("close", (code) =>
       resolve(code === 0 || killed ? undefined : new IntegrityError(`${name}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
     );

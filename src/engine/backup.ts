@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { Writable } from "node:stream";
-import { IntegrityError, InterruptedError, NotFoundError, errorMessage } from "../errors";
+import { IntegrityError, InterruptedError, NotFoundError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
 import { Transform } from "node:stream";
 import type { FileEntry } from "../repository/manifest";
 import { archiveChecker } from "./archive";
@@ -30,7 +30,7 @@ import type { Repository, VersionWriter } from "../repository/repository";
 import type { Manifest } from "../repository/manifest";
 import { Journal, type JournalEntry } from "../repository/journal";
 import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolume } from "./discover";
-import { startInstance, stopInstance } from "./power";
+import { startInstance, stopInstance, waitForServerTasks } from "./power";
 import type { Reporter } from "./reporter";
 import { runPool, Semaphore } from "./pool";
 import { PzstdHeaderWriter } from "./zstd_frames";
@@ -80,6 +80,8 @@ export interface ItemResult {
   item: ItemKey;
   ok: boolean;
   error?: string;
+  /** The exit code the failure deserves on its own (a full disk: 8). */
+  exitCode?: ExitCodeValue;
   bytes?: number;
   seconds: number;
 }
@@ -139,7 +141,13 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
       deps.reporter.itemDone(item, { ok: true, bytes, seconds: r.seconds });
     } catch (err) {
       const interrupted = err instanceof InterruptedError || signal.aborted;
-      const r: ItemResult = { item, ok: false, error: interrupted ? "interrupted" : errorMessage(err), seconds: (Date.now() - t0) / 1000 };
+      const r: ItemResult = {
+        item,
+        ok: false,
+        error: interrupted ? "interrupted" : errorMessage(err),
+        ...(interrupted ? {} : { exitCode: exitCodeOf(err) }),
+        seconds: (Date.now() - t0) / 1000,
+      };
       results.push(r);
       deps.reporter.itemDone(item, { ok: false, error: r.error!, seconds: r.seconds });
     }
@@ -287,12 +295,22 @@ function stopMode(ctx: ItemContext, item: LiveInstance): AroundMake {
     },
     after: async () => {
       reporter.itemStep(item, "starting again");
-      // Start again even when interrupted: leaving a service down is worse than a late exit.
-      try {
-        await startInstance(client, project, name);
-        await journal.remove(entry.id);
-      } catch (err) {
-        reporter.warn(`could not start ${itemLabel(item)} again (the next run will try): ${errorMessage(err)}`);
+      // Start again even when the backup failed or was interrupted: leaving a service down is
+      // worse than a late exit. A backup cut off on our side may still run on the server and
+      // keep the instance busy: wait for it, and try once more before leaving it to the journal
+      // (the next run, or the service when it starts).
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await startInstance(client, project, name);
+          await journal.remove(entry.id);
+          return;
+        } catch (err) {
+          if (attempt >= 2) {
+            reporter.warn(`could not start ${itemLabel(item)} again (the next run will try): ${errorMessage(err)}`);
+            return;
+          }
+          await waitForServerTasks(client, [name]).catch(() => undefined);
+        }
       }
     },
   };

@@ -11,6 +11,7 @@ import { RepositoryLock } from "../repository/lock";
 import { Repository } from "../repository/repository";
 import { discoverForBackup, runBackup, runStatus, type LiveItem } from "./backup";
 import { tidyRepository } from "./housekeeping";
+import { pendingRecoveries, recoverJournals } from "./restore";
 import { postJson } from "./notify";
 import { defaultParallel } from "./pool";
 import { prune } from "./prune";
@@ -84,6 +85,11 @@ export interface DaemonDeps {
   backup(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
   verify(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
   notify(summary: RunSummary, signal: AbortSignal): Promise<void>;
+  /**
+   * Finishes or undoes what runs that died left half-done (restores, `backup --stop`), at start:
+   * an instance a killed restore left stopped must not wait for the next scheduled backup.
+   */
+  recover?(signal: AbortSignal): Promise<void>;
   loadState(): Promise<DaemonState | undefined>;
   saveState(state: DaemonState): Promise<void>;
   host: string;
@@ -153,6 +159,9 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
     }
   };
 
+  if (deps.recover && !signal.aborted) {
+    await deps.recover(signal).catch((err: unknown) => deps.log(`warning: recovering interrupted runs failed (the next run tries again): ${errorMessage(err)}`));
+  }
   const missed = settings.catchUp ? missedRun(schedule, parseDate(state.coveredUntil), startedAt) : undefined;
   if (state.coveredUntil === undefined) {
     // First start on this repository: nothing can have been missed before it.
@@ -413,6 +422,20 @@ export function notificationPayload(summary: RunSummary, info: { host: string; t
   };
 }
 
+/** The service's start-up recovery: only when journals wait, under the lock (waiting for it). */
+async function recoverAtStart(ctx: ServiceContext, signal: AbortSignal): Promise<void> {
+  const { repo } = await Repository.open(ctx.dir, { create: false });
+  if ((await pendingRecoveries(repo.root)) === 0) return;
+  const lock = await acquireLockWaiting(ctx, repo.root, SERVICE_COMMAND, signal);
+  const client = ctx.connect();
+  try {
+    for (const line of await recoverJournals({ client, repo, reporter: ctx.reporter, now: ctx.now })) ctx.log(line);
+  } finally {
+    await lock.release();
+    await client.close();
+  }
+}
+
 /** Wires the loop to the real jobs. */
 export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: number }): DaemonDeps {
   let repo: Repository | undefined;
@@ -425,6 +448,7 @@ export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: numb
     pid: info.pid,
     backup: (trigger, slot, signal) => scheduledBackup(ctx, trigger, slot, signal),
     verify: (trigger, slot, signal) => scheduledVerify(ctx, trigger, slot, signal),
+    recover: (signal) => recoverAtStart(ctx, signal),
     notify: async (summary, signal) => {
       const n = ctx.settings.notify;
       if (!n) return;

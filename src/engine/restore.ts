@@ -2,21 +2,28 @@
 
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import { AppError, IntegrityError, errorMessage, throwIfAborted, type ExitCodeValue } from "../errors";
+import { IntegrityError, errorMessage, exitCodeOf, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { IncusNotFoundError } from "../incus/errors";
 import {
   createInstanceFromBackup,
   deleteInstance,
   getInstance,
+  getInstanceSnapshotNames,
   getInstances,
+  instancePut,
+  patchInstanceConfig,
   renameInstance,
+  updateInstance,
+  updateInstanceState,
 } from "../incus/instances";
-import { Operation, getRunningTasks, progressText } from "../incus/operations";
+import { hasIdentity, inertConfig, macKeys, nicIdentities, restoredConfig, savedIdentity } from "../core/nics";
+import { Operation, progressText } from "../incus/operations";
 import {
   copyStoragePoolVolume,
   createStoragePoolVolumeFromBackup,
   deleteStoragePoolVolume,
+  getStoragePoolVolume,
 } from "../incus/storage_volumes";
 import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
 import { getImages } from "../incus/images";
@@ -30,7 +37,7 @@ import type { Repository, VersionEntry } from "../repository/repository";
 import { Journal, type JournalEntry, type JournalInstanceRef } from "../repository/journal";
 import { RepositoryLock } from "../repository/lock";
 import { instancesUsingVolume, liveVolumes } from "./discover";
-import { startInstance, stopInstance } from "./power";
+import { startInstance, stopInstance, waitForServerTasks } from "./power";
 import type { Reporter } from "./reporter";
 
 export interface RestoreDeps {
@@ -72,7 +79,7 @@ export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<L
     state.images.add(imageKey(img.project, img.fingerprint));
     for (const a of img.aliases ?? []) state.aliases.set(`${img.project}/${a.name}`, img.fingerprint);
   }
-  for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status });
+  for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status, nics: nicIdentities(i) });
   for (const v of volumes) {
     const users = instancesUsingVolume(instances, v.volume, v.pool).map((i) => ({
       project: i.project,
@@ -82,6 +89,19 @@ export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<L
     state.volumes.set(volumeKey(v.project, v.pool, v.name), { users });
   }
   return state;
+}
+
+/**
+ * Fills in what the plan's replacements take away that the plan itself cannot know: the snapshots
+ * deleted with each replaced instance.
+ */
+export async function describeReplacements(c: IncusClient, plan: Plan, signal?: AbortSignal): Promise<void> {
+  const opts = signal === undefined ? {} : { signal };
+  await Promise.all(
+    plan.steps.map(async (s) => {
+      if (s.op === "replace") s.snapshots = await getInstanceSnapshotNames(c, s.target.project, s.target.name, opts);
+    }),
+  );
 }
 
 /** Total bytes of a version's files. */
@@ -119,7 +139,7 @@ export async function executePlan(base: RestoreDeps, plan: Plan, signal: AbortSi
     } catch (err) {
       const seconds = (Date.now() - t0) / 1000;
       const error = signal.aborted ? "interrupted" : errorMessage(err);
-      const exitCode = !signal.aborted && err instanceof AppError ? err.exitCode : undefined;
+      const exitCode = signal.aborted ? undefined : exitCodeOf(err);
       results.push({ item: step.target, ok: false, error, ...(exitCode === undefined ? {} : { exitCode }), seconds });
       deps.reporter.itemDone(step.target, { ok: false, error, seconds });
     }
@@ -139,6 +159,7 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
   if (step.op === "create") {
     if (step.target.kind === "instance") {
       await importInstance(deps, step.target, archive, step.target.name, signal);
+      if (step.freshMacs) await clearMacs(deps, step.target.project, step.target.name);
       if (step.start) {
         deps.reporter.itemStep(step.target, "starting");
         await startInstance(deps.client, step.target.project, step.target.name, signal);
@@ -250,10 +271,19 @@ async function waitUnpacked(deps: RestoreDeps, op: Operation, target: ItemKey, s
   });
 }
 
+/** Drops an instance's MACs, so Incus gives it new ones when it starts (as `incus copy` does). */
+async function clearMacs(deps: RestoreDeps, project: string, name: string): Promise<void> {
+  const keys = macKeys(await getInstance(deps.client, project, name));
+  if (keys.length > 0) await patchInstanceConfig(deps.client, project, name, Object.fromEntries(keys.map((k) => [k, ""])));
+}
+
 /**
  * Replaces an instance: import the backup under a temporary name; only once that worked, stop the
- * original, rename it aside, give the new one the name, start it, and delete the original. The
- * journal records each phase so that a run that dies is completed or undone by the next one.
+ * original, rename it aside and make it inert (no NICs, no autostart: the restored one keeps the
+ * backup's MACs and addresses, which Incus allows only once on a network, stopped or not), give the
+ * restored one the name, start it, and delete the original. If anything after the import fails,
+ * the original is put back, with its name, devices, MACs and running state, in the same run. The
+ * journal records each phase, so that a run that dies is completed or undone by the next one.
  */
 async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extract<Step, { op: "replace" }>, archive: CheckedArchive, signal: AbortSignal) {
   const { client } = deps;
@@ -273,6 +303,7 @@ async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extrac
   await journal.write(entry);
   try {
     await importInstance(deps, step.target, archive, entry.temp, signal);
+    if (step.freshMacs) await clearMacs(deps, project, entry.temp);
   } catch (err) {
     await deleteInstance(client, project, entry.temp).catch(() => undefined);
     await journal.remove(entry.id);
@@ -283,32 +314,115 @@ async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extrac
   throwIfAborted(signal);
 
   // From here on, finish even if interrupted: a half-done swap is worse than a late exit.
-  entry.phase = "swap";
-  await journal.write(entry);
   const current = await getInstance(client, project, name);
-  if (current.status !== "Stopped") {
-    deps.reporter.itemStep(step.target, "stopping the existing instance");
-    await stopInstance(client, project, name);
+  entry.phase = "swap";
+  entry.original = savedIdentity(current);
+  await journal.write(entry);
+  try {
+    if (current.status !== "Stopped") {
+      deps.reporter.itemStep(step.target, "stopping the existing instance");
+      await stopInstance(client, project, name);
+    }
+    deps.reporter.itemStep(step.target, "swapping in the restored instance");
+    await renameInstance(client, project, name, entry.aside!);
+    await makeInert(client, project, entry.aside!);
+    await renameInstance(client, project, entry.temp, name);
+  } catch (err) {
+    throw await undone(deps, journal, entry, step.target, `the swap failed: ${errorMessage(err)}`);
   }
-  deps.reporter.itemStep(step.target, "swapping in the restored instance");
-  await renameInstance(client, project, name, entry.aside!);
-  await renameInstance(client, project, entry.temp, name);
   entry.phase = "finish";
   await journal.write(entry);
-  await finishInstance(deps, entry, step.target);
+  await finishInstance(deps, journal, entry, step.target);
+}
+
+/** Sets the stopped original aside as inert: see inertConfig. */
+async function makeInert(c: IncusClient, project: string, name: string): Promise<void> {
+  const inst = await getInstance(c, project, name);
+  await updateInstance(c, project, name, { ...instancePut(inst), ...inertConfig(inst) });
+}
+
+/**
+ * Starts the restored instance if it is to run, then deletes the original. A restored instance
+ * that does not start is thrown away and the original put back (it is still there, aside), so a
+ * restore never leaves an instance down that was running; the backup stays in the repository.
+ */
+async function finishInstance(deps: RestoreDeps, journal: Journal, entry: JournalEntry, target: ItemKey): Promise<void> {
+  const { client } = deps;
+  const hasAside = await instanceExists(client, entry.project, entry.aside!);
+  for (const r of entry.restart) {
+    deps.reporter.itemStep(target, "starting");
+    try {
+      await startIfStopped(client, r);
+    } catch (err) {
+      if (hasAside) throw await undone(deps, journal, entry, target, `the restored instance did not start: ${errorMessage(err)}`);
+      // The original is gone already (deleted after an earlier start): nothing to go back to,
+      // and trying again on every run would not help.
+      await journal.remove(entry.id);
+      throw err;
+    }
+  }
+  if (hasAside) {
+    deps.reporter.itemStep(target, "deleting the replaced instance");
+    await deleteInstance(client, entry.project, entry.aside!).catch((err: unknown) => {
+      if (!(err instanceof IncusNotFoundError)) throw err;
+    });
+  }
   await journal.remove(entry.id);
 }
 
-async function finishInstance(deps: RestoreDeps, entry: JournalEntry, target: ItemKey): Promise<void> {
-  const { client } = deps;
-  for (const r of entry.restart) {
-    deps.reporter.itemStep(target, "starting");
-    await startIfStopped(client, r);
+/** A replace that failed after the import, and was undone: the original is back. */
+class ReplaceUndoneError extends Error {}
+
+/**
+ * Puts the original back after a failed swap or start, and returns the error to report: a
+ * ReplaceUndoneError, or, if putting it back failed too, a plain error saying so (the journal then
+ * stays for the next run).
+ */
+async function undone(deps: RestoreDeps, journal: Journal, entry: JournalEntry, target: ItemKey, reason: string): Promise<Error> {
+  deps.reporter.itemStep(target, "putting the original back");
+  try {
+    await putOriginalBack(deps.client, entry);
+  } catch (err) {
+    return new Error(`${reason}; putting the original back failed too (the next run retries it): ${errorMessage(err)}`);
   }
-  deps.reporter.itemStep(target, "deleting the replaced instance");
-  await deleteInstance(client, entry.project, entry.aside!).catch((err: unknown) => {
-    if (!(err instanceof IncusNotFoundError)) throw err;
-  });
+  await journal.remove(entry.id);
+  return new ReplaceUndoneError(`${reason}; the original instance is back in place${entry.wasRunning ? " and running" : ""}`);
+}
+
+/**
+ * Undoes a replace from whatever point it reached: the restored instance (under the name or the
+ * temporary one) is deleted, the original gets its devices, MACs and autostart back and its name,
+ * and runs again if it ran. Safe to repeat.
+ */
+async function putOriginalBack(c: IncusClient, e: JournalEntry): Promise<void> {
+  const { project, name } = e;
+  const hasAside = e.aside !== undefined && (await instanceExists(c, project, e.aside));
+  if (!hasAside && !(await instanceExists(c, project, name))) throw new Error("neither the original nor the restored instance is there");
+  // The restored instance goes first, under either name: Incus refuses to give the original its
+  // static addresses back while another instance holds them. With the original aside, whatever
+  // has the name is the restored one.
+  if (await instanceExists(c, project, e.temp)) await deleteRestored(c, project, e.temp);
+  if (hasAside) {
+    if (await instanceExists(c, project, name)) await deleteRestored(c, project, name);
+    if (e.original) await giveIdentityBack(c, project, e.aside!, e.original);
+    await renameInstance(c, project, e.aside!, name);
+  }
+  if (e.wasRunning) await startIfStopped(c, { project, name });
+}
+
+/** Deletes a restored copy that is being thrown away: stopped by force, it holds nothing to save. */
+async function deleteRestored(c: IncusClient, project: string, name: string): Promise<void> {
+  const inst = await getInstance(c, project, name);
+  if (inst.status !== "Stopped") await updateInstanceState(c, project, name, { action: "stop", force: true });
+  await deleteInstance(c, project, name);
+}
+
+/** Gives an inert original its devices and autostart back, then its MACs (see restoredConfig). */
+async function giveIdentityBack(c: IncusClient, project: string, name: string, saved: NonNullable<JournalEntry["original"]>): Promise<void> {
+  const inst = await getInstance(c, project, name);
+  if (hasIdentity(inst, saved)) return;
+  await updateInstance(c, project, name, { ...instancePut(inst), ...restoredConfig(inst, saved) });
+  if (Object.keys(saved.hwaddr).length > 0) await patchInstanceConfig(c, project, name, saved.hwaddr);
 }
 
 /**
@@ -351,34 +465,78 @@ async function replaceVolumeContents(
 
   entry.phase = "stop";
   await journal.write(entry);
-  for (const u of entry.stop ?? []) {
-    deps.reporter.itemStep(step.target, `stopping ${u.project}/${u.name}`);
-    const now = await getInstance(client, u.project, u.name);
-    if (now.status !== "Stopped") await stopInstance(client, u.project, u.name);
+  try {
+    for (const u of entry.stop ?? []) {
+      deps.reporter.itemStep(step.target, `stopping ${u.project}/${u.name}`);
+      const now = await getInstance(client, u.project, u.name);
+      if (now.status !== "Stopped") await stopInstance(client, u.project, u.name);
+    }
+  } catch (err) {
+    // Nothing of the volume changed yet: undo the stops and throw the import away.
+    const restarted = await startAgain(deps, entry.stop ?? [], step.target);
+    await deleteStoragePoolVolume(client, project, pool, entry.temp).catch(() => undefined);
+    await journal.remove(entry.id);
+    throw new Error(`${errorMessage(err)} (the existing volume was not touched; ${restarted})`);
   }
   entry.phase = "refresh";
   await journal.write(entry);
   deps.reporter.itemStep(step.target, "replacing the volume's contents");
-  await copyStoragePoolVolume(client, project, pool, entry.temp, name, { refresh: true, volumeOnly: true });
+  try {
+    await copyStoragePoolVolume(client, project, pool, entry.temp, name, { refresh: true, volumeOnly: true });
+  } catch (err) {
+    // The contents may be partly replaced. The restored copy is complete and checked, so the
+    // journal stays and the next run finishes the replace from it; the instances run meanwhile.
+    const restarted = await startAgain(deps, entry.stop ?? [], step.target);
+    throw new Error(
+      `replacing the contents failed: ${errorMessage(err)}; they may be partly replaced: the next run finishes the restore from the restored copy ${entry.temp} (${restarted})`,
+    );
+  }
   entry.phase = "finish";
   await journal.write(entry);
-  await finishVolume(deps, entry, step.target);
-  await journal.remove(entry.id);
+  await finishVolume(deps, journal, entry, step.target);
 }
 
-async function finishVolume(deps: RestoreDeps, entry: JournalEntry, target: ItemKey): Promise<void> {
+/** Starts instances a failed step had stopped, as far as it can; says how that went. */
+async function startAgain(deps: RestoreDeps, refs: readonly JournalInstanceRef[], target: ItemKey): Promise<string> {
+  const failed: string[] = [];
+  for (const r of refs) {
+    deps.reporter.itemStep(target, `starting ${r.project}/${r.name} again`);
+    await startIfStopped(deps.client, r).catch((err: unknown) => failed.push(`${r.project}/${r.name}: ${errorMessage(err)}`));
+  }
+  if (refs.length === 0) return "no instance was stopped";
+  return failed.length === 0 ? "the instances stopped for it run again" : `could not start again ${failed.join("; ")}`;
+}
+
+/**
+ * Starts the volume's instances again and deletes the restored copy; every start is tried. An
+ * instance that does not start is reported, not retried by the next run: the volume is restored.
+ */
+async function finishVolume(deps: RestoreDeps, journal: Journal, entry: JournalEntry, target: ItemKey): Promise<void> {
+  const failed: string[] = [];
   for (const r of entry.restart) {
     deps.reporter.itemStep(target, `starting ${r.project}/${r.name}`);
-    await startIfStopped(deps.client, r);
+    await startIfStopped(deps.client, r).catch((err: unknown) => failed.push(`${r.project}/${r.name}: ${errorMessage(err)}`));
   }
   await deleteStoragePoolVolume(deps.client, entry.project, entry.pool ?? "", entry.temp).catch((err: unknown) => {
     if (!(err instanceof IncusNotFoundError)) throw err;
   });
+  await journal.remove(entry.id);
+  if (failed.length > 0) throw new Error(`the volume was restored, but an instance using it did not start again: ${failed.join("; ")}`);
 }
 
 async function startIfStopped(c: IncusClient, r: JournalInstanceRef): Promise<void> {
   const now = await getInstance(c, r.project, r.name);
   if (now.status === "Stopped") await startInstance(c, r.project, r.name);
+}
+
+async function volumeExists(c: IncusClient, project: string, pool: string, name: string): Promise<boolean> {
+  try {
+    await getStoragePoolVolume(c, project, pool, name);
+    return true;
+  } catch (err) {
+    if (err instanceof IncusNotFoundError) return false;
+    throw err;
+  }
 }
 
 async function instanceExists(c: IncusClient, project: string, name: string): Promise<boolean> {
@@ -435,28 +593,6 @@ export async function pendingRecoveries(root: string): Promise<number> {
   return (await new Journal(root).list()).entries.length;
 }
 
-/** How long recovery waits for what a dead run left the server doing. */
-const SETTLE_MS = 5 * 60_000;
-
-/**
- * Waits for the server's tasks on these instances or volumes to end. A run killed while it waited
- * for an import, a stop or a copy leaves the server doing it; deciding before it ends would, say,
- * start an instance that is still stopping, or miss an import that creates the temporary copy
- * a moment later.
- */
-async function settle(c: IncusClient, names: string[]): Promise<void> {
-  const touches = (op: { resources?: Record<string, string[]> | null }) =>
-    Object.values(op.resources ?? {})
-      .flat()
-      .some((url) => names.includes(decodeURIComponent(url.split("?")[0]!.split("/").pop() ?? "")));
-  const deadline = Date.now() + SETTLE_MS;
-  for (const data of (await getRunningTasks(c)).filter(touches)) {
-    const op = new Operation(c, data, `wait for the server: ${data.description}`);
-    // Its outcome does not matter here (an upload cut off fails): only that it is over.
-    await op.wait({ signal: AbortSignal.timeout(Math.max(1000, deadline - Date.now())) }).catch(() => undefined);
-  }
-}
-
 /** A `backup --stop` died while its instance was down: start it again. */
 async function recoverStopped(deps: RestoreDeps, e: JournalEntry): Promise<string> {
   for (const r of e.restart) {
@@ -475,40 +611,46 @@ async function recoverStopped(deps: RestoreDeps, e: JournalEntry): Promise<strin
 async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<string> {
   const c = deps.client;
   const target: ItemKey = { kind: "instance", project: e.project, name: e.name };
-  await settle(c, [e.name, e.temp, ...(e.aside === undefined ? [] : [e.aside])]);
+  await waitForServerTasks(c, [e.name, e.temp, ...(e.aside === undefined ? [] : [e.aside])]);
   const hasName = await instanceExists(c, e.project, e.name);
   const hasTemp = await instanceExists(c, e.project, e.temp);
   const hasAside = e.aside !== undefined && (await instanceExists(c, e.project, e.aside));
-  if (e.phase === "import" || (hasName && hasTemp)) {
-    // The swap never happened: the original is in place; throw the import away.
-    if (hasTemp) await deleteInstance(c, e.project, e.temp);
-    if (hasName && e.wasRunning) await startIfStopped(c, { project: e.project, name: e.name });
-    return "an interrupted restore was undone; the original instance is in place";
-  }
-  if (!hasName && hasAside) {
-    // Died between the two renames: put the original back.
-    await renameInstance(c, e.project, e.aside!, e.name);
-    if (hasTemp) await deleteInstance(c, e.project, e.temp);
-    if (e.wasRunning) await startIfStopped(c, { project: e.project, name: e.name });
-    return "an interrupted restore was undone; the original instance is back in place";
-  }
-  if (hasName) {
-    // The restored instance is in place; finish: start it and delete the old one.
-    await finishInstance(deps, e, target);
+  // The swap went through when the restored instance has the name and the original is aside (or,
+  // in the finish phase, already deleted): finish it. Anything short of that is undone.
+  const swapped = hasName && !hasTemp && (hasAside || e.phase === "finish");
+  if (e.phase !== "import" && swapped) {
+    try {
+      await finishInstance(deps, new Journal(deps.repo.root), e, target);
+    } catch (err) {
+      if (err instanceof ReplaceUndoneError) return `an interrupted restore could not be completed, so it was undone: ${err.message}`;
+      throw err;
+    }
     return "an interrupted restore was completed";
   }
-  return "an interrupted restore left neither the original nor the restored instance; nothing to recover";
+  if (!hasName && !hasAside) {
+    if (hasTemp) await deleteInstance(c, e.project, e.temp);
+    return "an interrupted restore left neither the original nor the restored instance; nothing to recover";
+  }
+  await putOriginalBack(c, e);
+  return `an interrupted restore was undone; the original instance is ${hasAside ? "back " : ""}in place`;
 }
 
 async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string> {
   const target: ItemKey = { kind: "volume", project: e.project, pool: e.pool ?? "", name: e.name };
-  await settle(deps.client, [e.name, e.temp, ...(e.stop ?? e.restart).map((r) => r.name)]);
+  await waitForServerTasks(deps.client, [e.name, e.temp, ...(e.stop ?? e.restart).map((r) => r.name)]);
   if (e.phase === "import") {
     await deleteStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp).catch(() => undefined);
     for (const r of e.restart) await startIfStopped(deps.client, r);
     return "an interrupted restore was undone; the volume was not touched";
   }
   if (e.phase === "stop" || e.phase === "refresh") {
+    if (!(await volumeExists(deps.client, e.project, e.pool ?? "", e.temp))) {
+      // Nothing to finish the replace from: run the instances again and say what that means.
+      const restarted = await startAgain(deps, e.stop ?? e.restart, target);
+      return `an interrupted restore could not be finished: its restored copy ${e.temp} is gone; the volume ${
+        e.phase === "stop" ? "was not touched" : "may be partly replaced: restore it again"
+      } (${restarted})`;
+    }
     // The contents may be half replaced: replace them again from the complete temporary volume.
     for (const r of e.stop ?? e.restart) {
       const now = await getInstance(deps.client, r.project, r.name).catch(() => undefined);
@@ -516,6 +658,6 @@ async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string
     }
     await copyStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp, e.name, { refresh: true, volumeOnly: true });
   }
-  await finishVolume(deps, e, target);
+  await finishVolume(deps, new Journal(deps.repo.root), e, target);
   return "an interrupted restore was completed";
 }

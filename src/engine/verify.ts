@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { errorMessage } from "../errors";
+import { RepositoryError, errorMessage } from "../errors";
 import type { ItemKey } from "../core/selection";
 import type { DamagedEntry, Repository, VersionEntry } from "../repository/repository";
 import { readArchive } from "./archive";
@@ -20,6 +20,11 @@ export interface VerifyResult {
   ok: boolean;
   problems: string[];
   bytes: number;
+  /**
+   * Nothing was found wrong with the backup, but it could not be checked on this machine (a
+   * decompressor is missing): a repository problem (exit 8), not an integrity one (9).
+   */
+  uncheckable?: boolean;
 }
 
 /** Verifies each version; damaged ones (no usable manifest) are failures too. Never throws per item. */
@@ -37,6 +42,7 @@ export async function verifyVersions(
     const t0 = Date.now();
     options.reporter.itemStart(item);
     const problems: string[] = [];
+    let uncheckable = false;
     for (const f of v.manifest.files) {
       options.reporter.itemStep(item, `checking ${f.name}`);
       try {
@@ -52,11 +58,12 @@ export async function verifyVersions(
         if (p) problems.push(p);
       } catch (err) {
         problems.push(errorMessage(err));
+        uncheckable = err instanceof RepositoryError;
       }
     }
     const ok = problems.length === 0;
     const seconds = (Date.now() - t0) / 1000;
-    results.push({ item, version: v.manifest.version, dir: v.dir, ok, problems, bytes: v.size });
+    results.push({ item, version: v.manifest.version, dir: v.dir, ok, problems, bytes: v.size, ...(uncheckable ? { uncheckable } : {}) });
     options.reporter.itemDone(item, ok ? { ok, seconds, bytes: v.size, note: v.manifest.version } : { ok, seconds, error: `${v.manifest.version}: ${problems.join("; ")}` });
   }
   return results;

@@ -59,6 +59,46 @@ export async function getInstance(c: IncusClient, project: string, name: string,
   return { ...i, project: i.project || project };
 }
 
+/** The writable part of an instance (what PUT takes). */
+export interface InstancePut {
+  architecture: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+  ephemeral: boolean;
+  profiles: string[];
+  stateful: boolean;
+  description: string;
+}
+
+/** Replaces an instance's writable fields (its own config and devices, not its profiles'). */
+export async function updateInstance(c: IncusClient, project: string, name: string, put: InstancePut, opts: Signal = {}): Promise<void> {
+  await c.sync("PUT", base(name), `Update instance ${name}`, { query: { project }, body: put, ...opts });
+}
+
+/** Changes some config keys of an instance; an empty value removes a key. */
+export async function patchInstanceConfig(c: IncusClient, project: string, name: string, config: Record<string, string>, opts: Signal = {}): Promise<void> {
+  await c.sync("PATCH", base(name), `Update instance ${name}`, { query: { project }, body: { config }, ...opts });
+}
+
+/** The names of an instance's snapshots. */
+export async function getInstanceSnapshotNames(c: IncusClient, project: string, name: string, opts: Signal = {}): Promise<string[]> {
+  const urls = await c.list<string>(`${base(name)}/snapshots`, `List snapshots of instance ${name}`, { query: { project }, ...opts });
+  return urls.map((u) => decodeURIComponent(u.split("?")[0]!.split("/").pop() ?? "")).filter(Boolean);
+}
+
+/** The writable fields of an instance as it is, to change some of them with updateInstance. */
+export function instancePut(i: Instance): InstancePut {
+  return {
+    architecture: i.architecture,
+    config: { ...i.config },
+    devices: structuredClone(i.devices ?? {}),
+    ephemeral: i.ephemeral,
+    profiles: [...i.profiles],
+    stateful: i.stateful,
+    description: i.description,
+  };
+}
+
 /** Changes an instance's state and waits for it. */
 export async function updateInstanceState(
   c: IncusClient,

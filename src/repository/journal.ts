@@ -6,6 +6,7 @@ import { fsError } from "./repository";
 import { mkdirPrivate, writeFileAtomic } from "./files";
 import { JOURNAL_DIR } from "./layout";
 import { safePathComponent } from "../core/names";
+import { INERT_KEYS, type SavedIdentity } from "../core/nics";
 
 export interface JournalInstanceRef {
   project: string;
@@ -15,7 +16,8 @@ export interface JournalInstanceRef {
 /**
  * A replace in progress, or an instance a `backup --stop` stopped. Phases, in order:
  * - instance: "import" (temp instance being created; original untouched) → "swap" (original
- *   being stopped and renamed aside, temp renamed into place) → "finish" (start, delete the old one);
+ *   being stopped, renamed aside and made inert, temp renamed into place) → "finish" (start,
+ *   delete the old one; if the restored one does not start, the original is put back);
  * - volume: "import" (temp volume being created) → "stop" (users being stopped) → "refresh"
  *   (original's contents being replaced from the temp) → "finish" (start users, delete the temp);
  * - stopped: "stopped" (the instance is down for its backup; recovery starts it again).
@@ -33,6 +35,12 @@ export interface JournalEntry {
   phase: "import" | "swap" | "stop" | "refresh" | "finish" | "stopped";
   /** Instance only: whether the original was running. */
   wasRunning?: boolean;
+  /**
+   * Instance only, from the swap on: the original's own devices, MACs and autostart, which the
+   * swap takes away while it stands aside (so the restored instance can start with the same MACs
+   * and addresses), and which putting it back restores.
+   */
+  original?: SavedIdentity;
   /** Volume only: instances that must be stopped while the contents are replaced. */
   stop?: JournalInstanceRef[];
   /** Instances to start again at the end. */
@@ -114,5 +122,25 @@ export function entryProblem(v: unknown, id: string): string | undefined {
   if (e.kind === "instance" && (typeof e.aside !== "string" || !/^ibk-old-[0-9a-f]{8}$/.test(e.aside))) return "its name for the original is not one this tool makes";
   if (!refs(e.restart) || (e.stop !== undefined && !refs(e.stop))) return "bad list of instances to stop or start";
   if (e.wasRunning !== undefined && typeof e.wasRunning !== "boolean") return "bad wasRunning";
+  if (e.original !== undefined && !isSavedIdentity(e.original)) return "bad record of the original's devices";
   return undefined;
+}
+
+function isSavedIdentity(v: unknown): v is SavedIdentity {
+  const o = v as Partial<Record<keyof SavedIdentity, unknown>> | null;
+  const strings = (x: unknown) => typeof x === "object" && x !== null && !Array.isArray(x) && Object.values(x).every((y) => typeof y === "string");
+  return (
+    typeof o === "object" &&
+    o !== null &&
+    typeof o.devices === "object" &&
+    o.devices !== null &&
+    !Array.isArray(o.devices) &&
+    Object.values(o.devices).every(strings) &&
+    strings(o.hwaddr) &&
+    Object.keys(o.hwaddr as object).every((k) => /^volatile\.[^.]+\.hwaddr$/.test(k)) &&
+    typeof o.config === "object" &&
+    o.config !== null &&
+    !Array.isArray(o.config) &&
+    Object.entries(o.config).every(([k, v]) => k in INERT_KEYS && (v === null || typeof v === "string"))
+  );
 }

@@ -15,7 +15,15 @@ import { startTool, tool, toolOk } from "./helpers/tool";
 describe("secrets from the server's configuration", () => {
   const track = tracker();
   const secret = (what: string) => `${what}-${randomBytes(8).toString("hex")}`;
-  const secrets = { server: secret("srvpw"), serverNow: secret("srvpw2"), profile: secret("dbpw"), instance: secret("envpw"), token: secret("tok") };
+  const secrets = {
+    server: secret("srvpw"),
+    serverNow: secret("srvpw2"),
+    profile: secret("dbpw"),
+    instance: secret("envpw"),
+    token: secret("tok"),
+    cloudInit: secret("cloudinit"),
+    sshKey: secret("sshkey"),
+  };
   let socket: string;
   let dir: string;
   /** Everything the tool printed, logged or sent, with where it came from. */
@@ -27,6 +35,9 @@ describe("secrets from the server's configuration", () => {
     const on = { socket };
     await incusOk(["config", "set", "loki.auth.password", secrets.server], on);
     await incusOk(["profile", "set", "default", "user.db_password", secrets.profile], on);
+    // cloud-init data and environment keys named like a key are secrets too (issue 13).
+    await incusOk(["profile", "set", "default", "cloud-init.user-data", `#cloud-config\npassword: ${secrets.cloudInit}\n`], on);
+    await incusOk(["profile", "set", "default", "environment.SSH_KEY", secrets.sshKey], on);
     await launchInstance("web", { socket, config: { "environment.DB_PASSWORD": secrets.instance, "user.api_token": secrets.token } });
     dir = await tempDir(track);
   });
@@ -48,10 +59,14 @@ describe("secrets from the server's configuration", () => {
     // The server's password changes; the restore's plan says so without saying what it was or is.
     await incusOk(["config", "set", "loki.auth.password", secrets.serverNow], { socket });
     await incusOk(["profile", "set", "default", "user.db_password", "changed"], { socket });
+    await incusOk(["profile", "set", "default", "cloud-init.user-data", "#cloud-config\n"], { socket });
+    await incusOk(["profile", "unset", "default", "environment.SSH_KEY"], { socket });
     const plan = await toolOk(["restore", "--database", "--server-config", "--dry-run", `--dir=${dir}`], { socket });
     record("restore --database --dry-run", plan);
     expect(plan.stdout).toMatch(/config\.loki\.auth\.password: \(secret value changed\)/);
     expect(plan.stdout).toMatch(/config\.user\.db_password: \(secret value changed\)/);
+    expect(plan.stdout).toMatch(/config\.cloud-init\.user-data: \(secret value changed\)/);
+    expect(plan.stdout).toMatch(/config\.environment\.SSH_KEY: \(secret value added\)/);
     record("restore --database --force", await toolOk(["restore", "--database", "--server-config", "--force", `--dir=${dir}`], { socket }));
     expect(JSON.parse(await incusOk(["query", "/1.0"], { socket })).config["loki.auth.password"]).toBe(secrets.server);
     const found = seen.flatMap(([where, text]) => leaks(text).map((k) => `${k} in ${where}`));

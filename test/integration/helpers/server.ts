@@ -8,12 +8,14 @@ import { incusOk, labSocket, startExtraServer, stopExtraServer, type Tracker } f
 /**
  * An extra, empty incusd in the lab with the busybox image, for commands that act on everything
  * (`backup --all`, `restore --all`): on the shared lab they would pick up whatever else is there.
+ * It is set up like the lab's main daemon, as a real host: a managed bridge on eth0 of the default
+ * profile (every instance has a NIC), and a btrfs pool beside the default dir pool.
  * It is removed with everything in it by `track.cleanup()`. `version`: in that lab (default: the primary).
  */
 export async function isolatedServer(track: Tracker, opts: { version?: string } = {}): Promise<string> {
   const name = `t${randomBytes(5).toString("hex")}`;
   track.defer(() => stopExtraServer(name, opts));
-  const socket = await startExtraServer(name, opts);
+  const socket = await startExtraServer(name, { ...opts, real: true });
   const dir = await mkdtemp(join(tmpdir(), "ibk-image-"));
   try {
     await incusOk(["image", "export", "busybox", join(dir, "busybox")], opts.version ? { socket: labSocket(opts.version) } : {});

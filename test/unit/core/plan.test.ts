@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { NotFoundError, UsageError } from "../../../src/errors";
 import { isDestructive, planRestore, type Candidate, type LiveState, type Plan, type PlanOptions, type Step } from "../../../src/core/plan";
 import type { Selection } from "../../../src/core/selection";
+import type { NicIdentity } from "../../../src/core/nics";
 import type { Manifest } from "../../../src/repository/manifest";
 
 const SHA = "a".repeat(64);
@@ -121,6 +122,73 @@ describe("planRestore: existing instances are replaced", () => {
   it("goes by the live status, not the status at backup time", () => {
     const plan = planRestore([instance("default", "web", "20250914-030002", "Stopped")], live({ "default/web": "Running" }), opts({}));
     expect(only(plan, "replace").start).toBe(true);
+  });
+});
+
+describe("planRestore: NICs meet the server's other instances", () => {
+  /** An instance backed up with eth0 on incusbr0 (MAC ...:01) and eth1 on lan with a static address. */
+  function nicInstance(name: string, status = "Running"): Candidate {
+    const c = instance("default", name, "20250914-030002", status);
+    c.manifest.object = {
+      config: { "volatile.eth0.hwaddr": "10:66:6a:00:00:01", "volatile.eth1.hwaddr": "10:66:6a:00:00:02" },
+      expanded_devices: { eth0: { type: "nic", network: "incusbr0" }, eth1: { type: "nic", network: "lan", "ipv4.address": "10.0.0.5" } },
+    };
+    return c;
+  }
+  const theSame: NicIdentity[] = [
+    { device: "eth0", network: "incusbr0", hwaddr: "10:66:6a:00:00:01" },
+    { device: "eth1", network: "lan", hwaddr: "10:66:6a:00:00:02", ipv4: "10.0.0.5" },
+  ];
+  const withNics = (instances: Record<string, { status: string; nics: typeof theSame }>): LiveState => ({ ...live(), instances: new Map(Object.entries(instances)) });
+
+  it("a replace keeps the backup's MACs and addresses: the instance it replaces does not count", () => {
+    const plan = planRestore([nicInstance("web")], withNics({ "default/web": { status: "Running", nics: theSame } }), opts({ kinds: ["instance"] }));
+    const step = only(plan, "replace");
+    expect(step.freshMacs).toBe(false);
+    expect(step.notes).toEqual([]);
+    expect(step.start).toBe(true);
+  });
+
+  it("a copy under --target-name gets new MACs and, with the original's static address, is created stopped", () => {
+    const plan = planRestore([nicInstance("web")], withNics({ "default/web": { status: "Running", nics: theSame } }), opts({ kinds: ["instance"] }, { targetName: "web-copy" }));
+    const step = only(plan, "create");
+    expect(step.freshMacs).toBe(true);
+    expect(step.start).toBe(false);
+    expect(step.notes).toEqual([
+      "it gets new MACs, as a copy made by `incus copy` would",
+      "eth1's ipv4.address 10.0.0.5 is held by default/web: it is left stopped (Incus would refuse to start it; change the address first)",
+    ]);
+  });
+
+  it("a copy whose original is gone keeps nothing of it but gets new MACs too, and starts", () => {
+    const plan = planRestore([nicInstance("web")], withNics({}), opts({ kinds: ["instance"] }, { targetName: "web-copy" }));
+    const step = only(plan, "create");
+    expect(step.freshMacs).toBe(true);
+    expect(step.start).toBe(true);
+  });
+
+  it("an instance restored under its own name keeps its MACs, unless another instance uses one now", () => {
+    const free = only(planRestore([nicInstance("web")], withNics({}), opts({ kinds: ["instance"] })), "create");
+    expect(free.freshMacs).toBe(false);
+    expect(free.notes).toEqual([]);
+    const taken = only(
+      planRestore([nicInstance("web")], withNics({ "default/newer": { status: "Stopped", nics: [{ device: "eth0", network: "incusbr0", hwaddr: "10:66:6a:00:00:01" }] } }), opts({ kinds: ["instance"] })),
+      "create",
+    );
+    expect(taken.freshMacs).toBe(true);
+    expect(taken.start).toBe(true);
+    expect(taken.notes).toEqual(["it gets new MACs: eth0's MAC 10:66:6a:00:00:01 is in use by default/newer"]);
+  });
+
+  it("a replace whose static address another instance holds now says it will not start and the original comes back", () => {
+    const plan = planRestore(
+      [nicInstance("web")],
+      withNics({ "default/web": { status: "Running", nics: [] }, "default/db": { status: "Stopped", nics: [{ device: "eth0", network: "lan", ipv4: "10.0.0.5" }] } }),
+      opts({ kinds: ["instance"] }),
+    );
+    const step = only(plan, "replace");
+    expect(step.start).toBe(true);
+    expect(step.notes).toEqual(["eth1's ipv4.address 10.0.0.5 is held by default/db: the restored instance will fail to start, and the original is then put back"]);
   });
 });
 

@@ -207,3 +207,31 @@ describe("summaryLine", () => {
     expect(summaryLine(s)).toBe("backup partial in 60.0s: 20250505-030000; 1 of 2 item(s) backed up, 2.0 MiB; volume default/p/data failed: boom; pruned 3, kept 10");
   });
 });
+
+describe("runDaemon: recovery at start", () => {
+  it("finishes or undoes interrupted runs first, before a catch-up or the schedule", async () => {
+    const h = harness({
+      start: "2025-05-05T05:00:00Z",
+      until: "2025-05-05T06:00:00Z",
+      state: { host: "backup", pid: 1, started: "2025-05-04T00:00:00Z", coveredUntil: "2025-05-04T12:00:00Z", schedule: "0 3 * * *", tz: "UTC", updated: "2025-05-04T12:00:00Z" },
+    });
+    const order: string[] = [];
+    h.deps.recover = async () => {
+      order.push(`recover with ${h.runs.length} run(s) done`);
+    };
+    await runDaemon(h.deps, settings(), h.controller.signal);
+    expect(order).toEqual(["recover with 0 run(s) done"]);
+    // The catch-up for the missed 03:00 run came after it.
+    expect(h.runs.map((r) => r.trigger)).toEqual(["catch-up"]);
+  });
+
+  it("logs a recovery that fails and carries on", async () => {
+    const h = harness({ start: "2025-05-05T01:00:00Z", until: "2025-05-05T04:00:00Z" });
+    h.deps.recover = async () => {
+      throw new Error("Incus is away");
+    };
+    await runDaemon(h.deps, settings(), h.controller.signal);
+    expect(h.log.join("\n")).toMatch(/warning: recovering interrupted runs failed \(the next run tries again\): Incus is away/);
+    expect(h.runs).toHaveLength(1);
+  });
+});

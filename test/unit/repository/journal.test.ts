@@ -15,6 +15,11 @@ const instance: JournalEntry = {
   aside: "ibk-old-0a1b2c3d",
   phase: "swap",
   wasRunning: true,
+  original: {
+    devices: { eth1: { type: "nic", network: "lan", "ipv4.address": "10.0.0.5" } },
+    hwaddr: { "volatile.eth0.hwaddr": "10:66:6a:00:00:01" },
+    config: { "boot.autostart": null, "security.protection.delete": "true" },
+  },
   restart: [{ project: "default", name: "web" }],
   started: "2025-09-14T03:00:02.000Z",
 };
@@ -50,6 +55,11 @@ describe("entryProblem", () => {
     ["restart as a string", { ...instance, restart: "web" }, /instances to stop or start/],
     ["stop with a bad entry", { ...volume, stop: [null] }, /instances to stop or start/],
     ["wasRunning as a string", { ...instance, wasRunning: "yes" }, /wasRunning/],
+    ["the original's devices as a list", { ...instance, original: { ...instance.original, devices: [] } }, /original's devices/],
+    ["a device value that is a number", { ...instance, original: { ...instance.original, devices: { eth0: { mtu: 1500 } } } }, /original's devices/],
+    ["a MAC under a key that is no MAC key", { ...instance, original: { ...instance.original, hwaddr: { "limits.cpu": "4" } } }, /original's devices/],
+    ["autostart as a boolean", { ...instance, original: { ...instance.original, config: { "boot.autostart": true } } }, /original's devices/],
+    ["another key to put back than the ones a swap changes", { ...instance, original: { ...instance.original, config: { "raw.lxc": "x" } } }, /original's devices/],
     ["an array", [], /not a JSON object/],
   ])("refuses %s", (_label, entry, problem) => {
     const id = (entry as { id?: string }).id ?? "0123456789ab";
