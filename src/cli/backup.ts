@@ -2,18 +2,14 @@
 
 import { command, flag, number, oneOf, option, optional } from "cmd-ts";
 import { ExitCode, UsageError, runExitCode } from "../errors";
-import { COMPRESSIONS, discoverForBackup, runBackup, type BackupResult } from "../engine/backup";
-import { tidyRepository } from "../engine/housekeeping";
-import { RepositoryLock } from "../repository/lock";
-import { recoverBeforePlanning } from "../engine/restore";
+import { COMPRESSIONS, backup, type BackupResult } from "../engine/backup";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
-import { backupDir, checkParallel, connect, dirArg, isSelf, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
+import { checkParallel, connect, dirArg, openRepository, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
 import type { CliContext } from "./context";
 import { err, out } from "./context";
 import { formatBytes, formatDuration } from "./format";
 import { reporterFor } from "./progress";
-import { Repository } from "../repository/repository";
 
 export function backupCommand(ctx: CliContext) {
   return command({
@@ -54,50 +50,33 @@ export function backupCommand(ctx: CliContext) {
       if (a.stopTimeout !== undefined && (!Number.isFinite(a.stopTimeout) || a.stopTimeout < 0)) {
         throw new UsageError("--stop-timeout must be a number of seconds");
       }
-      const dir = backupDir(ctx, a.dir);
-      const { repo } = await Repository.open(dir, { create: false });
-      await repo.checkWritable();
+      const store = await openRepository(ctx, a.dir, false);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "backup");
       try {
-        // A restore that died half-way is finished or undone first: what is backed up must see the result.
-        for (const line of await recoverBeforePlanning({ client, repo, reporter, now: ctx.now }, commandLine(ctx))) reporter.info(line);
-        // The container running this tool is left out unless it was asked for by name.
         const self = selfInstance(ctx);
-        const items = (await discoverForBackup(client, selection, ctx.signal)).filter(
-          (i) => !isSelf(self, i) || selection.names.includes(i.name),
+        const result = await backup(
+          { client, store, reporter, now: ctx.now, toolVersion: VERSION },
+          {
+            selection,
+            compression: a.compression ?? "zstd",
+            snapshots: a.snapshots,
+            stop: a.stop,
+            ...(a.stopTimeout === undefined ? {} : { stopTimeout: a.stopTimeout }),
+            parallel,
+            // Troubleshooting switch: INCUS_BACKUP_DIRECT=0 uses export-and-download even where streaming works.
+            direct: ctx.env.INCUS_BACKUP_DIRECT !== "0",
+            // And INCUS_BACKUP_PZSTD=0 asks the server for plain zstd even where it has pzstd.
+            pzstd: ctx.env.INCUS_BACKUP_PZSTD !== "0",
+            command: commandLine(ctx),
+            ...(self ? { self } : {}),
+            create: true,
+          },
+          ctx.signal,
         );
-        if (items.length === 0) {
+        if (!result) {
           err(ctx, "nothing to back up: nothing matches the selection");
           return ExitCode.OK;
-        }
-        // Before the lock: the marker comes first, so a second first run that sees anything in
-        // the directory also finds the marker (initialize is safe against a concurrent one).
-        if (!(await repo.isInitialized()) && (await repo.initialize())) reporter.info(`initialized a new backup repository in ${dir}`);
-        const lock = await RepositoryLock.acquire(dir, commandLine(ctx), { onMessage: (t) => reporter.info(t) });
-        let result: BackupResult;
-        try {
-          for (const line of await tidyRepository({ client, repo, reporter, now: ctx.now })) reporter.info(line);
-          result = await runBackup(
-            { client, repo, reporter, now: ctx.now, toolVersion: VERSION },
-            {
-              selection,
-              compression: a.compression ?? "zstd",
-              snapshots: a.snapshots,
-              stop: a.stop,
-              ...(a.stopTimeout === undefined ? {} : { stopTimeout: a.stopTimeout }),
-              parallel,
-              // Troubleshooting switch: INCUS_BACKUP_DIRECT=0 uses export-and-download even where streaming works.
-              direct: ctx.env.INCUS_BACKUP_DIRECT !== "0",
-              // And INCUS_BACKUP_PZSTD=0 asks the server for plain zstd even where it has pzstd.
-              pzstd: ctx.env.INCUS_BACKUP_PZSTD !== "0",
-              command: commandLine(ctx),
-            },
-            items,
-            ctx.signal,
-          );
-        } finally {
-          await lock.release();
         }
         return summarize(ctx, result);
       } finally {

@@ -6,7 +6,8 @@ import { UsageError } from "../errors";
 import { IncusClient } from "../incus/client";
 import { findSocket } from "../incus/socket";
 import { selectionFrom, type Kind, type Selection } from "../core/selection";
-import { Repository } from "../repository/repository";
+import { openStore } from "../repository/open";
+import type { Store } from "../repository/store";
 import { isVersionPrefix } from "../core/version";
 import type { CliContext } from "./context";
 import { defaultParallel } from "../engine/pool";
@@ -88,8 +89,9 @@ export function backupDir(ctx: CliContext, dir: string | undefined): string {
   return resolve(d);
 }
 
-export async function openRepository(ctx: CliContext, dir: string | undefined, create: boolean) {
-  return Repository.open(backupDir(ctx, dir), { create });
+/** The store from --dir or $INCUS_BACKUP_DIR; the place must exist (see openStore). */
+export async function openRepository(ctx: CliContext, dir: string | undefined, create: boolean): Promise<Store> {
+  return openStore(backupDir(ctx, dir), { create });
 }
 
 export function connect(ctx: CliContext, socket: string | undefined): IncusClient {
@@ -161,8 +163,4 @@ export function selfInstance(ctx: CliContext): { project: string; name: string }
   const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(text);
   if (!m) throw new UsageError(`INCUS_BACKUP_SELF=${JSON.stringify(text)}: use NAME or PROJECT/NAME`);
   return { project: m[1] ?? "default", name: m[2]! };
-}
-
-export function isSelf(self: { project: string; name: string } | undefined, item: { kind: string; project: string; name: string }): boolean {
-  return self !== undefined && item.kind === "instance" && item.project === self.project && item.name === self.name;
 }

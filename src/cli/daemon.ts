@@ -10,6 +10,7 @@ import { runDaemon, serviceDeps, type ServiceContext } from "../engine/daemon";
 import type { ItemOutcome, Reporter } from "../engine/reporter";
 import { VERSION } from "../version";
 import { backupDir, connect, dirArg, socketArg } from "./common";
+import { openStore } from "../repository/open";
 import type { CliContext } from "./context";
 import { outcomeLine } from "./progress";
 
@@ -32,7 +33,9 @@ export function daemonCommand(ctx: CliContext) {
         tz = settings.schedule.tz;
         const dir = backupDir(ctx, a.dir);
         service = {
-          dir,
+          location: dir,
+          // Made a repository on the first backup if the place is empty.
+          openStore: () => openStore(dir, { create: true }),
           connect: () => connect(ctx, a.socket),
           now: ctx.now,
           sleep,
@@ -49,7 +52,7 @@ export function daemonCommand(ctx: CliContext) {
         while (!ctx.signal.aborted) await sleep(2 ** 31 - 1, ctx.signal);
         return ExitCode.Usage;
       }
-      log(`incus-backup ${VERSION} daemon, repository ${service.dir}`);
+      log(`incus-backup ${VERSION} daemon, repository ${service.location}`);
       const r = await runDaemon(serviceDeps(service, { host: hostname(), pid: process.pid }), service.settings, ctx.signal);
       return r.interrupted ? ExitCode.Interrupted : ExitCode.OK;
     },

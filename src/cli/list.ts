@@ -3,7 +3,7 @@
 import { command, flag } from "cmd-ts";
 import { ExitCode } from "../errors";
 import { KINDS, itemId, matches } from "../core/selection";
-import type { VersionEntry } from "../repository/repository";
+import type { StoredVersion } from "../repository/store";
 import { dirArg, openRepository, selectionOf, selectorArgs } from "./common";
 import { err, out, type CliContext } from "./context";
 import { formatBytes, table } from "./format";
@@ -24,10 +24,10 @@ export function listCommand(ctx: CliContext) {
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, true);
-      const { repo } = await openRepository(ctx, a.dir, false);
+      const repo = await openRepository(ctx, a.dir, false);
       const { versions, damaged } = await repo.list(selection.kinds);
       const chosen = versions.filter((v) => matches(selection, v.manifest));
-      for (const d of damaged) err(ctx, `warning: damaged backup at ${d.dir}: ${d.problem} (run \`incus-backup verify\`)`);
+      for (const d of damaged) err(ctx, `warning: damaged backup at ${d.location}: ${d.problem} (run \`incus-backup verify\`)`);
       if (a.json) {
         out(ctx, JSON.stringify(chosen.map(jsonRow), null, 2));
         return ExitCode.OK;
@@ -48,7 +48,7 @@ export function listCommand(ctx: CliContext) {
         out(ctx, table(["TYPE", "PROJECT", "NAME", "VERSION", "CREATED", "SIZE"], rows));
         return ExitCode.OK;
       }
-      const groups = new Map<string, VersionEntry[]>();
+      const groups = new Map<string, StoredVersion[]>();
       for (const v of sortEntries(chosen)) {
         const id = itemId(v.manifest);
         groups.set(id, [...(groups.get(id) ?? []), v]);
@@ -70,7 +70,7 @@ export function listCommand(ctx: CliContext) {
   });
 }
 
-function displayName(v: VersionEntry): string {
+function displayName(v: StoredVersion): string {
   const m = v.manifest;
   if (m.kind === "volume") return `${m.pool}/${m.name}`;
   if (m.kind === "image") return m.aliases?.length ? `${m.aliases.join(",")} (${m.name.slice(0, 12)})` : m.name.slice(0, 12);
@@ -78,7 +78,7 @@ function displayName(v: VersionEntry): string {
   return m.name;
 }
 
-function sortEntries(list: VersionEntry[]): VersionEntry[] {
+function sortEntries(list: StoredVersion[]): StoredVersion[] {
   return [...list].sort(
     (x, y) =>
       x.manifest.kind.localeCompare(y.manifest.kind) ||
@@ -88,7 +88,7 @@ function sortEntries(list: VersionEntry[]): VersionEntry[] {
   );
 }
 
-function jsonRow(v: VersionEntry) {
+function jsonRow(v: StoredVersion) {
   const m = v.manifest;
   const main = m.files.find((f) => f.name.startsWith(`${m.kind}.`)) ?? m.files[0];
   return {
@@ -102,6 +102,6 @@ function jsonRow(v: VersionEntry) {
     size: v.size,
     sha256: main?.sha256 ?? null,
     files: m.files,
-    path: v.dir,
+    path: v.location,
   };
 }

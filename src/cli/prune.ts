@@ -1,13 +1,11 @@
 // `incus-backup prune`: remove old versions by a retention policy, per item; --dry-run shows the decisions.
 
 import { command, flag, option, optional, string } from "cmd-ts";
-import { ExitCode, NotFoundError, UsageError } from "../errors";
-import { KINDS, itemLabel, unmatchedNames } from "../core/selection";
+import { ExitCode, UsageError } from "../errors";
+import { KINDS, itemLabel } from "../core/selection";
 import { EMPTY_POLICY, RULES, formatLocal, formatPolicy, formatReason, isEmptyPolicy, type RetentionPolicy } from "../core/retention";
 import { parseCount, policyFromEnv, systemTimeZone, timeZoneFromEnv } from "../core/settings";
-import { applyPrune, planCounts, planPrune, pruneRecord, PRUNE_STATE, type PrunePlan, type PruneResult } from "../engine/prune";
-import { RepositoryLock } from "../repository/lock";
-import { errorMessage } from "../errors";
+import { planCounts, pruneRun, type PrunePlan, type PruneResult } from "../engine/prune";
 import { dirArg, openRepository, selectionOf, selectorArgs } from "./common";
 import { err, out, type CliContext } from "./context";
 import { formatBytes, table } from "./format";
@@ -45,41 +43,20 @@ export function pruneCommand(ctx: CliContext) {
       const { policy, fromSettings } = policyOf(ctx, a);
       const tz = timeZoneFromEnv(ctx.env, systemTimeZone(ctx.env));
       if (fromSettings) err(ctx, `using the policy of the INCUS_BACKUP_KEEP_* settings: ${formatPolicy(policy)}`);
-      const { repo } = await openRepository(ctx, a.dir, false);
-      if (!(await repo.isInitialized())) {
+      const store = await openRepository(ctx, a.dir, false);
+      const reporter = reporterFor(ctx, "prune");
+      const done = await pruneRun(
+        { store, reporter, now: ctx.now },
+        { selection, policy, tz, trigger: "manual", dryRun: a.dryRun, command: ctx.argv.join(" ") },
+        ctx.signal,
+      );
+      if (!done) {
         err(ctx, "nothing to prune: the repository is empty");
         return ExitCode.OK;
       }
-      // A --name that matches nothing is more often a typo than a wish to prune nothing: say so,
-      // as backup and restore do, instead of recording a prune that removed nothing.
-      if (selection.names.length > 0) {
-        const missing = unmatchedNames(selection, (await repo.list(selection.kinds)).versions.map((v) => v.manifest));
-        if (missing.length > 0) {
-          throw new NotFoundError(`nothing in the repository is named ${missing.map((n) => JSON.stringify(n)).join(", ")} (see \`incus-backup list\`)`);
-        }
-      }
-      if (a.dryRun) {
-        const plan = await planPrune(repo, selection, policy, tz);
-        render(ctx, plan, undefined, a.json);
-        return ExitCode.OK;
-      }
-      await repo.checkWritable();
-      const reporter = reporterFor(ctx, "prune");
-      const lock = await RepositoryLock.acquire(repo.root, ctx.argv.join(" "), { onMessage: (t) => reporter.info(t) });
-      let plan: PrunePlan;
-      let result: PruneResult;
-      try {
-        const started = ctx.now();
-        // Planned under the lock: a backup that finished a moment ago counts.
-        plan = await planPrune(repo, selection, policy, tz);
-        result = await applyPrune(repo, plan, reporter, ctx.signal);
-        await repo
-          .saveState(PRUNE_STATE, pruneRecord(result, plan, "manual", started, ctx.now()))
-          .catch((e: unknown) => reporter.warn(`could not save the prune record: ${errorMessage(e)}`));
-      } finally {
-        await lock.release();
-      }
-      render(ctx, plan, result, a.json);
+      render(ctx, done.plan, done.result, a.json);
+      const result = done.result;
+      if (!result) return ExitCode.OK;
       if (result.interrupted) return ExitCode.Interrupted;
       if (result.failed.length === 0) return ExitCode.OK;
       return result.removed.length > 0 ? ExitCode.Partial : ExitCode.Failure;

@@ -8,6 +8,7 @@ import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
 import { gatherStatus, type StatusReport } from "../engine/status";
 import { pidAlive } from "../repository/lock";
 import { backupDir, dirArg } from "./common";
+import { openStore } from "../repository/open";
 import { out, type CliContext } from "./context";
 import { formatBytes, formatDuration } from "./format";
 
@@ -47,7 +48,8 @@ export function statusCommand(ctx: CliContext) {
         // a bad INCUS_BACKUP_TZ is shown as the settings error; times are then in the system's zone
       }
       const report = await gatherStatus({
-        dir,
+        location: dir,
+        open: () => openStore(dir, { create: false }),
         now: ctx.now(),
         tz,
         host: hostname(),

@@ -2,7 +2,7 @@
 
 import { command } from "cmd-ts";
 import { ExitCode } from "../errors";
-import { describeLock, forceUnlock } from "../repository/lock";
+import { describeLock } from "../repository/lock";
 import { dirArg, openRepository } from "./common";
 import { err, type CliContext } from "./context";
 
@@ -12,8 +12,8 @@ export function unlockCommand(ctx: CliContext) {
     description: "Remove the repository lock. Only for a lock whose run is known to be gone (stale locks are taken over anyway).",
     args: { ...dirArg },
     handler: async (a): Promise<number> => {
-      const { repo } = await openRepository(ctx, a.dir, false);
-      const info = await forceUnlock(repo.root);
+      const store = await openRepository(ctx, a.dir, false);
+      const info = await store.forceUnlock();
       err(ctx, info ? `removed the lock: it was ${describeLock(info)}` : "the repository was not locked");
       return ExitCode.OK;
     },

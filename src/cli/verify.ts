@@ -2,8 +2,8 @@
 
 import { command, flag, option, optional, string } from "cmd-ts";
 import { ExitCode } from "../errors";
-import { KINDS, itemLabel, matches } from "../core/selection";
-import { verifyVersions } from "../engine/verify";
+import { KINDS, itemLabel } from "../core/selection";
+import { verifyRun } from "../engine/verify";
 import { checkVersionArg, dirArg, openRepository, selectionOf, selectorArgs } from "./common";
 import { out, type CliContext } from "./context";
 import { formatBytes } from "./format";
@@ -27,15 +27,11 @@ export function verifyCommand(ctx: CliContext) {
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, true);
       const version = checkVersionArg(a.version);
-      const { repo } = await openRepository(ctx, a.dir, false);
-      const listing = await repo.list(selection.kinds);
-      const pick = (key: Parameters<typeof matches>[1], v: string) => matches(selection, key) && (version === undefined || v.startsWith(version));
-      const versions = listing.versions.filter((v) => pick(v.manifest, v.manifest.version));
-      const damaged = listing.damaged.filter((d) => pick(d.key, d.version));
-      const results = await verifyVersions(repo, versions, damaged, { deep: a.deep, reporter: reporterFor(ctx, "verify"), signal: ctx.signal });
+      const store = await openRepository(ctx, a.dir, false);
+      const results = await verifyRun(store, { selection, ...(version === undefined ? {} : { version }), deep: a.deep, reporter: reporterFor(ctx, "verify") }, ctx.signal);
       const failed = results.filter((r) => !r.ok);
       if (a.json) {
-        out(ctx, JSON.stringify(results.map((r) => ({ type: r.item.kind, project: r.item.project, ...(r.item.pool ? { pool: r.item.pool } : {}), name: r.item.name, version: r.version, ok: r.ok, problems: r.problems, size: r.bytes, path: r.dir })), null, 2));
+        out(ctx, JSON.stringify(results.map((r) => ({ type: r.item.kind, project: r.item.project, ...(r.item.pool ? { pool: r.item.pool } : {}), name: r.item.name, version: r.version, ok: r.ok, problems: r.problems, size: r.bytes, path: r.location })), null, 2));
       } else {
         for (const f of failed) out(ctx, `FAILED ${itemLabel(f.item)} ${f.version}: ${f.problems.join("; ")}`);
         const bytes = results.reduce((n, r) => n + r.bytes, 0);

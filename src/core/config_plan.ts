@@ -1,7 +1,7 @@
 // Planning a restore of the server's configuration (pure): create what is missing, update what
 // differs (with a field-level diff), leave alone what the backup does not know.
 
-import { ENTITIES, descriptor, type EntityKind, type EntityRecord } from "../incus/entities";
+import { ENTITIES, descriptor, type EntityKind, type EntityRecord } from "./entities";
 
 export interface FieldChange {
   field: string;

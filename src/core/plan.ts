@@ -1,16 +1,19 @@
 // Restore planning (pure): which version of what goes where, what it replaces, what stops and starts.
 
 import { NotFoundError, UsageError } from "../errors";
-import type { Manifest } from "../repository/manifest";
+import type { Manifest } from "./manifest";
 import { KINDS, itemId, itemLabel, matches, nameMatches, unmatchedNames, type ItemKey, type Selection } from "./selection";
 import { pickVersion } from "./version";
 import { checkInstanceName } from "./names";
 import { describeClash, identityClashes, nicIdentities, type InstanceConfig, type NicIdentity } from "./nics";
 
-/** One backed-up version available for restore (the repository's VersionEntry, reduced). */
+/** One backed-up version available for restore: as a store lists it (store.ts, StoredVersion). */
 export interface Candidate {
   manifest: Manifest;
-  dir: string;
+  /** Total bytes of its files. */
+  size: number;
+  /** Where it is, for messages. */
+  location: string;
 }
 
 export interface InstanceRef {

@@ -1,8 +1,7 @@
 // Reading a backup archive end to end: decompress, walk the tar, and pick out backup/index.yaml.
-// Works on a file (verify --deep) or on the bytes of a download as they arrive (streamed backups).
+// Works on a stored file (verify --deep) or on the bytes of a download as they arrive (streamed backups).
 
 import { spawn } from "node:child_process";
-import { createReadStream } from "node:fs";
 import { PassThrough, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
@@ -79,8 +78,8 @@ interface Decompressor {
   kill(): void;
 }
 
-/** A decompressor for an archive, chosen by its file name's suffix; undefined if unknown. */
-function decompressor(name: string): Decompressor | undefined {
+/** A decompressor for an archive, chosen by its file name's suffix; undefined if unknown. `label` names it in errors. */
+function decompressor(name: string, label = name): Decompressor | undefined {
   const tool = TOOLS.find((t) => name.endsWith(t.suffix));
   if (!tool) return undefined;
   const input = new PassThrough({ highWaterMark: 1 << 20 });
@@ -88,7 +87,7 @@ function decompressor(name: string): Decompressor | undefined {
     const gunzip = createGunzip();
     const failure = pipeline(input, gunzip).then(
       () => undefined,
-      (e: unknown) => new IntegrityError(`${name}: gzip: ${(e as Error).message}`),
+      (e: unknown) => new IntegrityError(`${label}: gzip: ${(e as Error).message}`),
     );
     return { input, output: gunzip, failure, kill: () => gunzip.destroy() };
   }
@@ -105,12 +104,12 @@ function decompressor(name: string): Decompressor | undefined {
     proc.on("error", (e) =>
       resolve(
         (e as { code?: string }).code === "ENOENT"
-          ? new RepositoryError(`cannot decompress ${name}: the ${cmd} program is not installed`, { hint: `install ${cmd} (the incus-backup image has it)` })
-          : new RepositoryError(`cannot run ${cmd} to decompress ${name}: ${e.message}`),
+          ? new RepositoryError(`cannot decompress ${label}: the ${cmd} program is not installed`, { hint: `install ${cmd} (the incus-backup image has it)` })
+          : new RepositoryError(`cannot run ${cmd} to decompress ${label}: ${e.message}`),
       ),
     );
     proc.on("close", (code) =>
-      resolve(code === 0 || killed ? undefined : new IntegrityError(`${name}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
+      resolve(code === 0 || killed ? undefined : new IntegrityError(`${label}: ${cmd} failed: ${stderr.trim() || `exit ${code}`}`)),
     );
   });
   return {
@@ -129,10 +128,13 @@ function decompressor(name: string): Decompressor | undefined {
  * writes the index first, so a few kilobytes are decompressed and the rest is left alone.
  * Undefined if the archive does not start with an index.
  */
-export async function peekIndexName(path: string): Promise<string | undefined> {
-  const d = decompressor(path);
-  if (!d) throw new IntegrityError(`${path}: unknown archive type`);
-  const file = createReadStream(path, { highWaterMark: 64 * 1024 });
+export async function peekIndexName(file: Readable, name: string, label = name): Promise<string | undefined> {
+  const d = decompressor(name, label);
+  if (!d) {
+    file.destroy();
+    throw new IntegrityError(`${label}: unknown archive type`);
+  }
+  const path = label;
   file.on("error", (e) => d.input.destroy(e));
   file.pipe(d.input);
   try {
@@ -158,10 +160,9 @@ export async function peekIndexName(path: string): Promise<string | undefined> {
   }
 }
 
-/** Reads a whole archive file through decompression and tar parsing. */
-export async function readArchive(path: string, signal?: AbortSignal): Promise<ArchiveCheck> {
-  const checker = archiveChecker(path, signal);
-  const file = createReadStream(path, { highWaterMark: 1 << 20 });
+/** Reads a whole stored archive through decompression and tar parsing. `label` names it in errors; its suffix picks the decompressor. */
+export async function readArchive(file: Readable, label: string, signal?: AbortSignal): Promise<ArchiveCheck> {
+  const checker = archiveChecker(label, signal);
   file.on("error", (e) => checker.sink.destroy(e));
   file.pipe(checker.sink);
   try {

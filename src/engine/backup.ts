@@ -3,9 +3,12 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { Writable } from "node:stream";
-import { IntegrityError, InterruptedError, NotFoundError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
+import { IntegrityError, InterruptedError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
+import { tidyRepository } from "./housekeeping";
+import { takeLock, type LockWait } from "./locking";
+import { recoverBeforePlanning } from "./restore";
 import { Transform } from "node:stream";
-import type { FileEntry } from "../repository/manifest";
+import type { FileEntry } from "../core/manifest";
 import { archiveChecker } from "./archive";
 import type { IncusClient } from "../incus/client";
 import { IncusError } from "../incus/errors";
@@ -26,15 +29,16 @@ import {
 import { drained, type TransferOptions } from "../incus/transfer";
 import { itemId, itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import type { Version } from "../core/version";
-import type { Repository, VersionWriter } from "../repository/repository";
-import type { Manifest } from "../repository/manifest";
-import { Journal, type JournalEntry } from "../repository/journal";
+import type { Store, VersionWriter } from "../repository/store";
+import type { JournalEntry } from "../repository/journal";
 import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolume } from "./discover";
 import { startInstance, stopInstance, waitForServerTasks } from "./power";
-import type { Reporter } from "./reporter";
 import { runPool, Semaphore } from "./pool";
 import { PzstdHeaderWriter } from "./zstd_frames";
 import { backupDatabase, backupImage, liveImages, type LiveDatabase, type LiveImage } from "./server_items";
+import { manifestFor, type BackupDeps, type BackupOptions, type ItemContext } from "./backup_item";
+
+export type { BackupDeps, BackupOptions } from "./backup_item";
 
 /** Compression algorithms Incus knows, and the file extension each gives the archive. */
 export const COMPRESSIONS: Record<string, string> = {
@@ -48,33 +52,6 @@ export const COMPRESSIONS: Record<string, string> = {
 
 /** How long a server-side backup may outlive us if we die before deleting it. */
 const SERVER_BACKUP_TTL_MS = 24 * 3600_000;
-
-export interface BackupDeps {
-  client: IncusClient;
-  repo: Repository;
-  reporter: Reporter;
-  now: () => Date;
-  toolVersion: string;
-}
-
-export interface BackupOptions {
-  selection: Selection;
-  compression: string;
-  /** Include instance and volume snapshots. */
-  snapshots: boolean;
-  /** Stop running instances for their backup and start them again afterwards. */
-  stop: boolean;
-  stopTimeout?: number;
-  parallel: number;
-  /** Use the server's direct (streamed) backups when it has them; default true. */
-  direct?: boolean;
-  /** For zstd, ask the server for pzstd where it has it (see serverCompressor); default true. */
-  pzstd?: boolean;
-  /** The host's CPUs (the server's and the tool's: it runs on the same host); default: this machine's. */
-  cpus?: number;
-  /** The command line, for the run record. */
-  command: string;
-}
 
 export interface ItemResult {
   item: ItemKey;
@@ -93,6 +70,56 @@ export interface BackupResult {
 }
 
 export type LiveItem = LiveInstance | LiveVolume | LiveImage | LiveDatabase;
+
+export interface BackupRunOptions extends BackupOptions {
+  /** The container this tool runs in: left out unless it is named (it holds no data). */
+  self?: { project: string; name: string };
+  /** Make an empty place a repository first (today's first backup does). */
+  create: boolean;
+  /** Wait for a held lock (the service) instead of failing at once. */
+  wait?: LockWait;
+  /** Work done under the same lock once the backup is through (the service prunes). */
+  after?: (result: BackupResult) => Promise<void>;
+}
+
+/**
+ * The backup command, for the CLI and the service alike: finish or undo interrupted restores,
+ * find the items (a --name that matches nothing fails before anything is written), make the
+ * repository if asked, take the lock, tidy what dead runs left, back the items up, and run `after`.
+ * Returns undefined when nothing matches the selection.
+ */
+export async function backup(deps: BackupDeps, opts: BackupRunOptions, signal: AbortSignal): Promise<BackupResult | undefined> {
+  const { store, client, reporter } = deps;
+  await store.checkWritable();
+  // A restore that died half-way is finished or undone first: what is backed up must see the result.
+  for (const line of await recoverBeforePlanning(deps, opts.command, signal, opts.wait)) reporter.info(line);
+  const discover = async () =>
+    (await discoverForBackup(client, opts.selection, signal)).filter((i) => !isSelf(opts.self, i) || opts.selection.names.includes(i.name));
+  let items = await discover();
+  if (items.length === 0) return undefined;
+  if (!(await store.isInitialized())) {
+    // Before the lock: the marker comes first, so a second first run that sees anything in the
+    // store also finds the marker (initialize is safe against a concurrent one).
+    if (!opts.create) throw new RepositoryError(`${store.location} is not an incus-backup repository yet`);
+    if (await store.initialize()) reporter.info(`initialized a new backup repository in ${store.location}`);
+  }
+  const lock = await takeLock(store, opts.command, reporter, signal, opts.wait);
+  try {
+    const tidied = await tidyRepository(deps);
+    for (const line of tidied) reporter.info(line);
+    // Recovery renames instances, and a wait for the lock can be long: look again.
+    if (tidied.length > 0 || opts.wait) items = await discover();
+    const result = await backupItems(deps, opts, items, signal);
+    await opts.after?.(result);
+    return result;
+  } finally {
+    await lock.release();
+  }
+}
+
+function isSelf(self: { project: string; name: string } | undefined, item: ItemKey): boolean {
+  return self !== undefined && item.kind === "instance" && item.project === self.project && item.name === self.name;
+}
 
 /**
  * Finds the items a backup selection covers, in the order they are backed up (the server's
@@ -117,9 +144,9 @@ export async function discoverForBackup(c: IncusClient, sel: Selection, signal?:
  * Runs one backup: every item gets a version named after the run's start time. The caller holds
  * the repository lock. One item failing does not stop the others.
  */
-export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: LiveItem[], signal: AbortSignal): Promise<BackupResult> {
+export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: LiveItem[], signal: AbortSignal): Promise<BackupResult> {
   const started = deps.now();
-  const version = await deps.repo.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
+  const version = await deps.store.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
   const server = await deps.client.server(signal);
   const results: ItemResult[] = [];
   const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");
@@ -128,7 +155,7 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   const compressors = { pzstd: opts.pzstd !== false, cpus: opts.cpus ?? availableParallelism(), waiting: compressing, making: 0 };
   const ctx: ItemContext = { direct, slots, compressors, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
-  const estimates = await previousSizes(deps.repo, items);
+  const estimates = await previousSizes(deps.store, items);
   const known = items.every((i) => estimates.has(itemId(i)));
   deps.reporter.plan?.(items.length, known ? items.reduce((n, i) => n + (estimates.get(itemId(i)) ?? 0), 0) : undefined);
   await runPool(largestFirst(items, estimates), opts.parallel * 2, signal, async (item) => {
@@ -154,7 +181,7 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
   });
 
   const interrupted = signal.aborted;
-  await deps.repo
+  await deps.store
     .saveRun({
       version,
       command: opts.command,
@@ -174,10 +201,10 @@ export async function runBackup(deps: BackupDeps, opts: BackupOptions, items: Li
 }
 
 /** The size of each item's latest version: the best guess of how big its next backup is. */
-async function previousSizes(repo: Repository, items: LiveItem[]): Promise<Map<string, number>> {
+async function previousSizes(store: Store, items: LiveItem[]): Promise<Map<string, number>> {
   const kinds = [...new Set(items.map((i) => i.kind))];
   const latest = new Map<string, { version: string; size: number }>();
-  for (const v of (await repo.list(kinds)).versions) {
+  for (const v of (await store.list(kinds)).versions) {
     const id = itemId(v.manifest);
     const seen = latest.get(id);
     if (!seen || v.manifest.version > seen.version) latest.set(id, { version: v.manifest.version, size: v.size });
@@ -216,28 +243,6 @@ function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
   }
 }
 
-export interface ItemContext {
-  /** Stream backups directly (the server has `direct_backup` and it is not turned off). */
-  direct: boolean;
-  /**
-   * The two phases of an item use different parts of the machine: the server making the backup
-   * (CPU: tar and compression) and the transfer into the repository (the socket, the disk).
-   * Each phase has `parallel` slots, and twice as many items are under way, so the next items'
-   * backups are made while the previous ones are downloaded.
-   */
-  slots: { make: Semaphore; transfer: Semaphore };
-  /**
-   * Shared by the run's items: whether the server may still have pzstd, the host's CPUs, and how
-   * many instance and volume items wait for a make slot or hold one (see serverCompressor).
-   */
-  compressors: { pzstd: boolean; cpus: number; waiting: number; making: number };
-  deps: BackupDeps;
-  opts: BackupOptions;
-  version: Version;
-  serverInfo: { name: string | undefined; version: string | undefined };
-  signal: AbortSignal;
-}
-
 /** The calls that differ between instance and volume backups. */
 interface BackupApi {
   create(body: Record<string, unknown>): Promise<Operation>;
@@ -274,9 +279,9 @@ async function backupInstance(ctx: ItemContext, item: LiveInstance): Promise<num
  * start it again if this one dies meanwhile.
  */
 function stopMode(ctx: ItemContext, item: LiveInstance): AroundMake {
-  const { client, reporter, repo } = ctx.deps;
+  const { client, reporter, store } = ctx.deps;
   const { project, name } = item;
-  const journal = new Journal(repo.root);
+  const journal = store.journal;
   const entry: JournalEntry = {
     id: randomBytes(6).toString("hex"),
     kind: "stopped",
@@ -381,7 +386,7 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
   const created = now();
   let compression = ctx.opts.compression;
   let compressor = compression;
-  const writer = await ctx.deps.repo.begin(item, ctx.version);
+  const writer = await ctx.deps.store.begin(item, ctx.version);
   try {
     reporter.itemStep(item, "waiting for a slot");
     let entry: FileEntry | undefined;
@@ -510,7 +515,7 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
       await waitForBackup(op, ctx, item);
     });
 
-    writer = await ctx.deps.repo.begin(item, ctx.version);
+    writer = await ctx.deps.store.begin(item, ctx.version);
     const fileName = `${fileBase}${COMPRESSIONS[compression] ?? ".tar"}`;
     const sink = await writer.createFile(fileName);
     reporter.itemStep(item, "waiting for a slot to download");
@@ -565,29 +570,6 @@ async function commitArchive(
     }),
   );
   return entry.size;
-}
-
-/** The manifest fields every kind shares, plus the kind's own. */
-export function manifestFor(
-  ctx: ItemContext,
-  item: ItemKey,
-  created: Date,
-  extra: Pick<Manifest, "options"> & Partial<Pick<Manifest, "pool" | "object" | "status" | "aliases">>,
-): Omit<Manifest, "files"> {
-  return {
-    format: 1,
-    kind: item.kind,
-    project: item.project,
-    name: item.name,
-    version: ctx.version,
-    created: created.toISOString(),
-    tool: { name: "incus-backup", version: ctx.deps.toolVersion },
-    server: {
-      ...(ctx.serverInfo.name === undefined ? {} : { name: ctx.serverInfo.name }),
-      ...(ctx.serverInfo.version === undefined ? {} : { version: ctx.serverInfo.version }),
-    },
-    ...extra,
-  };
 }
 
 /** Waits for the server to finish writing the backup, reporting its progress text. */

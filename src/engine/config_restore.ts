@@ -1,31 +1,30 @@
 // Restoring the server's configuration from a database version: load it, plan it, apply it.
 
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { IntegrityError, errorMessage } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { IncusAlreadyExistsError, IncusNotFoundError } from "../incus/errors";
-import { createEntity, descriptor, updateEntity, type EntityRecord } from "../incus/entities";
+import { createEntity, updateEntity } from "../incus/entities";
+import { descriptor, type EntityRecord } from "../core/entities";
 import { updateServer } from "../incus/server";
 import type { ConfigPlan } from "../core/config_plan";
-import type { Repository, VersionEntry } from "../repository/repository";
+import type { Store, StoredVersion } from "../repository/store";
 import { DATABASE_FILES, type DatabaseSnapshot } from "./database";
 import type { Reporter } from "./reporter";
 
 /** Reads config.json of a database version after checking it against the manifest. */
-export async function loadSnapshot(repo: Repository, entry: VersionEntry, signal?: AbortSignal): Promise<DatabaseSnapshot> {
+export async function loadSnapshot(store: Store, entry: StoredVersion): Promise<DatabaseSnapshot> {
   const file = entry.manifest.files.find((f) => f.name === DATABASE_FILES.config);
-  if (!file) throw new IntegrityError(`${entry.dir}: the manifest lists no ${DATABASE_FILES.config}`);
-  await repo.verifyFile(entry, file, signal);
-  const path = join(entry.dir, file.name);
+  if (!file) throw new IntegrityError(`${entry.location}: the manifest lists no ${DATABASE_FILES.config}`);
+  const where = `${entry.location}/${file.name}`;
   let snap: DatabaseSnapshot;
   try {
-    snap = JSON.parse(await readFile(path, "utf8")) as DatabaseSnapshot;
+    snap = JSON.parse((await store.readSmallFile(entry, file)).toString("utf8")) as DatabaseSnapshot;
   } catch (err) {
-    throw new IntegrityError(`${path}: ${errorMessage(err)}`);
+    if (err instanceof IntegrityError) throw err;
+    throw new IntegrityError(`${where}: ${errorMessage(err)}`);
   }
   if (snap?.format !== 1 || !Array.isArray(snap.entities) || typeof snap.server !== "object") {
-    throw new IntegrityError(`${path} is not a configuration export this tool understands`);
+    throw new IntegrityError(`${where} is not a configuration export this tool understands`);
   }
   return snap;
 }

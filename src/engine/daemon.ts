@@ -1,22 +1,19 @@
 // The scheduled service: backs up and prunes on a cron schedule, verifies on another, catches up once after downtime.
 
-import { stat } from "node:fs/promises";
-import { InterruptedError, LockedError, errorMessage } from "../errors";
+import { errorMessage } from "../errors";
 import type { IncusClient } from "../incus/client";
-import { KINDS, itemLabel, type Kind, type Selection } from "../core/selection";
+import { KINDS, itemLabel, type Kind } from "../core/selection";
 import { formatLocal, formatPolicy, isEmptyPolicy } from "../core/retention";
 import { missedRun } from "../core/schedule";
 import { redactUrl, type Settings } from "../core/settings";
-import { RepositoryLock } from "../repository/lock";
-import { Repository } from "../repository/repository";
-import { discoverForBackup, runBackup, runStatus, type LiveItem } from "./backup";
-import { tidyRepository } from "./housekeeping";
-import { pendingRecoveries, recoverJournals } from "./restore";
+import type { Store } from "../repository/store";
+import { backup, runStatus } from "./backup";
+import { pendingRecoveries, recoverBeforePlanning } from "./restore";
 import { postJson } from "./notify";
 import { defaultParallel } from "./pool";
 import { prune } from "./prune";
 import type { Reporter } from "./reporter";
-import { verifyVersions } from "./verify";
+import { verifyRun } from "./verify";
 
 export type Trigger = "schedule" | "catch-up";
 export type RunStatus = "ok" | "partial" | "failed" | "interrupted";
@@ -262,8 +259,10 @@ function bytesText(n: number): string {
 // The real jobs.
 
 export interface ServiceContext {
-  /** The repository directory. */
-  dir: string;
+  /** Where the repository is, for messages. */
+  location: string;
+  /** Opens the repository (made one on the first backup if the place is empty). */
+  openStore(): Promise<Store>;
   /** A new Incus client for one run (closed after it). */
   connect(): IncusClient;
   now(): Date;
@@ -285,54 +284,40 @@ export function scheduledKinds(settings: Settings): Kind[] {
   return KINDS.filter((k) => k !== "image" || settings.images);
 }
 
-/**
- * Waits for the repository lock rather than failing: a manual run holds it for a while at most.
- * Stale locks are taken over by RepositoryLock itself.
- */
-export async function acquireLockWaiting(ctx: Pick<ServiceContext, "log" | "sleep">, root: string, command: string, signal: AbortSignal): Promise<RepositoryLock> {
-  let told = false;
-  for (;;) {
-    if (signal.aborted) throw new InterruptedError();
-    try {
-      return await RepositoryLock.acquire(root, command, { onMessage: (t) => ctx.log(t) });
-    } catch (err) {
-      if (!(err instanceof LockedError)) throw err;
-      if (!told) ctx.log(`waiting: ${err.message}`);
-      told = true;
-      await ctx.sleep(5_000, signal);
-    }
-  }
-}
-
 /** One scheduled backup then prune, under the repository lock. Never throws: failures are in the summary. */
 export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> {
   const started = ctx.now();
   const summary: RunSummary = { kind: "backup", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
   let client: IncusClient | undefined;
+  let pruneInterrupted = false;
   try {
-    const { repo } = await Repository.open(ctx.dir, { create: true });
-    await repo.checkWritable();
-    const lock = await acquireLockWaiting(ctx, repo.root, SERVICE_COMMAND, signal);
-    try {
-      client = ctx.connect();
-      for (const line of await tidyRepository({ client, repo, reporter: ctx.reporter, now: ctx.now })) ctx.log(line);
-      const selection: Selection = { kinds: scheduledKinds(ctx.settings), names: [] };
-      const items = withoutSelf(await discoverForBackup(client, selection, signal), ctx);
-      const result = await runBackup(
-        { client, repo, reporter: ctx.reporter, now: ctx.now, toolVersion: ctx.toolVersion },
-        {
-          selection,
-          compression: "zstd",
-          snapshots: false,
-          stop: false,
-          parallel: ctx.settings.parallel ?? defaultParallel(),
-          direct: ctx.settings.direct,
-          pzstd: ctx.settings.pzstd,
-          command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}`,
+    const store = await ctx.openStore();
+    client = ctx.connect();
+    const deps = { client, store, reporter: ctx.reporter, now: ctx.now, toolVersion: ctx.toolVersion };
+    const result = await backup(
+      deps,
+      {
+        selection: { kinds: scheduledKinds(ctx.settings), names: [] },
+        compression: "zstd",
+        snapshots: false,
+        stop: false,
+        parallel: ctx.settings.parallel ?? defaultParallel(),
+        direct: ctx.settings.direct,
+        pzstd: ctx.settings.pzstd,
+        command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}`,
+        ...(ctx.settings.self ? { self: ctx.settings.self } : {}),
+        create: true,
+        wait: ctx,
+        after: async (result) => {
+          if (result.interrupted || signal.aborted || isEmptyPolicy(ctx.settings.policy)) return;
+          const p = await scheduledPrune(ctx, store, signal);
+          summary.prune = p.summary;
+          pruneInterrupted = p.interrupted;
         },
-        items,
-        signal,
-      );
+      },
+      signal,
+    );
+    if (result) {
       summary.version = result.version;
       summary.items = result.items.map((r) => ({
         label: itemLabel(r.item),
@@ -342,30 +327,10 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
         seconds: r.seconds,
       }));
       summary.status = runStatus(result);
-      if (!result.interrupted && !signal.aborted && !isEmptyPolicy(ctx.settings.policy)) {
-        try {
-          const p = await prune(
-            { repo, reporter: ctx.reporter, now: ctx.now },
-            { selection: { kinds: [...KINDS], names: [] }, policy: ctx.settings.policy, tz: ctx.settings.schedule.tz, trigger: "scheduled" },
-            signal,
-          );
-          summary.prune = {
-            removed: p.result.removed.length,
-            kept: p.result.kept,
-            bytesFreed: p.result.removed.reduce((n, r) => n + r.bytes, 0),
-            failed: p.result.failed.length,
-          };
-          if (p.result.interrupted) summary.status = "interrupted";
-          else if (p.result.failed.length > 0 && summary.status === "ok") summary.status = "partial";
-        } catch (err) {
-          summary.prune = { removed: 0, kept: 0, bytesFreed: 0, failed: 0, error: errorMessage(err) };
-          if (signal.aborted) summary.status = "interrupted";
-          else if (summary.status === "ok") summary.status = "partial";
-        }
-      }
-    } finally {
-      await lock.release();
     }
+    const p = summary.prune;
+    if (pruneInterrupted || (p?.error !== undefined && signal.aborted)) summary.status = "interrupted";
+    else if (p && (p.error !== undefined || p.failed > 0) && summary.status === "ok") summary.status = "partial";
   } catch (err) {
     summary.status = signal.aborted ? "interrupted" : "failed";
     summary.error = errorMessage(err);
@@ -376,11 +341,19 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
   return summary;
 }
 
-/** The backup container itself is left out: it holds no data (its state is on the NAS) and is re-created by deploy/install.sh. */
-function withoutSelf(items: LiveItem[], ctx: ServiceContext): LiveItem[] {
-  const self = ctx.settings.self;
-  if (!self) return items;
-  return items.filter((i) => !(i.kind === "instance" && i.project === self.project && i.name === self.name));
+/** The service's prune after its backup, under the backup's lock; its failure is in what it returns. */
+async function scheduledPrune(ctx: ServiceContext, store: Store, signal: AbortSignal): Promise<{ summary: NonNullable<RunSummary["prune"]>; interrupted: boolean }> {
+  try {
+    const p = await prune(
+      { store, reporter: ctx.reporter, now: ctx.now },
+      { selection: { kinds: [...KINDS], names: [] }, policy: ctx.settings.policy, tz: ctx.settings.schedule.tz, trigger: "scheduled" },
+      signal,
+    );
+    const summary = { removed: p.result.removed.length, kept: p.result.kept, bytesFreed: p.result.removed.reduce((n, r) => n + r.bytes, 0), failed: p.result.failed.length };
+    return { summary, interrupted: p.result.interrupted };
+  } catch (err) {
+    return { summary: { removed: 0, kept: 0, bytesFreed: 0, failed: 0, error: errorMessage(err) }, interrupted: false };
+  }
 }
 
 /** One scheduled verify of every version (no lock: verify reads only). Never throws. */
@@ -389,19 +362,14 @@ export async function scheduledVerify(ctx: ServiceContext, trigger: Trigger, slo
   const deep = ctx.settings.verify?.deep ?? false;
   const summary: RunSummary = { kind: "verify", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
   try {
-    const { repo } = await Repository.open(ctx.dir, { create: false });
-    const { versions, damaged } = await repo.list();
-    const results = await verifyVersions(repo, versions, damaged, { deep, reporter: ctx.verifyReporter, signal });
-    // A version a concurrent prune removed while we read it is not damage.
-    const failed = [];
-    for (const r of results.filter((x) => !x.ok)) {
-      if (await stat(r.dir).then(() => true, () => false)) failed.push({ label: itemLabel(r.item), version: r.version, problems: r.problems });
-    }
-    const checked = results.length - (results.filter((x) => !x.ok).length - failed.length);
+    const store = await ctx.openStore();
+    const results = await verifyRun(store, { selection: { kinds: [...KINDS], names: [] }, deep, reporter: ctx.verifyReporter }, signal);
+    const failed = results.filter((x) => !x.ok).map((r) => ({ label: itemLabel(r.item), version: r.version, problems: r.problems }));
+    const checked = results.length;
     summary.verify = { checked, failed, deep };
     summary.status = signal.aborted ? "interrupted" : failed.length === 0 ? "ok" : "failed";
     const record: VerifyRecord = { started: summary.started, finished: ctx.now().toISOString(), deep, checked, ok: checked - failed.length, failed, interrupted: signal.aborted };
-    await repo.saveState(VERIFY_STATE, record).catch((err: unknown) => ctx.log(`warning: could not save the verify record: ${errorMessage(err)}`));
+    await store.saveState(VERIFY_STATE, record).catch((err: unknown) => ctx.log(`warning: could not save the verify record: ${errorMessage(err)}`));
   } catch (err) {
     summary.status = signal.aborted ? "interrupted" : "failed";
     summary.error = errorMessage(err);
@@ -424,22 +392,20 @@ export function notificationPayload(summary: RunSummary, info: { host: string; t
 
 /** The service's start-up recovery: only when journals wait, under the lock (waiting for it). */
 async function recoverAtStart(ctx: ServiceContext, signal: AbortSignal): Promise<void> {
-  const { repo } = await Repository.open(ctx.dir, { create: false });
-  if ((await pendingRecoveries(repo.root)) === 0) return;
-  const lock = await acquireLockWaiting(ctx, repo.root, SERVICE_COMMAND, signal);
+  const store = await ctx.openStore();
+  if ((await pendingRecoveries(store)) === 0) return;
   const client = ctx.connect();
   try {
-    for (const line of await recoverJournals({ client, repo, reporter: ctx.reporter, now: ctx.now })) ctx.log(line);
+    for (const line of await recoverBeforePlanning({ client, store, reporter: ctx.reporter, now: ctx.now }, SERVICE_COMMAND, signal, ctx)) ctx.log(line);
   } finally {
-    await lock.release();
     await client.close();
   }
 }
 
 /** Wires the loop to the real jobs. */
 export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: number }): DaemonDeps {
-  let repo: Repository | undefined;
-  const openRepo = async () => (repo ??= (await Repository.open(ctx.dir, { create: true })).repo);
+  let store: Store | undefined;
+  const openRepo = async () => (store ??= await ctx.openStore());
   return {
     now: ctx.now,
     sleep: ctx.sleep,

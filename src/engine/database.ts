@@ -2,7 +2,8 @@
 
 import type { IncusClient } from "../incus/client";
 import { IncusError } from "../incus/errors";
-import { ENTITIES, getEntities, type EntityDescriptor, type EntityRecord } from "../incus/entities";
+import { getEntities } from "../incus/entities";
+import { ENTITIES, type EntityDescriptor, type EntityRecord } from "../core/entities";
 import { getDatabaseDump, getServer } from "../incus/server";
 
 /** The declarative export restore works from (config.json in a database version). */

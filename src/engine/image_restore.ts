@@ -1,10 +1,9 @@
 // Restoring an image: upload it unless the same fingerprint is there, then its settings and aliases.
 
-import { join } from "node:path";
 import { IntegrityError } from "../errors";
 import { createImage, createImageAlias, updateImage, updateImageAlias, type Image } from "../incus/images";
 import type { Step } from "../core/plan";
-import type { RestoreDeps } from "./restore";
+import type { RestoreDeps } from "./restore_deps";
 import { IMAGE_FILES } from "./server_items";
 
 export async function restoreImage(deps: RestoreDeps, step: Extract<Step, { op: "image" }>, signal: AbortSignal): Promise<void> {
@@ -16,18 +15,24 @@ export async function restoreImage(deps: RestoreDeps, step: Extract<Step, { op: 
     reporter.info(`image ${fingerprint.slice(0, 12)} is already on the server (same fingerprint, same content): not uploaded again`);
   } else {
     reporter.itemStep(step.target, "checking the backup's sha256");
-    for (const f of m.files) await deps.repo.verifyFile({ manifest: m, dir: step.source.dir, size: 0 }, f, signal);
+    for (const f of m.files) await deps.store.verifyFile(step.source, f, signal);
     const split = m.options.split === true;
+    // Checked just now, in full: upload them as they are.
+    const open = async (name: string) => {
+      const f = m.files.find((x) => x.name === name);
+      if (!f) throw new IntegrityError(`${step.source.location}: the manifest lists no ${name}`);
+      return { stream: await deps.store.streamFile(step.source, f, signal), size: f.size };
+    };
     const files = split
       ? {
-          meta: { path: join(step.source.dir, IMAGE_FILES.meta), name: String(m.options.meta_name ?? "metadata.tar") },
+          meta: { ...(await open(IMAGE_FILES.meta)), name: String(m.options.meta_name ?? "metadata.tar") },
           rootfs: {
-            path: join(step.source.dir, IMAGE_FILES.rootfs),
+            ...(await open(IMAGE_FILES.rootfs)),
             name: String(m.options.rootfs_name ?? "rootfs"),
             field: String(m.options.rootfs_field ?? "rootfs"),
           },
         }
-      : { meta: { path: join(step.source.dir, IMAGE_FILES.unified), name: String(m.options.meta_name ?? `${fingerprint}.tar`) } };
+      : { meta: { ...(await open(IMAGE_FILES.unified)), name: String(m.options.meta_name ?? `${fingerprint}.tar`) } };
     reporter.itemStep(step.target, "uploading");
     const op = await createImage(client, project, files, image.public ? { "x-incus-public": "true" } : {}, {
       signal,

@@ -1,16 +1,17 @@
 // Prune: plan which versions a retention policy removes, remove them, and record the result for status.
 
-import { errorMessage, InterruptedError } from "../errors";
-import { itemLabel, matches, type ItemKey, type Selection } from "../core/selection";
+import { errorMessage, InterruptedError, NotFoundError } from "../errors";
+import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
+import { takeLock, type LockWait } from "./locking";
 import { planRetention, type ItemRetention, type RetentionPolicy } from "../core/retention";
-import type { Repository, VersionEntry } from "../repository/repository";
+import type { Store, StoredVersion } from "../repository/store";
 import type { Reporter } from "./reporter";
 
 /** One version as prune sees it. */
 export interface PruneCandidate {
   key: ItemKey;
   version: string;
-  entry: VersionEntry;
+  entry: StoredVersion;
 }
 
 export interface PrunePlan {
@@ -22,8 +23,8 @@ export interface PrunePlan {
 }
 
 /** Lists the repository and applies the policy to every selected item. Reads only. */
-export async function planPrune(repo: Repository, selection: Selection, policy: RetentionPolicy, tz: string): Promise<PrunePlan> {
-  const listing = await repo.list(selection.kinds);
+export async function planPrune(store: Store, selection: Selection, policy: RetentionPolicy, tz: string): Promise<PrunePlan> {
+  const listing = await store.list(selection.kinds);
   const candidates = listing.versions
     .filter((v) => matches(selection, v.manifest))
     .map((v): PruneCandidate => ({ key: v.manifest, version: v.manifest.version, entry: v }));
@@ -63,7 +64,7 @@ export interface PruneResult {
  * plan under it. Each removal renames the version aside first, so an interrupted prune never
  * leaves half a version listed. One failure does not stop the others.
  */
-export async function applyPrune(repo: Repository, plan: PrunePlan, reporter: Reporter, signal: AbortSignal): Promise<PruneResult> {
+export async function applyPrune(store: Store, plan: PrunePlan, reporter: Reporter, signal: AbortSignal): Promise<PruneResult> {
   const result: PruneResult = { removed: [], failed: [], kept: planCounts(plan).keep, interrupted: false };
   for (const item of plan.items) {
     for (const d of item.decisions) {
@@ -74,7 +75,7 @@ export async function applyPrune(repo: Repository, plan: PrunePlan, reporter: Re
       }
       const label = itemLabel(item.key);
       try {
-        await repo.deleteVersion(d.entry.entry);
+        await store.deleteVersion(d.entry.entry);
         result.removed.push({ label, version: d.entry.version, bytes: d.entry.entry.size });
         reporter.info(`removed ${label} ${d.entry.version}`);
       } catch (err) {
@@ -120,18 +121,58 @@ export function pruneRecord(result: PruneResult, plan: PrunePlan, trigger: Prune
 
 /** Plans and applies in one go, under a lock the caller holds, and records the result. */
 export async function prune(
-  deps: { repo: Repository; reporter: Reporter; now: () => Date },
+  deps: { store: Store; reporter: Reporter; now: () => Date },
   opts: { selection: Selection; policy: RetentionPolicy; tz: string; trigger: PruneRecord["trigger"] },
   signal: AbortSignal,
 ): Promise<{ plan: PrunePlan; result: PruneResult }> {
   const started = deps.now();
-  const plan = await planPrune(deps.repo, opts.selection, opts.policy, opts.tz);
+  const plan = await planPrune(deps.store, opts.selection, opts.policy, opts.tz);
   if (signal.aborted) throw new InterruptedError();
-  const result = await applyPrune(deps.repo, plan, deps.reporter, signal);
+  const result = await applyPrune(deps.store, plan, deps.reporter, signal);
   // Records of runs whose every version is gone would pile up, one per run, for ever.
-  if (!result.interrupted) await deps.repo.pruneRunRecords().catch(() => 0);
-  await deps.repo
+  if (!result.interrupted) await deps.store.pruneRunRecords().catch(() => 0);
+  await deps.store
     .saveState(PRUNE_STATE, pruneRecord(result, plan, opts.trigger, started, deps.now()))
     .catch((err: unknown) => deps.reporter.warn(`could not save the prune record: ${errorMessage(err)}`));
   return { plan, result };
+}
+
+export interface PruneRunOptions {
+  selection: Selection;
+  policy: RetentionPolicy;
+  tz: string;
+  trigger: PruneRecord["trigger"];
+  /** Only plan: no lock, nothing removed or recorded. */
+  dryRun: boolean;
+  /** The command line, for the lock. */
+  command: string;
+  wait?: LockWait;
+}
+
+/**
+ * The prune command: nothing to do in an empty repository; a --name that matches nothing is an
+ * error (a typo more often than a wish to prune nothing); a dry run only plans; otherwise it takes
+ * the lock, plans under it (a backup that finished a moment ago counts) and prunes.
+ */
+export async function pruneRun(
+  deps: { store: Store; reporter: Reporter; now: () => Date },
+  opts: PruneRunOptions,
+  signal: AbortSignal,
+): Promise<{ plan: PrunePlan; result?: PruneResult } | undefined> {
+  const { store } = deps;
+  if (!(await store.isInitialized())) return undefined;
+  if (opts.selection.names.length > 0) {
+    const missing = unmatchedNames(opts.selection, (await store.list(opts.selection.kinds)).versions.map((v) => v.manifest));
+    if (missing.length > 0) {
+      throw new NotFoundError(`nothing in the repository is named ${missing.map((n) => JSON.stringify(n)).join(", ")} (see \`incus-backup list\`)`);
+    }
+  }
+  if (opts.dryRun) return { plan: await planPrune(store, opts.selection, opts.policy, opts.tz) };
+  await store.checkWritable();
+  const lock = await takeLock(store, opts.command, deps.reporter, signal, opts.wait);
+  try {
+    return await prune(deps, opts, signal);
+  } finally {
+    await lock.release();
+  }
 }

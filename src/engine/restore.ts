@@ -1,7 +1,6 @@
 // Carries out a restore plan: check each backup, import it, and swap it in without losing the original.
 
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
 import { IntegrityError, errorMessage, exitCodeOf, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { IncusNotFoundError } from "../incus/errors";
@@ -29,31 +28,18 @@ import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type 
 import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
 import { runPool, Semaphore } from "./pool";
-import type { TransferOptions } from "../incus/transfer";
+import type { TransferOptions, UploadSource } from "../incus/transfer";
 import { peekIndexName } from "./archive";
 import { itemLabel, type ItemKey } from "../core/selection";
-import type { FileEntry } from "../repository/manifest";
-import type { Repository, VersionEntry } from "../repository/repository";
-import { Journal, type JournalEntry, type JournalInstanceRef } from "../repository/journal";
-import { RepositoryLock } from "../repository/lock";
+import type { FileEntry } from "../core/manifest";
+import type { JournalStore, Store } from "../repository/store";
+import type { JournalEntry, JournalInstanceRef } from "../repository/journal";
 import { instancesUsingVolume, liveVolumes } from "./discover";
 import { startInstance, stopInstance, waitForServerTasks } from "./power";
-import type { Reporter } from "./reporter";
+import { takeLock, type LockWait } from "./locking";
+import { slotsOf, type RestoreDeps } from "./restore_deps";
 
-export interface RestoreDeps {
-  client: IncusClient;
-  repo: Repository;
-  reporter: Reporter;
-  now: () => Date;
-  /** Slots for the two phases of an item (see executePlan); unlimited when absent. */
-  slots?: { transfer: Semaphore; make: Semaphore };
-}
-
-const UNLIMITED = { transfer: new Semaphore(Infinity), make: new Semaphore(Infinity) };
-
-function slotsOf(deps: RestoreDeps): { transfer: Semaphore; make: Semaphore } {
-  return deps.slots ?? UNLIMITED;
-}
+export type { RestoreDeps } from "./restore_deps";
 
 export interface StepResult {
   item: ItemKey;
@@ -113,7 +99,7 @@ export function sizeOf(c: Candidate): number {
 export function archiveOf(c: Candidate): FileEntry {
   const prefix = `${c.manifest.kind}.`;
   const f = c.manifest.files.find((x) => x.name.startsWith(prefix));
-  if (!f) throw new IntegrityError(`${c.dir}: the manifest lists no ${c.manifest.kind} archive`);
+  if (!f) throw new IntegrityError(`${c.location}: the manifest lists no ${c.manifest.kind} archive`);
   return f;
 }
 
@@ -169,53 +155,48 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
     }
     return;
   }
-  const journal = new Journal(deps.repo.root);
+  const journal = deps.store.journal;
   if (step.op === "replace") await replaceInstance(deps, journal, step, archive, signal);
   else await replaceVolumeContents(deps, journal, step, archive, signal);
 }
 
-/** An archive to restore, and the promise of its full check. */
+/** An archive to restore whose size and index were checked; its sha256 is checked as it uploads. */
 interface CheckedArchive {
-  file: string;
-  /** Resolves once the file's sha256 matches the manifest; rejects with IntegrityError if not. */
-  checked: Promise<void>;
+  source: Candidate;
+  file: FileEntry;
+  /** Adds, to a failed check's error, that the existing item was not touched. */
+  untouched: (err: unknown) => unknown;
 }
 
 /**
  * Checks a backup before anything on the server changes. Its size and its own index
  * (backup/index.yaml, a few KB: so an archive swapped for another item's is refused even if its
- * manifest was rewritten to match) are checked at once. Its sha256 is computed while it uploads,
- * and the upload's last bytes wait for it: the server keeps an upload whole before it acts on it,
- * so an archive that fails the check never becomes an instance or a volume.
+ * manifest was rewritten to match) are checked at once. Its sha256 is checked while it uploads
+ * (importArchive), and the upload's last bytes wait for it: the server keeps an upload whole before
+ * it acts on it, so an archive that fails the check never becomes an instance or a volume.
  */
 async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image" }>, signal: AbortSignal): Promise<CheckedArchive> {
-  const entry: VersionEntry = { manifest: step.source.manifest, dir: step.source.dir, size: 0 };
-  const archive = archiveOf(step.source);
-  const file = join(step.source.dir, archive.name);
+  const file = archiveOf(step.source);
+  const label = `${step.source.location}/${file.name}`;
   const untouched = (err: unknown): unknown =>
     err instanceof IntegrityError && step.op !== "create"
       ? new IntegrityError(`${err.message} (the existing ${step.target.kind} was not touched)`, { cause: err })
       : err;
   deps.reporter.itemStep(step.target, "checking the backup");
   try {
-    await deps.repo.checkFileSize(entry, archive);
-    const inside = await peekIndexName(file);
+    const inside = await peekIndexName(await deps.store.streamFile(step.source, file, signal), file.name, label);
     if (inside !== undefined && inside !== step.source.manifest.name) {
-      throw new IntegrityError(`${file} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
+      throw new IntegrityError(`${label} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
     }
   } catch (err) {
     throw untouched(err);
   }
-  const checked = deps.repo.checkFileSum(entry, archive, signal).catch((err: unknown) => {
-    throw untouched(err);
-  });
-  checked.catch(() => undefined);
-  return { file, checked };
+  return { source: step.source, file, untouched };
 }
 
 /** An upload that failed because its archive failed the check reports the check's error. */
-async function checkFailure(archive: CheckedArchive, err: unknown): Promise<unknown> {
-  const verdict = await Promise.race([archive.checked.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 50, undefined))]);
+async function checkFailure(checked: Promise<void>, err: unknown): Promise<unknown> {
+  const verdict = await Promise.race([checked.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 50, undefined))]);
   return verdict ?? err;
 }
 
@@ -224,29 +205,35 @@ function tempName(kind: "restore" | "old"): string {
 }
 
 function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
-  return importArchive(deps, target, archive, signal, (opts) => createInstanceFromBackup(deps.client, { project: target.project, file: archive.file, name }, opts));
+  return importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
 }
 
 function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
-  return importArchive(deps, target, archive, signal, (opts) =>
-    createStoragePoolVolumeFromBackup(deps.client, { project: target.project, pool: target.pool ?? "", file: archive.file, name }, opts),
+  return importArchive(deps, target, archive, signal, (source, opts) =>
+    createStoragePoolVolumeFromBackup(deps.client, { project: target.project, pool: target.pool ?? "", source, name }, opts),
   );
 }
 
-/** Uploads a checked archive in a transfer slot (the check gates its last bytes), then waits for the server to unpack it. */
+/** Uploads a checked archive in a transfer slot (its sha256 check gates the last bytes), then waits for the server to unpack it. */
 async function importArchive(
   deps: RestoreDeps,
   target: ItemKey,
   archive: CheckedArchive,
   signal: AbortSignal,
-  upload: (opts: TransferOptions) => Promise<Operation>,
+  upload: (source: UploadSource, opts: TransferOptions) => Promise<Operation>,
 ): Promise<void> {
   const op = await slotsOf(deps).transfer.use(async () => {
     deps.reporter.itemStep(target, "uploading (and checking the sha256)");
+    let checked: Promise<void> = Promise.resolve();
     try {
-      return await upload({ signal, gate: archive.checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
+      const stored = await deps.store.openFile(archive.source, archive.file, signal);
+      checked = stored.checked.catch((err: unknown) => {
+        throw archive.untouched(err);
+      });
+      checked.catch(() => undefined);
+      return await upload(stored, { signal, gate: checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
     } catch (err) {
-      throw await checkFailure(archive, err);
+      throw await checkFailure(checked, archive.untouched(err));
     }
   });
   await waitImport(deps, op, target, signal);
@@ -285,7 +272,7 @@ async function clearMacs(deps: RestoreDeps, project: string, name: string): Prom
  * the original is put back, with its name, devices, MACs and running state, in the same run. The
  * journal records each phase, so that a run that dies is completed or undone by the next one.
  */
-async function replaceInstance(deps: RestoreDeps, journal: Journal, step: Extract<Step, { op: "replace" }>, archive: CheckedArchive, signal: AbortSignal) {
+async function replaceInstance(deps: RestoreDeps, journal: JournalStore, step: Extract<Step, { op: "replace" }>, archive: CheckedArchive, signal: AbortSignal) {
   const { client } = deps;
   const { project, name } = step.target;
   const entry: JournalEntry = {
@@ -346,7 +333,7 @@ async function makeInert(c: IncusClient, project: string, name: string): Promise
  * that does not start is thrown away and the original put back (it is still there, aside), so a
  * restore never leaves an instance down that was running; the backup stays in the repository.
  */
-async function finishInstance(deps: RestoreDeps, journal: Journal, entry: JournalEntry, target: ItemKey): Promise<void> {
+async function finishInstance(deps: RestoreDeps, journal: JournalStore, entry: JournalEntry, target: ItemKey): Promise<void> {
   const { client } = deps;
   const hasAside = await instanceExists(client, entry.project, entry.aside!);
   for (const r of entry.restart) {
@@ -378,9 +365,13 @@ class ReplaceUndoneError extends Error {}
  * ReplaceUndoneError, or, if putting it back failed too, a plain error saying so (the journal then
  * stays for the next run).
  */
-async function undone(deps: RestoreDeps, journal: Journal, entry: JournalEntry, target: ItemKey, reason: string): Promise<Error> {
+async function undone(deps: RestoreDeps, journal: JournalStore, entry: JournalEntry, target: ItemKey, reason: string): Promise<Error> {
   deps.reporter.itemStep(target, "putting the original back");
   try {
+    // Recorded first: once the original has its name back, the state alone looks like a
+    // completed swap, and a run that dies now must be undone, not completed, by the next one.
+    entry.phase = "undo";
+    await journal.write(entry);
     await putOriginalBack(deps.client, entry);
   } catch (err) {
     return new Error(`${reason}; putting the original back failed too (the next run retries it): ${errorMessage(err)}`);
@@ -432,7 +423,7 @@ async function giveIdentityBack(c: IncusClient, project: string, name: string, s
  */
 async function replaceVolumeContents(
   deps: RestoreDeps,
-  journal: Journal,
+  journal: JournalStore,
   step: Extract<Step, { op: "replace-contents" }>,
   archive: CheckedArchive,
   signal: AbortSignal,
@@ -511,7 +502,7 @@ async function startAgain(deps: RestoreDeps, refs: readonly JournalInstanceRef[]
  * Starts the volume's instances again and deletes the restored copy; every start is tried. An
  * instance that does not start is reported, not retried by the next run: the volume is restored.
  */
-async function finishVolume(deps: RestoreDeps, journal: Journal, entry: JournalEntry, target: ItemKey): Promise<void> {
+async function finishVolume(deps: RestoreDeps, journal: JournalStore, entry: JournalEntry, target: ItemKey): Promise<void> {
   const failed: string[] = [];
   for (const r of entry.restart) {
     deps.reporter.itemStep(target, `starting ${r.project}/${r.name}`);
@@ -554,7 +545,7 @@ async function instanceExists(c: IncusClient, project: string, name: string): Pr
  * repository lock, before a new backup or restore. Returns what it did, for the user.
  */
 export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
-  const journal = new Journal(deps.repo.root);
+  const journal = deps.store.journal;
   const { entries, problems } = await journal.list();
   const said: string[] = [...problems];
   for (const e of entries) {
@@ -577,10 +568,10 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
  * (create instead of replace, stopped instead of running) would be wrong. Only when a journal
  * exists; takes the repository lock for it and releases it. Returns what it did.
  */
-export async function recoverBeforePlanning(deps: RestoreDeps, command: string): Promise<string[]> {
-  const { entries } = await new Journal(deps.repo.root).list();
+export async function recoverBeforePlanning(deps: RestoreDeps, command: string, signal: AbortSignal, wait?: LockWait): Promise<string[]> {
+  const { entries } = await deps.store.journal.list();
   if (entries.length === 0) return [];
-  const lock = await RepositoryLock.acquire(deps.repo.root, command, { onMessage: (t) => deps.reporter.info(t) });
+  const lock = await takeLock(deps.store, command, deps.reporter, signal, wait);
   try {
     return await recoverJournals(deps);
   } finally {
@@ -589,8 +580,8 @@ export async function recoverBeforePlanning(deps: RestoreDeps, command: string):
 }
 
 /** Whether restores died half-way and wait for recovery (for a dry run, which changes nothing). */
-export async function pendingRecoveries(root: string): Promise<number> {
-  return (await new Journal(root).list()).entries.length;
+export async function pendingRecoveries(store: Store): Promise<number> {
+  return (await store.journal.list()).entries.length;
 }
 
 /** A `backup --stop` died while its instance was down: start it again. */
@@ -618,9 +609,9 @@ async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<stri
   // The swap went through when the restored instance has the name and the original is aside (or,
   // in the finish phase, already deleted): finish it. Anything short of that is undone.
   const swapped = hasName && !hasTemp && (hasAside || e.phase === "finish");
-  if (e.phase !== "import" && swapped) {
+  if ((e.phase === "swap" || e.phase === "finish") && swapped) {
     try {
-      await finishInstance(deps, new Journal(deps.repo.root), e, target);
+      await finishInstance(deps, deps.store.journal, e, target);
     } catch (err) {
       if (err instanceof ReplaceUndoneError) return `an interrupted restore could not be completed, so it was undone: ${err.message}`;
       throw err;
@@ -658,6 +649,6 @@ async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string
     }
     await copyStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp, e.name, { refresh: true, volumeOnly: true });
   }
-  await finishVolume(deps, new Journal(deps.repo.root), e, target);
+  await finishVolume(deps, deps.store.journal, e, target);
   return "an interrupted restore was completed";
 }

@@ -5,9 +5,8 @@ import { IntegrityError } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { getImageFile, getImages, type Image } from "../incus/images";
 import type { ItemKey } from "../core/selection";
-import type { HashingFileWriter } from "../repository/files";
-import type { ItemContext } from "./backup";
-import { manifestFor } from "./backup";
+import type { FileSink } from "../repository/store";
+import { manifestFor, type ItemContext } from "./backup_item";
 import { DATABASE_FILES, databaseDumps, exportDatabase } from "./database";
 
 export interface LiveImage extends ItemKey {
@@ -37,10 +36,10 @@ export async function liveImages(c: IncusClient, project: string | undefined, si
  */
 export async function backupImage(ctx: ItemContext, item: LiveImage): Promise<number> {
   const created = ctx.deps.now();
-  const writer = await ctx.deps.repo.begin(item, ctx.version);
+  const writer = await ctx.deps.store.begin(item, ctx.version);
   try {
     const content = createHash("sha256");
-    const sinks: HashingFileWriter[] = [];
+    const sinks: FileSink[] = [];
     const parts = await ctx.slots.transfer.use(async () => {
       ctx.deps.reporter.itemStep(item, "downloading");
       try {
@@ -94,7 +93,7 @@ export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Prom
   ctx.deps.reporter.itemStep(item, "reading the configuration");
   const snapshot = await exportDatabase(ctx.deps.client, ctx.signal);
   const dumps = await databaseDumps(ctx.deps.client, ctx.signal);
-  const writer = await ctx.deps.repo.begin(item, ctx.version);
+  const writer = await ctx.deps.store.begin(item, ctx.version);
   try {
     // Writing into the repository is the transfer phase, whatever its size.
     const [a, b, c] = await ctx.slots.transfer.use(async () => {

@@ -1,13 +1,10 @@
 // Status: the last run and its items, what runs now, the next scheduled run, the policy, the last prune and verify, the size.
 
-import { join } from "node:path";
 import { errorMessage } from "../errors";
 import { itemId } from "../core/selection";
 import { redactUrl, type Settings } from "../core/settings";
 import type { RetentionPolicy } from "../core/retention";
-import { LOCK_FILE } from "../repository/layout";
-import { readLock } from "../repository/lock";
-import { Repository, type RunRecord } from "../repository/repository";
+import type { RunRecord, Store } from "../repository/store";
 import { DAEMON_STATE, VERIFY_STATE, type DaemonState, type VerifyRecord } from "./daemon";
 import { PRUNE_STATE, type PruneRecord } from "./prune";
 
@@ -33,7 +30,10 @@ export interface StatusReport {
 }
 
 export interface StatusOptions {
-  dir: string;
+  /** Where the store is, for the report (opening it may fail). */
+  location: string;
+  /** Opens the store; a failure is reported, not thrown. */
+  open: () => Promise<Store>;
   now: Date;
   tz: string;
   /** This machine's host name and a PID check: whether a daemon recorded here still runs. */
@@ -49,7 +49,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   const report: StatusReport = {
     now: o.now.toISOString(),
     tz: o.tz,
-    repository: { dir: o.dir, initialized: false, size: 0, items: 0, versions: 0, damaged: 0 },
+    repository: { dir: o.location, initialized: false, size: 0, items: 0, versions: 0, damaged: 0 },
     running: null,
     lastRun: null,
     schedule: null,
@@ -70,9 +70,9 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
     if (s.notify) report.notify = { target: redactUrl(s.notify.url), when: s.notify.when };
   }
 
-  let repo: Repository;
+  let repo: Store;
   try {
-    repo = (await Repository.open(o.dir, { create: false })).repo;
+    repo = await o.open();
     report.repository.initialized = await repo.isInitialized();
   } catch (err) {
     report.repository.error = errorMessage(err);
@@ -89,7 +89,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   } catch (err) {
     report.repository.error = errorMessage(err);
   }
-  const holder = await readLock(join(repo.root, LOCK_FILE)).catch(() => undefined);
+  const holder = await repo.lockHolder().catch(() => undefined);
   if (holder) report.running = { pid: holder.pid, host: holder.host, command: holder.command, since: holder.started };
   const runs = await repo.listRuns();
   report.lastRun = runs.at(-1) ?? null;

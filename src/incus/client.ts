@@ -167,12 +167,6 @@ export class IncusClient {
     return this.serverCache;
   }
 
-  /** Whether the server advertises an API extension. */
-  async hasExtension(name: string): Promise<boolean> {
-    const info = await this.server();
-    return (info.api_extensions ?? []).includes(name);
-  }
-
   private translateTransportError(err: unknown, what: string, signal: AbortSignal | undefined): Error {
     if (signal?.aborted) return new InterruptedError();
     const code = transportCode(err);

@@ -64,18 +64,6 @@ export class IncusSocketError extends IncusError {
   }
 }
 
-/** The server lacks an API extension a call needs. */
-export class IncusMissingExtensionError extends IncusError {
-  readonly extension: string;
-
-  constructor(extension: string) {
-    super(`the Incus server lacks the "${extension}" API extension`, {
-      hint: "Upgrade Incus on the server.",
-    });
-    this.extension = extension;
-  }
-}
-
 /** A background operation ended in failure or was cancelled; the message is the server's. */
 export class IncusOperationError extends IncusError {
   readonly operationId: string;

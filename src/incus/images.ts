@@ -1,9 +1,6 @@
 // Images and image aliases, named after Incus's Go client. Split images (metadata + rootfs) travel
 // as multipart bodies; unified ones as a single tarball.
 
-import { READ_CHUNK } from "../chunks";
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
 import { PassThrough, Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import busboy from "busboy";
@@ -12,7 +9,7 @@ import { seg, signalOf, type IncusClient } from "./client";
 import { IncusError } from "./errors";
 import type { Signal } from "./instances";
 import type { Operation } from "./operations";
-import { byteCounter, type TransferOptions } from "./transfer";
+import { byteCounter, type TransferOptions, type UploadSource } from "./transfer";
 
 export interface ImageAlias {
   name: string;
@@ -179,7 +176,7 @@ async function readMultipart(
 export async function createImage(
   c: IncusClient,
   project: string,
-  files: { meta: { path: string; name: string }; rootfs?: { path: string; name: string; field: string } },
+  files: { meta: UploadSource & { name: string }; rootfs?: UploadSource & { name: string; field: string } },
   headers: Record<string, string>,
   opts: TransferOptions = {},
 ): Promise<Operation> {
@@ -188,8 +185,8 @@ export async function createImage(
   let length: number;
   let ctype: string;
   if (!files.rootfs) {
-    length = (await stat(files.meta.path)).size;
-    body = createReadStream(files.meta.path, { highWaterMark: READ_CHUNK });
+    length = files.meta.size;
+    body = files.meta.stream;
     ctype = "application/octet-stream";
   } else {
     const boundary = `incus-backup-${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
@@ -201,16 +198,14 @@ export async function createImage(
     const metaHead = head("metadata", files.meta.name);
     const rootHead = Buffer.concat([Buffer.from("\r\n"), head(files.rootfs.field, files.rootfs.name)]);
     const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
-    const metaSize = (await stat(files.meta.path)).size;
-    const rootSize = (await stat(files.rootfs.path)).size;
-    length = metaHead.length + metaSize + rootHead.length + rootSize + tail.length;
-    const rootfs = files.rootfs;
+    length = metaHead.length + files.meta.size + rootHead.length + files.rootfs.size + tail.length;
+    const { meta, rootfs } = files;
     body = Readable.from(
       (async function* () {
         yield metaHead;
-        yield* createReadStream(files.meta.path, { highWaterMark: READ_CHUNK });
+        yield* meta.stream;
         yield rootHead;
-        yield* createReadStream(rootfs.path, { highWaterMark: READ_CHUNK });
+        yield* rootfs.stream;
         yield tail;
       })(),
     );
@@ -228,7 +223,11 @@ export async function createImage(
       headersTimeout: 0,
       bodyTimeout: 300_000,
     })
-    .finally(() => body.destroy());
+    .finally(() => {
+      body.destroy();
+      files.meta.stream.destroy();
+      files.rootfs?.stream.destroy();
+    });
   return c.operationFrom(await res.body.json(), what);
 }
 

@@ -3,7 +3,7 @@
 import type { Writable } from "node:stream";
 import { seg, signalOf, type IncusClient } from "./client";
 import type { Operation, WaitOptions } from "./operations";
-import { downloadTo, postForStream, uploadFile, type TransferOptions } from "./transfer";
+import { downloadTo, postForStream, uploadStream, type TransferOptions, type UploadSource } from "./transfer";
 
 export interface Instance {
   name: string;
@@ -185,8 +185,8 @@ export async function deleteInstanceBackup(c: IncusClient, project: string, name
 
 export interface InstanceBackupArgs {
   project: string;
-  /** The backup tarball on disk. */
-  file: string;
+  /** The backup tarball. */
+  source: UploadSource;
   /** Create the instance under this name instead of the one in the backup. */
   name?: string;
   /** Put the root volume on this pool instead of the one in the backup. */
@@ -201,7 +201,7 @@ export function createInstanceFromBackup(c: IncusClient, args: InstanceBackupArg
   const headers: Record<string, string> = {};
   if (args.name) headers["x-incus-name"] = args.name;
   if (args.pool) headers["x-incus-pool"] = args.pool;
-  return uploadFile(c, "/1.0/instances", `Import instance ${args.name ?? "from backup"}`, args.file, {
+  return uploadStream(c, "/1.0/instances", `Import instance ${args.name ?? "from backup"}`, args.source, {
     ...opts,
     query: { project: args.project },
     headers,

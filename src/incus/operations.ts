@@ -1,7 +1,15 @@
 // Background operations: wait in bounded steps, read progress, detect failure from the body, cancel.
 
 import { InterruptedError } from "../errors";
-import type { IncusClient } from "./client";
+/**
+ * What an operation needs of the client (client.ts's IncusClient has it): two calls, named here
+ * so that this module and the client do not import each other.
+ */
+export interface OperationClient {
+  get<T>(path: string, what: string, options?: { query?: Record<string, string | number | boolean | undefined>; signal?: AbortSignal }): Promise<T>;
+  list<T>(path: string, what: string, options?: { query?: Record<string, string | number | boolean | undefined>; signal?: AbortSignal }): Promise<T[]>;
+  call(method: string, path: string, what: string): Promise<unknown>;
+}
 import { IncusError, IncusNotFoundError, IncusOperationError, IncusSocketError, errorFromResponse } from "./errors";
 
 /** An Incus operation as the API returns it. */
@@ -35,7 +43,7 @@ export class Operation {
   private last: OperationData;
 
   constructor(
-    private readonly client: IncusClient,
+    private readonly client: OperationClient,
     data: OperationData,
     private readonly what: string,
   ) {
@@ -135,7 +143,7 @@ export function progressText(metadata: Record<string, unknown>): string | undefi
  * Background tasks the server is still running, in all projects: what a client that died left
  * going (an import, a stop, a copy). Tokens and websockets are not tasks and are left out.
  */
-export async function getRunningTasks(c: IncusClient, opts: { signal?: AbortSignal } = {}): Promise<OperationData[]> {
+export async function getRunningTasks(c: OperationClient, opts: { signal?: AbortSignal } = {}): Promise<OperationData[]> {
   const byStatus = await c.get<Record<string, OperationData[] | null> | null>("/1.0/operations", "List operations", {
     query: { recursion: 1, "all-projects": true },
     ...opts,

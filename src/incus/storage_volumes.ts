@@ -4,7 +4,7 @@ import type { Writable } from "node:stream";
 import { seg, signalOf, type IncusClient } from "./client";
 import type { Signal } from "./instances";
 import type { Operation, WaitOptions } from "./operations";
-import { downloadTo, postForStream, uploadFile, type TransferOptions } from "./transfer";
+import { downloadTo, postForStream, uploadStream, type TransferOptions, type UploadSource } from "./transfer";
 
 export interface StorageVolume {
   name: string;
@@ -129,12 +129,12 @@ export async function deleteStorageVolumeBackup(c: IncusClient, project: string,
 /** Uploads a volume backup tarball to create a new custom volume (fails if the name is taken). */
 export function createStoragePoolVolumeFromBackup(
   c: IncusClient,
-  args: { project: string; pool: string; file: string; name?: string },
+  args: { project: string; pool: string; source: UploadSource; name?: string },
   opts: TransferOptions = {},
 ): Promise<Operation> {
   const headers: Record<string, string> = {};
   if (args.name) headers["x-incus-name"] = args.name;
-  return uploadFile(c, custom(args.pool), `Import volume ${args.pool}/${args.name ?? "from backup"}`, args.file, {
+  return uploadStream(c, custom(args.pool), `Import volume ${args.pool}/${args.name ?? "from backup"}`, args.source, {
     ...opts,
     query: { project: args.project },
     headers,

@@ -1,8 +1,6 @@
 // Streamed downloads and uploads of backup files, with byte progress; nothing is held whole in memory.
 
-import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
-import { Transform, type Writable } from "node:stream";
+import { Transform, type Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { InterruptedError } from "../errors";
 import { brokenConnection, type IncusClient, type Query } from "./client";
@@ -209,8 +207,11 @@ export async function postForStream(
   return { bytes: counter.bytes() };
 }
 
-/** Read size for uploads: measured fastest through undici to a unix socket (vs 64 KB to 4 MB). */
-const UPLOAD_CHUNK = 1024 * 1024;
+/** What an upload sends: a stream of exactly `size` bytes (stores read 1 MiB at a time: fastest through undici). */
+export interface UploadSource {
+  stream: Readable;
+  size: number;
+}
 
 /**
  * Counts the bytes of an upload for progress and, with a gate, passes everything through but the
@@ -241,21 +242,19 @@ function uploadStage(total: number, onProgress: ByteProgress | undefined, gate: 
 }
 
 /**
- * POSTs a file as the raw request body (application/octet-stream, exactly: Incus rejects
+ * POSTs a stream as the raw request body (application/octet-stream, exactly: Incus rejects
  * parameters) and returns the operation the server starts for it.
  */
-export async function uploadFile(
+export async function uploadStream(
   client: IncusClient,
   path: string,
   what: string,
-  file: string,
+  { stream: source, size }: UploadSource,
   options: TransferOptions & { query?: Query; headers?: Record<string, string> } = {},
 ): Promise<Operation> {
-  const size = (await stat(file)).size;
   // One pass-through stage (counting, and holding back the end if gated): every stage between
   // the file and the socket costs throughput, and large reads keep the chunk count low.
   const counter = uploadStage(size, options.onProgress, options.gate);
-  const source = createReadStream(file, { highWaterMark: UPLOAD_CHUNK });
   source.on("error", (err) => counter.destroy(err));
   source.pipe(counter);
   const res = await client

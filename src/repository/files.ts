@@ -6,7 +6,8 @@ import { constants } from "node:fs";
 import { chmod, mkdir, open, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 import { Writable } from "node:stream";
-import type { FileEntry } from "./manifest";
+import type { FileEntry } from "../core/manifest";
+import { RepositoryError, errorMessage } from "../errors";
 import { basename } from "node:path";
 
 /** Backups hold secrets: files are 0600 and directories 0700, whatever the umask. */
@@ -207,4 +208,22 @@ export async function writeFileDurable(path: string, data: string | Buffer): Pro
     w.end(typeof data === "string" ? Buffer.from(data) : data, (err?: Error | null) => (err ? reject(err) : resolve()));
   });
   return w.entry();
+}
+
+/** Turns a filesystem error into a one-line repository error naming the path. */
+export function fsError(action: string, path: string, err: unknown): RepositoryError {
+  const code = (err as { code?: string }).code;
+  const reason =
+    code === "ENOSPC"
+      ? "no space left on device"
+      : code === "EROFS"
+        ? "read-only file system"
+        : code === "EACCES" || code === "EPERM"
+          ? "permission denied"
+          : code === "ENOENT"
+            ? "no such file or directory"
+            : code === "EDQUOT"
+              ? "disk quota exceeded"
+              : errorMessage(err);
+  return new RepositoryError(`cannot ${action} ${path}: ${reason}`, { cause: err });
 }

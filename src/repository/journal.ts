@@ -2,53 +2,16 @@
 
 import { readdir, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { fsError } from "./repository";
+import { fsError } from "./files";
 import { mkdirPrivate, writeFileAtomic } from "./files";
 import { JOURNAL_DIR } from "./layout";
 import { safePathComponent } from "../core/names";
 import { INERT_KEYS, type SavedIdentity } from "../core/nics";
+import type { JournalEntry, JournalInstanceRef, JournalStore } from "./store";
 
-export interface JournalInstanceRef {
-  project: string;
-  name: string;
-}
+export type { JournalEntry, JournalInstanceRef } from "./store";
 
-/**
- * A replace in progress, or an instance a `backup --stop` stopped. Phases, in order:
- * - instance: "import" (temp instance being created; original untouched) → "swap" (original
- *   being stopped, renamed aside and made inert, temp renamed into place) → "finish" (start,
- *   delete the old one; if the restored one does not start, the original is put back);
- * - volume: "import" (temp volume being created) → "stop" (users being stopped) → "refresh"
- *   (original's contents being replaced from the temp) → "finish" (start users, delete the temp);
- * - stopped: "stopped" (the instance is down for its backup; recovery starts it again).
- */
-export interface JournalEntry {
-  id: string;
-  kind: "instance" | "volume" | "stopped";
-  project: string;
-  pool?: string;
-  name: string;
-  /** The imported copy, under a temporary name ("" for "stopped"). */
-  temp: string;
-  /** Instance only: the name the original is moved to during the swap. */
-  aside?: string;
-  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "stopped";
-  /** Instance only: whether the original was running. */
-  wasRunning?: boolean;
-  /**
-   * Instance only, from the swap on: the original's own devices, MACs and autostart, which the
-   * swap takes away while it stands aside (so the restored instance can start with the same MACs
-   * and addresses), and which putting it back restores.
-   */
-  original?: SavedIdentity;
-  /** Volume only: instances that must be stopped while the contents are replaced. */
-  stop?: JournalInstanceRef[];
-  /** Instances to start again at the end. */
-  restart: JournalInstanceRef[];
-  started: string;
-}
-
-export class Journal {
+export class Journal implements JournalStore {
   private readonly dir: string;
 
   constructor(root: string) {
@@ -97,7 +60,7 @@ export class Journal {
 }
 
 const PHASES: Record<JournalEntry["kind"], readonly JournalEntry["phase"][]> = {
-  instance: ["import", "swap", "finish"],
+  instance: ["import", "swap", "finish", "undo"],
   volume: ["import", "stop", "refresh", "finish"],
   stopped: ["stopped"],
 };

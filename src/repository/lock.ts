@@ -7,31 +7,16 @@ import { link, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promi
 import { LockedError } from "../errors";
 import { writeFileAtomic, writeFileDurable } from "./files";
 import { LOCK_FILE } from "./layout";
-import { fsError } from "./repository";
+import { fsError } from "./files";
+import type { HeldLock, LockInfo, LockOptions } from "./store";
 
-export interface LockInfo {
-  host: string;
-  pid: number;
-  command: string;
-  /** ISO times. */
-  started: string;
-  refreshed: string;
-  id: string;
-}
+export type { LockInfo } from "./store";
 
 /** A lock not refreshed for this long is stale even if its host cannot be checked. */
 export const STALE_AFTER_MS = 10 * 60_000;
 const REFRESH_EVERY_MS = 60_000;
 
-export interface LockOptions {
-  /** Keep trying for this long when the lock is held (the daemon waits; people are told at once). */
-  waitMs?: number;
-  /** Told about stale locks taken over. */
-  onMessage?: (text: string) => void;
-  now?: () => Date;
-}
-
-export class RepositoryLock {
+export class RepositoryLock implements HeldLock {
   private timer: NodeJS.Timeout | undefined;
   private released = false;
 

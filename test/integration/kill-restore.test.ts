@@ -202,6 +202,8 @@ const PUT_BACK_POINTS: Array<{ name: string; hold: RegExp; method: string; nth?:
   { name: "before the original gets its devices back", method: "PUT", hold: /^\/1\.0\/instances\/ibk-old-[0-9a-f]{8}(\?|$)/, nth: 2 },
   { name: "before the original gets its MACs back", method: "PATCH", hold: /^\/1\.0\/instances\/ibk-old-[0-9a-f]{8}(\?|$)/ },
   { name: "before the original gets its name back", method: "POST", hold: /^\/1\.0\/instances\/ibk-old-[0-9a-f]{8}(\?|$)/ },
+  // The state then looks like a completed swap; only the journal tells it is an undo.
+  { name: "after the original has its name back, before it starts again", method: "PUT", hold: /^\/1\.0\/instances\/NAME\/state(\?|$)/, nth: 3 },
 ];
 
 describe("SIGKILL while a restore that failed to start puts the original back", () => {

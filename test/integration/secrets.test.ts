@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, launchInstance, tracker } from "../lab/lab";
 import { isolatedServer, tempDir, wrongModes } from "./helpers/server";
-import { startTool, tool, toolOk } from "./helpers/tool";
+import { startTool, toolOk } from "./helpers/tool";
 
 describe("secrets from the server's configuration", () => {
   const track = tracker();

@@ -1,7 +1,7 @@
 // Exit codes of errors and of runs of several items.
 
 import { describe, expect, it } from "vitest";
-import { ExitCode, IntegrityError, RepositoryError, exitCodeOf, runExitCode } from "../../src/errors";
+import { ExitCode, IntegrityError, exitCodeOf, runExitCode } from "../../src/errors";
 
 describe("exitCodeOf", () => {
   it("takes the tool's own errors' codes, maps disk errors to the repository code, and the rest to failure", () => {

@@ -6,7 +6,7 @@ import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import type { CliContext } from "../../src/cli/context";
 import { main, parseErrorLine } from "../../src/main";
-import { Repository } from "../../src/repository/repository";
+import { DirectoryStore } from "../../src/repository/directory";
 import { data, tempDir, web, writeVersion } from "./helpers/repo";
 
 interface Run {
@@ -168,7 +168,7 @@ describe("list", () => {
 
   async function sample() {
     const dir = await tempDir();
-    const { repo } = await Repository.open(dir, { create: true });
+    const { repo } = await DirectoryStore.open(dir, { create: true });
     const w1 = await writeVersion(repo, web, V1, "a".repeat(2048));
     const w2 = await writeVersion(repo, web, V2, "b".repeat(1024));
     const d1 = await writeVersion(repo, data, V1, "c".repeat(10));
@@ -211,7 +211,7 @@ describe("list", () => {
     const byPath = new Map(rows.map((row) => [row.path, row]));
     for (const entry of [w1, w2, d1]) {
       const m = entry.manifest;
-      const row = byPath.get(entry.dir);
+      const row = byPath.get(entry.location);
       expect(row).toMatchObject({
         type: m.kind,
         project: "default",
@@ -239,14 +239,14 @@ describe("list", () => {
 
   it("leaves out a version whose manifest does not match SHA256SUMS, with a warning", async () => {
     const { dir, w2 } = await sample();
-    await appendFile(join(w2.dir, "manifest.json"), "\n");
+    await appendFile(join(w2.location, "manifest.json"), "\n");
     const r = await run(["list", "--json", "--dir", dir]);
     expect(r.code).toBe(0);
     const rows = JSON.parse(r.stdout) as Array<{ version: string; name: string }>;
     expect(rows.map((row) => `${row.name} ${row.version}`).sort()).toEqual([`data ${V1}`, `web ${V1}`]);
     const lines = r.stderr.trimEnd().split("\n");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(new RegExp(`^warning: damaged backup at ${w2.dir}: manifest\\.json does not match its checksum`));
+    expect(lines[0]).toMatch(new RegExp(`^warning: damaged backup at ${w2.location}: manifest\\.json does not match its checksum`));
   });
 
   it("never shows an unfinished version", async () => {

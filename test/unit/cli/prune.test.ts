@@ -3,16 +3,16 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Repository } from "../../../src/repository/repository";
+import { DirectoryStore } from "../../../src/repository/directory";
 import { RepositoryLock } from "../../../src/repository/lock";
 import { runCli } from "../helpers/cli";
 import { data, tempDir, web, writeVersion } from "../helpers/repo";
 
 const WEB_VERSIONS = ["20250901-030000", "20250902-030000", "20250902-150000", "20250908-030000", "20250914-030000"];
 
-async function fixture(): Promise<{ dir: string; repo: Repository }> {
+async function fixture(): Promise<{ dir: string; repo: DirectoryStore }> {
   const dir = await tempDir();
-  const { repo } = await Repository.open(dir, { create: true });
+  const { repo } = await DirectoryStore.open(dir, { create: true });
   for (const v of WEB_VERSIONS) await writeVersion(repo, web, v);
   await writeVersion(repo, data, "20250914-030000");
   return { dir, repo };

@@ -5,7 +5,7 @@ import { writeFile, mkdir } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { Repository } from "../../../src/repository/repository";
+import { DirectoryStore } from "../../../src/repository/directory";
 import { RepositoryLock } from "../../../src/repository/lock";
 import type { DaemonState, VerifyRecord } from "../../../src/engine/daemon";
 import type { PruneRecord } from "../../../src/engine/prune";
@@ -25,7 +25,7 @@ const NOW = new Date("2025-09-14T10:00:00Z");
 
 async function fullRepo(): Promise<string> {
   const dir = await tempDir();
-  const { repo } = await Repository.open(dir, { create: true });
+  const { repo } = await DirectoryStore.open(dir, { create: true });
   await writeVersion(repo, web, "20250913-010000");
   await writeVersion(repo, web, "20250914-010000");
   await writeVersion(repo, data, "20250914-010000");
@@ -100,7 +100,7 @@ describe("status", () => {
 
   it("says when the daemon recorded on this host is gone", async () => {
     const dir = await fullRepo();
-    const { repo } = await Repository.open(dir, { create: false });
+    const { repo } = await DirectoryStore.open(dir, { create: false });
     const gone = spawnSync("true").pid;
     await repo.saveState("daemon", { host: hostname(), pid: gone, started: "2025-09-10T08:00:00.000Z", schedule: "0 3 * * *", tz: "Europe/Berlin", updated: "" });
     const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });

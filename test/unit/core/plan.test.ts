@@ -5,7 +5,7 @@ import { NotFoundError, UsageError } from "../../../src/errors";
 import { isDestructive, planRestore, type Candidate, type LiveState, type Plan, type PlanOptions, type Step } from "../../../src/core/plan";
 import type { Selection } from "../../../src/core/selection";
 import type { NicIdentity } from "../../../src/core/nics";
-import type { Manifest } from "../../../src/repository/manifest";
+import type { Manifest } from "../../../src/core/manifest";
 
 const SHA = "a".repeat(64);
 
@@ -26,8 +26,8 @@ function candidate(m: Pick<Manifest, "kind" | "project" | "name" | "version" | "
     options: {},
     ...m,
   };
-  const dir = ["/repo", `${m.kind}s`, m.project, ...(m.pool === undefined ? [] : [m.pool]), m.name, m.version].join("/");
-  return { manifest, dir };
+  const location = ["/repo", `${m.kind}s`, m.project, ...(m.pool === undefined ? [] : [m.pool]), m.name, m.version].join("/");
+  return { manifest, location, size: manifest.files.reduce((n, f) => n + f.size, 0) };
 }
 
 type User = { project: string; name: string; running: boolean };
@@ -483,7 +483,7 @@ describe("planRestore: --target-name", () => {
     const step = only(plan, "create");
     expect(step.target).toEqual({ kind: "instance", project: "default", name: "web-restored" });
     expect(step.source.manifest.name).toBe("web");
-    expect(step.source.dir).toBe("/repo/instances/default/web/20250914-030002");
+    expect(step.source.location).toBe("/repo/instances/default/web/20250914-030002");
     expect(step.start).toBe(true);
     expect(isDestructive(plan)).toBe(false);
   });

@@ -3,18 +3,21 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { acquireLockWaiting, scheduledBackup, scheduledVerify, type ServiceContext, type VerifyRecord } from "../../../src/engine/daemon";
+import { scheduledBackup, scheduledVerify, type ServiceContext, type VerifyRecord } from "../../../src/engine/daemon";
+import { takeLock } from "../../../src/engine/locking";
+import { openStore } from "../../../src/repository/open";
 import { settingsFromEnv } from "../../../src/core/settings";
 import { IncusClient } from "../../../src/incus/client";
 import { silentReporter } from "../../../src/engine/reporter";
 import { InterruptedError } from "../../../src/errors";
 import { RepositoryLock, readLock } from "../../../src/repository/lock";
-import { Repository } from "../../../src/repository/repository";
+import { DirectoryStore } from "../../../src/repository/directory";
 import { data, tempDir, web, writeVersion } from "../helpers/repo";
 
 function service(dir: string, log: string[], env: Record<string, string> = {}): ServiceContext {
   return {
-    dir,
+    location: dir,
+    openStore: () => openStore(dir, { create: true }),
     connect: () => new IncusClient(join(dir, "no-such.socket")),
     now: () => new Date(),
     sleep: async () => {},
@@ -29,11 +32,11 @@ function service(dir: string, log: string[], env: Record<string, string> = {}): 
 describe("scheduledVerify", () => {
   it("checks every version, names the damaged one, and records the result for status", async () => {
     const dir = await tempDir();
-    const { repo } = await Repository.open(dir, { create: true });
+    const { repo } = await DirectoryStore.open(dir, { create: true });
     await writeVersion(repo, web, "20250913-030000");
     const bad = await writeVersion(repo, web, "20250914-030000");
     await writeVersion(repo, data, "20250914-030000");
-    await writeFile(join(bad.dir, "instance.tar.zst"), "tampered with, same length?");
+    await writeFile(join(bad.location, "instance.tar.zst"), "tampered with, same length?");
     const log: string[] = [];
     const s = await scheduledVerify(service(dir, log, { INCUS_BACKUP_VERIFY_SCHEDULE: "0 5 * * *" }), "schedule", new Date("2025-09-14T05:00:00Z"), new AbortController().signal);
     expect(s.status).toBe("failed");
@@ -45,7 +48,7 @@ describe("scheduledVerify", () => {
 
   it("is ok on a healthy repository", async () => {
     const dir = await tempDir();
-    const { repo } = await Repository.open(dir, { create: true });
+    const { repo } = await DirectoryStore.open(dir, { create: true });
     await writeVersion(repo, web, "20250914-030000");
     const s = await scheduledVerify(service(dir, []), "schedule", new Date(), new AbortController().signal);
     expect(s).toMatchObject({ status: "ok", verify: { checked: 1, failed: [] } });
@@ -62,7 +65,7 @@ describe("scheduledBackup", () => {
     expect(s.items).toEqual([]);
     expect(await readLock(join(dir, "lock.json"))).toBeUndefined();
     // The directory became a repository, so status and the next run find it.
-    expect(await (await Repository.open(dir, { create: false })).repo.isInitialized()).toBe(true);
+    expect(await (await DirectoryStore.open(dir, { create: false })).repo.isInitialized()).toBe(true);
   });
 
   it("fails without touching anything when the backup directory is missing (an unmounted NAS)", async () => {
@@ -73,20 +76,20 @@ describe("scheduledBackup", () => {
   });
 });
 
-describe("acquireLockWaiting", () => {
+describe("takeLock, waiting (the service)", () => {
   it("waits for a manual run to release the lock, saying so once, then takes it", async () => {
     const dir = await tempDir();
     const manual = await RepositoryLock.acquire(dir, "incus-backup backup --all");
     const log: string[] = [];
     let waits = 0;
-    const ctx = {
-      log: (l: string) => log.push(l),
+    const wait = {
       sleep: async () => {
         waits++;
         if (waits === 3) await manual.release();
       },
     };
-    const lock = await acquireLockWaiting(ctx, dir, "incus-backup daemon", new AbortController().signal);
+    const store = await openStore(dir, { create: false });
+    const lock = await takeLock(store, "incus-backup daemon", { info: (l: string) => log.push(l) }, new AbortController().signal, wait);
     expect(waits).toBe(3);
     expect(log).toEqual([expect.stringMatching(/^waiting: repository .* is locked by pid \d+ on host .* \(incus-backup backup --all\)$/)]);
     expect((await readLock(join(dir, "lock.json")))?.command).toBe("incus-backup daemon");
@@ -97,8 +100,8 @@ describe("acquireLockWaiting", () => {
     const dir = await tempDir();
     const manual = await RepositoryLock.acquire(dir, "incus-backup backup --all");
     const controller = new AbortController();
-    const ctx = { log: () => {}, sleep: async () => controller.abort() };
-    await expect(acquireLockWaiting(ctx, dir, "incus-backup daemon", controller.signal)).rejects.toThrow(InterruptedError);
+    const store = await openStore(dir, { create: false });
+    await expect(takeLock(store, "incus-backup daemon", { info: () => {} }, controller.signal, { sleep: async () => controller.abort() })).rejects.toThrow(InterruptedError);
     expect((await readLock(join(dir, "lock.json")))?.command).toBe("incus-backup backup --all");
     await manual.release();
   });

@@ -5,8 +5,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach } from "vitest";
 import type { ItemKey } from "../../../src/core/selection";
-import type { Manifest } from "../../../src/repository/manifest";
-import type { Repository, VersionEntry } from "../../../src/repository/repository";
+import type { Manifest } from "../../../src/core/manifest";
+import type { DirectoryStore } from "../../../src/repository/directory";
+import type { StoredVersion } from "../../../src/repository/store";
 
 const made: string[] = [];
 
@@ -43,7 +44,7 @@ export function manifestFields(key: ItemKey, version: string, extra: Partial<Man
 }
 
 /** Writes one complete version the way a backup does: archive, manifest, SHA256SUMS, rename. */
-export async function writeVersion(repo: Repository, key: ItemKey, version: string, archive: string | Buffer = `${key.name} ${version}`): Promise<VersionEntry> {
+export async function writeVersion(repo: DirectoryStore, key: ItemKey, version: string, archive: string | Buffer = `${key.name} ${version}`): Promise<StoredVersion> {
   const w = await repo.begin(key, version);
   await w.writeFile(`${key.kind}.tar.zst`, archive);
   return w.commit(manifestFields(key, version));

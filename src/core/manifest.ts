@@ -1,8 +1,8 @@
 // The manifest of one backup version: what it is, where it came from, and its files' checksums.
 
-import { isVersion, type Version } from "../core/version";
-import { KINDS, type ItemKey, type Kind } from "../core/selection";
-import { safePathComponent } from "../core/names";
+import { isVersion, type Version } from "./version";
+import { KINDS, type ItemKey, type Kind } from "./selection";
+import { safePathComponent } from "./names";
 
 export const MANIFEST_FORMAT = 1;
 export const MANIFEST_FILE = "manifest.json";

@@ -7,21 +7,21 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
 import { IntegrityError, RepositoryError, ExitCode } from "../../../src/errors";
-import { Repository } from "../../../src/repository/repository";
+import { DirectoryStore } from "../../../src/repository/directory";
 import { data, manifestFields, tempDir, web, writeVersion } from "../helpers/repo";
 
 const V1 = "20250914-030002";
 const V2 = "20250915-030002";
 
-async function newRepo(): Promise<Repository> {
-  const { repo, created } = await Repository.open(await tempDir(), { create: true });
+async function newRepo(): Promise<DirectoryStore> {
+  const { repo, created } = await DirectoryStore.open(await tempDir(), { create: true });
   expect(created).toBe(true);
   return repo;
 }
 
-async function listed(repo: Repository): Promise<string[]> {
+async function listed(repo: DirectoryStore): Promise<string[]> {
   const { versions } = await repo.list();
-  return versions.map((v) => relative(repo.root, v.dir)).sort();
+  return versions.map((v) => relative(repo.root, v.location)).sort();
 }
 
 /** Every file and directory under `root` with its permission bits, root itself left out. */
@@ -34,11 +34,11 @@ async function modes(root: string): Promise<Array<[string, string]>> {
   return out;
 }
 
-describe("Repository.open", () => {
+describe("DirectoryStore.open", () => {
   it("refuses a missing directory, even with create", async () => {
     const dir = join(await tempDir(), "not-mounted");
     for (const create of [false, true]) {
-      const err = await Repository.open(dir, { create }).catch((e: unknown) => e);
+      const err = await DirectoryStore.open(dir, { create }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RepositoryError);
       expect((err as RepositoryError).exitCode).toBe(ExitCode.Repository);
       expect((err as Error).message).toBe(`cannot open backup directory ${dir}: no such file or directory`);
@@ -49,13 +49,13 @@ describe("Repository.open", () => {
   it("refuses a file", async () => {
     const file = join(await tempDir(), "file");
     await writeFile(file, "x");
-    await expect(Repository.open(file, { create: true })).rejects.toThrow(/is not a directory/);
+    await expect(DirectoryStore.open(file, { create: true })).rejects.toThrow(/is not a directory/);
   });
 
   it("refuses a non-empty directory that is not a repository, and leaves it alone", async () => {
     const dir = await tempDir();
     await writeFile(join(dir, "holiday.jpg"), "x");
-    const err = await Repository.open(dir, { create: true }).catch((e: unknown) => e);
+    const err = await DirectoryStore.open(dir, { create: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RepositoryError);
     expect((err as Error).message).toMatch(/is not an incus-backup repository \(no incus-backup\.json\) and is not empty/);
     expect(await readdir(dir)).toEqual(["holiday.jpg"]);
@@ -63,7 +63,7 @@ describe("Repository.open", () => {
 
   it("opens an empty directory without making it a repository unless asked", async () => {
     const dir = await tempDir();
-    const { repo, created } = await Repository.open(dir, { create: false });
+    const { repo, created } = await DirectoryStore.open(dir, { create: false });
     expect(created).toBe(false);
     expect(await repo.isInitialized()).toBe(false);
     expect(await readdir(dir)).toEqual([]);
@@ -72,21 +72,21 @@ describe("Repository.open", () => {
   it("creates a repository in an empty directory (lost+found does not count)", async () => {
     const dir = await tempDir();
     await mkdir(join(dir, "lost+found"));
-    const { repo, created } = await Repository.open(dir, { create: true });
+    const { repo, created } = await DirectoryStore.open(dir, { create: true });
     expect(created).toBe(true);
     expect(await repo.isInitialized()).toBe(true);
     const marker = JSON.parse(await readFile(join(dir, "incus-backup.json"), "utf8")) as Record<string, unknown>;
     expect(marker).toMatchObject({ format: "incus-backup", version: 1 });
     expect((await stat(join(dir, "incus-backup.json"))).mode & 0o777).toBe(0o600);
 
-    const again = await Repository.open(dir, { create: true });
+    const again = await DirectoryStore.open(dir, { create: true });
     expect(again.created).toBe(false);
   });
 
   it("of many initialisations at once, exactly one makes the repository and every one succeeds", async () => {
     for (let round = 0; round < 20; round++) {
       const dir = await tempDir();
-      const results = await Promise.all(Array.from({ length: 6 }, () => Repository.open(dir, { create: true })));
+      const results = await Promise.all(Array.from({ length: 6 }, () => DirectoryStore.open(dir, { create: true })));
       expect(results.filter((r) => r.created)).toHaveLength(1);
       expect(await readdir(dir)).toEqual(["incus-backup.json"]);
       const marker = JSON.parse(await readFile(join(dir, "incus-backup.json"), "utf8")) as Record<string, unknown>;
@@ -99,8 +99,8 @@ describe("Repository.open", () => {
     // its candidate before that then finds it gone when it links it.
     for (let round = 0; round < 40; round++) {
       const dir = await tempDir();
-      const { repo: holder } = await Repository.open(dir, { create: true });
-      const { repo: late } = await Repository.open(dir, { create: false });
+      const { repo: holder } = await DirectoryStore.open(dir, { create: true });
+      const { repo: late } = await DirectoryStore.open(dir, { create: false });
       const results = await Promise.all([late.initialize(), holder.cleanupTemp(), late.initialize(), holder.cleanupTemp(), late.initialize()]);
       expect(results.filter((r) => r === true)).toEqual([]);
     }
@@ -111,13 +111,13 @@ describe("Repository.open", () => {
     await writeFile(join(dir, "lock.json"), "{}");
     await writeFile(join(dir, ".lock.json-0123456789abcdef"), "{}");
     await writeFile(join(dir, ".incus-backup.json-0123456789abcdef"), "{");
-    const { created } = await Repository.open(dir, { create: true });
+    const { created } = await DirectoryStore.open(dir, { create: true });
     expect(created).toBe(true);
   });
 
   it("a marker of another kind that appears during initialisation is not success", async () => {
     const dir = await tempDir();
-    const { repo } = await Repository.open(dir, { create: false });
+    const { repo } = await DirectoryStore.open(dir, { create: false });
     await writeFile(join(dir, "incus-backup.json"), JSON.stringify({ format: "restic", version: 1 }));
     await expect(repo.initialize()).rejects.toThrow(/does not describe an incus-backup repository/);
     expect((await readdir(dir)).sort()).toEqual(["incus-backup.json"]);
@@ -132,7 +132,7 @@ describe("Repository.open", () => {
   ])("refuses a marker with %s", async (_label, text, message) => {
     const dir = await tempDir();
     await writeFile(join(dir, "incus-backup.json"), text);
-    const err = await Repository.open(dir, { create: true }).catch((e: unknown) => e);
+    const err = await DirectoryStore.open(dir, { create: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RepositoryError);
     expect((err as Error).message).toMatch(message);
   });
@@ -142,7 +142,7 @@ describe("writing versions", () => {
   it("makes a committed version visible with its manifest and size", async () => {
     const repo = await newRepo();
     const entry = await writeVersion(repo, web, V1, "0123456789");
-    expect(entry.dir).toBe(join(repo.root, "instances", "default", "web", V1));
+    expect(entry.location).toBe(join(repo.root, "instances", "default", "web", V1));
     expect(entry.size).toBe(10);
     expect(entry.manifest.files).toEqual([
       { name: "instance.tar.zst", size: 10, sha256: createHash("sha256").update("0123456789").digest("hex") },
@@ -155,8 +155,8 @@ describe("writing versions", () => {
   it("writes SHA256SUMS in sha256sum format, covering the manifest", async () => {
     const repo = await newRepo();
     const entry = await writeVersion(repo, data, V1, "abc");
-    const sums = await readFile(join(entry.dir, "SHA256SUMS"), "utf8");
-    const manifestSum = createHash("sha256").update(await readFile(join(entry.dir, "manifest.json"))).digest("hex");
+    const sums = await readFile(join(entry.location, "SHA256SUMS"), "utf8");
+    const manifestSum = createHash("sha256").update(await readFile(join(entry.location, "manifest.json"))).digest("hex");
     expect(sums).toBe(`${createHash("sha256").update("abc").digest("hex")}  volume.tar.zst\n${manifestSum}  manifest.json\n`);
   });
 
@@ -211,7 +211,7 @@ describe("writing versions", () => {
     const root = await tempDir();
     const old = process.umask(mask);
     try {
-      const { repo } = await Repository.open(root, { create: true });
+      const { repo } = await DirectoryStore.open(root, { create: true });
       await writeVersion(repo, web, V1);
       await writeVersion(repo, data, V1);
       await repo.begin(web, V2); // a leftover in .tmp
@@ -260,19 +260,19 @@ describe("listing", () => {
     const repo = await newRepo();
     const good = await writeVersion(repo, web, V1);
     const bad = await writeVersion(repo, web, V2);
-    await damage(bad.dir);
+    await damage(bad.location);
     const { versions, damaged } = await repo.list();
     expect(versions).toEqual([good]);
     expect(damaged).toHaveLength(1);
-    expect(damaged[0]).toMatchObject({ key: web, version: V2, dir: bad.dir });
+    expect(damaged[0]).toMatchObject({ key: web, version: V2, location: bad.location });
     expect(damaged[0]!.problem).toMatch(problem);
   });
 
   it("reports a version copied under another name as damaged", async () => {
     const repo = await newRepo();
     const entry = await writeVersion(repo, web, V1);
-    await cp(entry.dir, join(repo.root, "instances", "default", "db", V1), { recursive: true });
-    await cp(entry.dir, join(repo.root, "instances", "default", "web", V2), { recursive: true });
+    await cp(entry.location, join(repo.root, "instances", "default", "db", V1), { recursive: true });
+    await cp(entry.location, join(repo.root, "instances", "default", "web", V2), { recursive: true });
     const { versions, damaged } = await repo.list();
     expect(versions).toEqual([entry]);
     expect(damaged.map((d) => d.problem)).toEqual([
@@ -287,7 +287,7 @@ describe("verifyFile", () => {
     const repo = await newRepo();
     const entry = await writeVersion(repo, web, V1, Buffer.alloc(4096, 7));
     const file = entry.manifest.files[0]!;
-    return { repo, entry, file, path: join(entry.dir, file.name) };
+    return { repo, entry, file, path: join(entry.location, file.name) };
   }
 
   it("passes an intact file", async () => {
@@ -378,14 +378,14 @@ describe("deleteVersion", () => {
     await writeVersion(repo, web, V2);
     await repo.deleteVersion(first);
     expect(await listed(repo)).toEqual([`instances/default/web/${V2}`]);
-    await expect(stat(first.dir)).rejects.toThrow();
+    await expect(stat(first.location)).rejects.toThrow();
     expect(await readdir(join(repo.root, ".tmp"))).toEqual([]);
   });
 
   it("removes a damaged version", async () => {
     const repo = await newRepo();
     const entry = await writeVersion(repo, web, V1);
-    await rm(join(entry.dir, "manifest.json"));
+    await rm(join(entry.location, "manifest.json"));
     const { damaged } = await repo.list();
     await repo.deleteVersion(damaged[0]!);
     expect(await repo.list()).toEqual({ versions: [], damaged: [] });
@@ -406,10 +406,10 @@ describe("run records", () => {
     const { mkdtemp, readdir, rm } = await import("node:fs/promises");
     const { tmpdir } = await import("node:os");
     const { join } = await import("node:path");
-    const { Repository } = await import("../../../src/repository/repository");
+    const { DirectoryStore } = await import("../../../src/repository/directory");
     const dir = await mkdtemp(join(tmpdir(), "ibk-runs-"));
     try {
-      const { repo } = await Repository.open(dir, { create: true });
+      const { repo } = await DirectoryStore.open(dir, { create: true });
       const versions: string[] = [];
       for (let i = 0; i < 5; i++) {
         versions.push(await repo.reserveVersion(new Date(Date.UTC(2025, 0, 1 + i, 3)), { command: "t", started: "x", status: "ok" }));

@@ -1,7 +1,7 @@
 // The manifest shape check: everything read back from a repository passes through it.
 
 import { describe, expect, it } from "vitest";
-import { manifestProblem, type Manifest } from "../../../src/repository/manifest";
+import { manifestProblem, type Manifest } from "../../../src/core/manifest";
 
 const SHA = "0123456789abcdef".repeat(4);
 

@@ -1,0 +1,21 @@
+// What a restore's steps share: the server, the store, the reporter, and the slots of its two phases.
+
+import type { IncusClient } from "../incus/client";
+import type { Store } from "../repository/store";
+import { Semaphore } from "./pool";
+import type { Reporter } from "./reporter";
+
+export interface RestoreDeps {
+  client: IncusClient;
+  store: Store;
+  reporter: Reporter;
+  now: () => Date;
+  /** Slots for the two phases of an item (see executePlan); unlimited when absent. */
+  slots?: { transfer: Semaphore; make: Semaphore };
+}
+
+const UNLIMITED = { transfer: new Semaphore(Infinity), make: new Semaphore(Infinity) };
+
+export function slotsOf(deps: RestoreDeps): { transfer: Semaphore; make: Semaphore } {
+  return deps.slots ?? UNLIMITED;
+}

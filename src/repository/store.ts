@@ -1,0 +1,221 @@
+// The storage boundary: one interface, with a contract per method, between the engine and where
+// backups live (restic's `backend` is the model). The engine and the CLI reach backups only through
+// it; a directory (directory.ts) is the first implementation.
+
+import type { Hash } from "node:crypto";
+import type { Readable, Writable } from "node:stream";
+import type { FileEntry, Manifest } from "../core/manifest";
+import type { ItemKey, Kind } from "../core/selection";
+import type { Version } from "../core/version";
+import type { SavedIdentity } from "../core/nics";
+
+/** A complete version: listed only once every file of it is stored and its manifest checks out. */
+export interface StoredVersion {
+  manifest: Manifest;
+  /** Total bytes of its files. */
+  size: number;
+  /** Where it is, for people (a directory, a snapshot): shown in messages and `list --json`, never parsed. */
+  location: string;
+}
+
+/** A version whose manifest is missing, unreadable or inconsistent: never restored, reported by verify. */
+export interface DamagedVersion {
+  key: ItemKey;
+  version: Version;
+  location: string;
+  problem: string;
+}
+
+export interface Listing {
+  versions: StoredVersion[];
+  damaged: DamagedVersion[];
+}
+
+/** A stored file being read. */
+export interface StoredFile {
+  /** Its size, as the manifest gives it (checked before this is returned). */
+  size: number;
+  /** Its bytes from the first; read it once, or destroy it. */
+  stream: Readable;
+  /**
+   * Settles once the bytes are known to match the manifest's sha256: resolves, or rejects with an
+   * IntegrityError. A restore holds back the last bytes of an upload until it resolves. The store
+   * may check the bytes it delivers, or read the file once more beside them (see directory.ts).
+   */
+  checked: Promise<void>;
+}
+
+/** A file of a version being written; `entry()` is valid once it has finished. */
+export type FileSink = Writable & { entry(): FileEntry };
+
+/**
+ * One version being written. Nothing of it is visible to `list` until `commit` returns, and after
+ * `abort` or a crash nothing of it is ever listed (the next `cleanupTemp` removes what is left).
+ */
+export interface VersionWriter {
+  readonly key: ItemKey;
+  readonly version: Version;
+  /** A new data file to stream into (hashed and sized on the way; `tee` also gets every byte). */
+  createFile(name: string, tee?: Hash): Promise<FileSink>;
+  /** Deletes a file begun in this version (a transfer retried another way). */
+  removeFile(name: string): Promise<void>;
+  /** Records a finished data file for the manifest. */
+  addFile(entry: FileEntry): void;
+  /** Writes a small file (JSON, SQL text) whole, and records it. */
+  writeFile(name: string, data: string | Buffer): Promise<FileEntry>;
+  /** Makes the version appear, complete and durable, with this manifest and the files recorded. */
+  commit(manifest: Omit<Manifest, "files">): Promise<StoredVersion>;
+  /** Throws the partial version away. Safe to call more than once, and after commit (then a no-op). */
+  abort(): Promise<void>;
+}
+
+/** What one backup run did, kept for `status`. */
+export interface RunRecord {
+  version: Version;
+  command: string;
+  started: string;
+  finished?: string;
+  status: "running" | "ok" | "partial" | "failed" | "interrupted";
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number }>;
+}
+
+/** Who holds the exclusive lock. */
+export interface LockInfo {
+  host: string;
+  pid: number;
+  command: string;
+  /** ISO times. */
+  started: string;
+  refreshed: string;
+  id: string;
+}
+
+export interface LockOptions {
+  /** Keep trying for this long while the lock is held by a live run (the service waits; people are told at once). */
+  waitMs?: number;
+  /** Told about stale locks taken over. */
+  onMessage?: (text: string) => void;
+  now?: () => Date;
+}
+
+/** The exclusive lock, held: refreshed in the background until released. */
+export interface HeldLock {
+  /** Releases it if it is still ours (a stale-lock takeover by another run leaves theirs alone). */
+  release(): Promise<void>;
+}
+
+export interface JournalInstanceRef {
+  project: string;
+  name: string;
+}
+
+/**
+ * A replace in progress, or an instance a `backup --stop` stopped. Phases, in order:
+ * - instance: "import" (temp instance being created; original untouched) → "swap" (original
+ *   being stopped, renamed aside and made inert, temp renamed into place) → "finish" (start,
+ *   delete the old one) → "undo" (a failed swap or start being undone: the original is put back);
+ * - volume: "import" (temp volume being created) → "stop" (users being stopped) → "refresh"
+ *   (original's contents being replaced from the temp) → "finish" (start users, delete the temp);
+ * - stopped: "stopped" (the instance is down for its backup; recovery starts it again).
+ */
+export interface JournalEntry {
+  id: string;
+  kind: "instance" | "volume" | "stopped";
+  project: string;
+  pool?: string;
+  name: string;
+  /** The imported copy, under a temporary name ("" for "stopped"). */
+  temp: string;
+  /** Instance only: the name the original is moved to during the swap. */
+  aside?: string;
+  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "undo" | "stopped";
+  /** Instance only: whether the original was running. */
+  wasRunning?: boolean;
+  /**
+   * Instance only, from the swap on: the original's own devices, MACs and autostart, which the
+   * swap takes away while it stands aside (so the restored instance can start with the same MACs
+   * and addresses), and which putting it back restores.
+   */
+  original?: SavedIdentity;
+  /** Volume only: instances that must be stopped while the contents are replaced. */
+  stop?: JournalInstanceRef[];
+  /** Instances to start again at the end. */
+  restart: JournalInstanceRef[];
+  started: string;
+}
+
+/** Restore journals: what a replace in progress has done, so that a run that died can be finished or undone. */
+export interface JournalStore {
+  /** Writes (or rewrites) an entry durably before the phase it names starts. */
+  write(entry: JournalEntry): Promise<void>;
+  /** Removes an entry; a missing one is fine. */
+  remove(id: string): Promise<void>;
+  /** The entries waiting; unreadable or damaged ones come back as problems, never as entries to act on. */
+  list(): Promise<{ entries: JournalEntry[]; problems: string[] }>;
+}
+
+export interface Store {
+  /** Where the store is, for people: a path, a URL. */
+  readonly location: string;
+
+  /** Whether the store has been made a repository of this tool (opening an empty place does not make it one). */
+  isInitialized(): Promise<boolean>;
+  /**
+   * Makes the (empty) place a repository. Safe against a concurrent initialisation: of several at
+   * once, one creates it and the others find it made, which counts as success. Returns whether
+   * this call made it.
+   */
+  initialize(): Promise<boolean>;
+  /** Fails early, with a clear RepositoryError, if nothing can be written. */
+  checkWritable(): Promise<void>;
+
+  /** Every complete version of the given kinds, and the damaged ones found on the way. Reads manifests, not data. */
+  list(kinds?: readonly Kind[]): Promise<Listing>;
+  /** The size half of verifyFile: cheap, so a restore makes it before anything else. IntegrityError if it differs or the file is missing. */
+  checkFileSize(v: StoredVersion, file: FileEntry): Promise<void>;
+  /** Checks one file of a version against its manifest entry, size then sha256; IntegrityError if not. */
+  verifyFile(v: StoredVersion, file: FileEntry, signal?: AbortSignal): Promise<void>;
+  /** Opens a stored file to read it as a stream (see StoredFile for how its check works). */
+  openFile(v: StoredVersion, file: FileEntry, signal?: AbortSignal): Promise<StoredFile>;
+  /**
+   * A stored file's bytes without checking them: for reading the beginning of an archive (its
+   * index), or reading one whose sha256 was just checked. Destroy it when done with it early.
+   */
+  streamFile(v: StoredVersion, file: FileEntry, signal?: AbortSignal): Promise<Readable>;
+  /** A small stored file, whole (a configuration export), checked against its manifest entry. */
+  readSmallFile(v: StoredVersion, file: FileEntry): Promise<Buffer>;
+
+  /** Starts writing a new version of an item (RepositoryError if it has that version already). */
+  begin(key: ItemKey, version: Version): Promise<VersionWriter>;
+  /** Deletes one version, so that a crash never leaves half of it listed. */
+  deleteVersion(v: StoredVersion | DamagedVersion): Promise<void>;
+  /** Removes what writers that died left. Only while holding the lock; returns what it removed. */
+  cleanupTemp(): Promise<string[]>;
+  /** Total bytes of all complete versions. */
+  totalSize(): Promise<number>;
+
+  /**
+   * Claims a version name for a new run: the run's start time, moved on by a second while an
+   * earlier run has it, and records the run as running. Only while holding the lock.
+   */
+  reserveVersion(at: Date, record: Omit<RunRecord, "version">): Promise<Version>;
+  /** Writes (or rewrites) the record of a run. */
+  saveRun(record: RunRecord): Promise<void>;
+  /** Run records, oldest first; unreadable ones are skipped. */
+  listRuns(): Promise<RunRecord[]>;
+  /** Removes records of runs none of whose versions is left, keeping the newest `keep`. Returns how many went. */
+  pruneRunRecords(keep?: number): Promise<number>;
+  /** Service state by name (the schedule, the last prune, the last verify); undefined when missing or unreadable. */
+  readState<T>(name: string): Promise<T | undefined>;
+  /** Writes service state durably. */
+  saveState(name: string, value: unknown): Promise<void>;
+
+  /** Takes the exclusive lock, or throws LockedError naming the holder (stale locks are taken over). */
+  lock(command: string, options?: LockOptions): Promise<HeldLock>;
+  /** Who holds the lock now, if anyone. */
+  lockHolder(): Promise<LockInfo | undefined>;
+  /** Removes the lock whoever holds it (`unlock`); returns whose it was. */
+  forceUnlock(): Promise<LockInfo | undefined>;
+
+  readonly journal: JournalStore;
+}
