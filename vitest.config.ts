@@ -2,6 +2,8 @@
 // against a real Incus inside the throwaway lab that test/lab/global-setup.ts brings up).
 import { defineConfig } from "vitest/config";
 
+const UNIT_IN_PROCESSES = ["test/unit/repository/directory.test.ts"];
+
 export default defineConfig({
   test: {
     // Removing the lab can take a few seconds; without this, vitest exits before it finishes.
@@ -11,6 +13,18 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
+          exclude: UNIT_IN_PROCESSES,
+          // Worker threads start faster than forked processes; the unit tests share no globals
+          // that isolation would have to reset.
+          pool: "threads",
+          isolate: false,
+        },
+      },
+      {
+        // Tests that need a process of their own (process.umask cannot be set in a worker thread).
+        test: {
+          name: "unit-process",
+          include: UNIT_IN_PROCESSES,
         },
       },
       {

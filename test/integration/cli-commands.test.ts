@@ -1,14 +1,15 @@
-// The eight commands the user wrote in issue 3, run exactly as written against a private Incus server.
+// The eight commands the user wrote in issue 3, run exactly as written against a private Incus server
+// set up like a real host, on each LTS lab of the run (`npm run test:smoke` runs this file).
 //
 // `--dir=/mnt/nas/sysbackup/incus` becomes `--dir=<temp dir>`; the two restores that have no --dir
 // get INCUS_BACKUP_DIR. `--version=20250914` matches no backup made today, so those commands run
 // with today's day prefix, and the literal value is checked to fail the documented way.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, writeTestData, type Manifest } from "../lab/lab";
+import { checksumTree, createVolumeWithData, incusOk, labVersions, launchInstance, tracker, writeTestData, type Manifest } from "../lab/lab";
 import { instanceStatus, isolatedServer, tempDir, wrongModes } from "./helpers/server";
 import { listJson, toolOk, tool, type ToolOptions } from "./helpers/tool";
 
-describe("the user's commands, as written", () => {
+describe.each(labVersions())("the user's commands, as written: Incus %s", (version) => {
   const track = tracker();
   let socket: string;
   /** Holds an --all backup and then an --instances one: two instance versions, one volume version. */
@@ -23,7 +24,7 @@ describe("the user's commands, as written", () => {
 
   beforeAll(async () => {
     // Commands like `backup --all` act on everything a server has: a server of their own.
-    socket = await isolatedServer(track);
+    socket = await isolatedServer(track, { version });
     await launchInstance("docker01", { socket });
     volumeData = await createVolumeWithData("default", "dockge-data", { socket, attachTo: "docker01", path: "/data", sizeMiB: 1 });
     instanceData = await writeTestData("docker01", "/root/data", { socket, sizeMiB: 1 });

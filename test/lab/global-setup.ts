@@ -31,7 +31,9 @@ declare module "vitest" {
 }
 
 const labScript = join(dirname(fileURLToPath(import.meta.url)), "lab.sh");
-const pointer = join(process.env.TMPDIR ?? tmpdir(), "incus-backup-lab.state");
+// A parallel test group (scripts/test-integration.mjs) keeps a lab of its own (see lab.sh).
+const group = process.env.INCUS_BACKUP_LAB_GROUP ?? "";
+const pointer = join(process.env.TMPDIR ?? tmpdir(), `incus-backup-lab${group ? `-${group}` : ""}.state`);
 const prerequisites =
   "The integration tests run against a throwaway Incus-in-Incus lab. It needs root, Incus 6.0 " +
   "(incus, incus-client from bookworm-backports), mmdebstrap, busybox-static and zstd; on Debian 12 " +

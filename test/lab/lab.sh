@@ -53,8 +53,12 @@ REPO_ROOT=$(cd "$LAB_HOME/../.." && pwd)
 CACHE_DIR=${INCUS_BACKUP_CACHE:-$REPO_ROOT/.cache/lab}
 TMP_ROOT=${TMPDIR:-/tmp}
 TMP_ROOT=${TMP_ROOT%/}
-POINTER=$TMP_ROOT/incus-backup-lab.state
-POINTER_LOCK=$TMP_ROOT/incus-backup-lab.lock
+# Parallel test groups (scripts/test-integration.mjs) each keep a lab of their own: group "" is
+# the one `npm run lab:up` keeps, group N points at incus-backup-lab-N.state.
+LAB_GROUP=${INCUS_BACKUP_LAB_GROUP:-}
+[[ $LAB_GROUP =~ ^[a-z0-9]{0,8}$ ]] || { echo "lab: INCUS_BACKUP_LAB_GROUP must be up to 8 lowercase letters or digits" >&2; exit 2; }
+POINTER=$TMP_ROOT/incus-backup-lab${LAB_GROUP:+-$LAB_GROUP}.state
+POINTER_LOCK=$TMP_ROOT/incus-backup-lab${LAB_GROUP:+-$LAB_GROUP}.lock
 KNOWN_VERSIONS="6.0 7.0"
 HOST_SOCKETS=${INCUS_BACKUP_LAB_HOST_SOCKETS:-/var/lib/incus/unix.socket /run/incus/unix.socket}
 INCUSD=${INCUS_BACKUP_INCUSD:-/usr/libexec/incus/incusd}
@@ -964,19 +968,22 @@ cmd_gc() {
 }
 
 cmd_leftovers() {
-	local kept="" keep_names="" found=0 d p line s conf
-	if [ -f "$POINTER" ]; then
-		kept=$(dirname "$(cat "$POINTER")")
-		keep_names=$(sed -n 's/^IBK_LAB_[0-9_]*=//p' "$kept/state" 2>/dev/null | tr '\n' ' ')
-	fi
+	local kepts=() keep_names="" found=0 d p line s conf ptr k
+	# Every kept lab, of every test group.
+	for ptr in "$TMP_ROOT"/incus-backup-lab.state "$TMP_ROOT"/incus-backup-lab-*.state; do
+		[ -f "$ptr" ] || continue
+		k=$(dirname "$(cat "$ptr")")
+		kepts+=("$k")
+		keep_names+=" $(sed -n 's/^IBK_LAB_[0-9_]*=//p' "$k/state" 2>/dev/null | tr '\n' ' ')"
+	done
 	report() {
 		echo "$1"
 		found=1
 	}
-	mine() { [ -n "$kept" ] && [[ $1 == *"$kept/"* || $1 == *"$kept" ]]; }
+	mine() { for k in "${kepts[@]}"; do [[ $1 == *"$k/"* || $1 == *"$k" ]] && return 0; done; return 1; }
 	kept_name() { local n; for n in $keep_names; do [[ $1 == *"$n"* ]] && return 0; done; return 1; }
 	for d in "$TMP_ROOT"/ibk-lab.*; do
-		[ -e "$d" ] && [ "$d" != "$kept" ] && report "temp dir: $d"
+		[ -e "$d" ] && ! mine "$d" && report "temp dir: $d"
 	done
 	for p in /proc/[0-9]*; do
 		read_cmdline "${p#/proc/}" || continue
@@ -1010,7 +1017,7 @@ cmd_leftovers() {
 		done < <(INCUS_SOCKET=$s INCUS_CONF=$conf timeout 15 incus image alias list 'ibk-lab-image-' -f csv -c n </dev/null 2>/dev/null || :)
 		rm -rf "$conf"
 	done
-	[ "$found" = 0 ] && log "nothing left behind${kept:+ (apart from the kept lab in $kept)}"
+	[ "$found" = 0 ] && log "nothing left behind${kepts[*]:+ (apart from the kept lab(s) in ${kepts[*]})}"
 	return "$found"
 }
 

@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// Runs the integration test files in parallel groups, each group a vitest process with a lab of
+// its own (so a test that restarts or fills its lab's Incus disturbs no other group), balanced by
+// the files' last measured durations. Output lines carry the group's tag; the exit code is the
+// first failing group's.
+//
+//   node scripts/test-integration.mjs [FILE...]      all integration files, or these
+//   INCUS_BACKUP_TEST_GROUPS=1                        one group: the files one after another
+//
+// test/integration/durations.json holds the seconds each file took (written by --record after a
+// run that passed: node scripts/test-integration.mjs --record); a file not in it counts as 30 s.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const testDir = join(root, "test/integration");
+const durationsFile = join(testDir, "durations.json");
+
+const args = process.argv.slice(2);
+const record = args.includes("--record");
+const chosen = args.filter((a) => !a.startsWith("--"));
+const files = (chosen.length > 0 ? chosen.map((f) => relative(root, join(root, f))) : readdirSync(testDir).filter((f) => f.endsWith(".test.ts")).map((f) => `test/integration/${f}`)).sort();
+
+let durations = {};
+try {
+  durations = JSON.parse(readFileSync(durationsFile, "utf8"));
+} catch {
+  // none yet: every file counts the same
+}
+const cost = (f) => durations[f] ?? 30;
+
+// Two groups fill two cores; more only add labs competing for them.
+const wanted = Number(process.env.INCUS_BACKUP_TEST_GROUPS ?? 2);
+const groupCount = Math.max(1, Math.min(Number.isInteger(wanted) ? wanted : 2, files.length));
+// Longest first, each into the group with the least so far.
+const groups = Array.from({ length: groupCount }, (_, i) => ({ tag: i === 0 ? "" : String(i + 1), files: [], seconds: 0 }));
+for (const f of [...files].sort((a, b) => cost(b) - cost(a))) {
+  const g = groups.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+  g.files.push(f);
+  g.seconds += cost(f);
+}
+
+const reports = mkdtempSync(join(tmpdir(), "ibk-test-groups-"));
+const started = Date.now();
+const label = (g) => `[group ${g.tag || "1"}]`;
+for (const g of groups) console.log(`${label(g)} ${g.files.length} file(s), about ${Math.round(g.seconds)} s: ${g.files.map((f) => f.replace("test/integration/", "")).join(" ")}`);
+
+const results = await Promise.all(
+  groups.map(
+    (g) =>
+      new Promise((resolve) => {
+        const report = join(reports, `group-${g.tag || "1"}.json`);
+        const child = spawn(
+          process.execPath,
+          [join(root, "node_modules/vitest/vitest.mjs"), "run", "--project", "integration", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...g.files],
+          {
+            cwd: root,
+            // Each group keeps its own lab; the first one is the lab `npm run lab:up` keeps.
+            // Colours only where they are seen: the lines are relayed through a pipe.
+            env: { ...process.env, INCUS_BACKUP_LAB_GROUP: g.tag, ...(process.stdout.isTTY ? { FORCE_COLOR: "1" } : { NO_COLOR: "1" }) },
+            stdio: ["ignore", "pipe", "pipe"],
+          },
+        );
+        const relay = (stream, out) => {
+          let rest = "";
+          stream.setEncoding("utf8").on("data", (d) => {
+            const lines = (rest + d).split("\n");
+            rest = lines.pop();
+            for (const l of lines) out.write(groupCount > 1 ? `${label(g)} ${l}\n` : `${l}\n`);
+          });
+          stream.on("end", () => rest && out.write(`${label(g)} ${rest}\n`));
+        };
+        relay(child.stdout, process.stdout);
+        relay(child.stderr, process.stderr);
+        child.on("close", (code, signal) => resolve({ g, code: code ?? (signal ? 128 : 1), report }));
+      }),
+  ),
+);
+
+const seconds = {};
+for (const r of results) {
+  try {
+    const json = JSON.parse(readFileSync(r.report, "utf8"));
+    for (const t of json.testResults) seconds[relative(root, t.name)] = Math.round((t.endTime - t.startTime) / 100) / 10;
+  } catch {
+    // a group that did not get to write its report failed, and says so above
+  }
+}
+rmSync(reports, { recursive: true, force: true });
+
+console.log(`\nintegration: ${groupCount} group(s) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+for (const r of results) {
+  const mine = r.g.files.reduce((n, f) => n + (seconds[f] ?? 0), 0);
+  console.log(`  ${label(r.g)} exit ${r.code}, ${r.g.files.length} file(s), ${mine.toFixed(1)} s of tests`);
+}
+const failed = results.find((r) => r.code !== 0);
+if (record && !failed) {
+  const sorted = Object.fromEntries(Object.entries({ ...durations, ...seconds }).filter(([f]) => files.includes(f) || !chosen.length).sort(([a], [b]) => a.localeCompare(b)));
+  writeFileSync(durationsFile, JSON.stringify(sorted, null, 2) + "\n");
+  console.log(`recorded the durations in ${relative(root, durationsFile)}`);
+}
+process.exit(failed ? failed.code : 0);
