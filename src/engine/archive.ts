@@ -149,7 +149,8 @@ export async function peekIndexName(file: Readable, name: string, label = name):
         },
       });
       parser.on("error", (e: Error) => reject(new IntegrityError(`${path}: not a valid archive: ${e.message}`)));
-      d.output.on("error", reject);
+      // A decompressor that fails (gzip's own "invalid ..." errors) means a damaged archive.
+      d.output.on("error", (e: Error) => reject(e instanceof IntegrityError || e instanceof InterruptedError ? e : new IntegrityError(`${path}: not a valid archive: ${e.message}`)));
       d.output.on("end", () => resolve(undefined));
       d.output.pipe(parser as unknown as NodeJS.WritableStream);
     });

@@ -152,7 +152,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
   const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");
   const slots = { make: new Semaphore(opts.parallel), transfer: new Semaphore(opts.parallel) };
   const compressing = items.filter((i) => i.kind === "instance" || i.kind === "volume").length;
-  const compressors = { pzstd: opts.pzstd !== false, cpus: opts.cpus ?? availableParallelism(), waiting: compressing, making: 0 };
+  const compressors = { pzstd: opts.pzstd !== false, cpus: opts.cpus ?? availableParallelism(), waiting: compressing, making: 0, refused: new Set<string>(), warned: new Set<string>() };
   const ctx: ItemContext = { direct, slots, compressors, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
   const estimates = await previousSizes(deps.store, items);
@@ -414,6 +414,8 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         // The server makes the backup while it streams it: both phases at once, so both slots.
         await making(ctx, meta, () =>
           ctx.slots.transfer.use(async () => {
+            // Another item found out meanwhile that the server refuses it: do not ask again.
+            if (ctx.compressors.refused.has(compression)) throw new RefusedEarlier();
             compressor = serverCompressor(ctx, compression);
             try {
               await api.stream({ optimized_storage: false, compression_algorithm: compressor }, intoRepository(compressor, tee), {
@@ -421,6 +423,11 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
                 onProgress: (done) => reporter.itemBytes(item, done, undefined),
               });
             } catch (err) {
+              // Told before the slot is free, so an item waiting for it does not ask for it again.
+              if (isCompressionProblem(err, compressor)) {
+                if (compressor === "pzstd") ctx.compressors.pzstd = false;
+                else if (compression !== "gzip") ctx.compressors.refused.add(compression);
+              }
               // Free the space before the next item may write: a full disk fails one item, not two.
               sink.destroy();
               await writer.removeFile(fileName);
@@ -435,7 +442,8 @@ async function backupStreamed(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         checker.result.catch(() => undefined);
         await writer.removeFile(fileName);
         if (sinkError !== undefined) throw sinkError;
-        ({ compression, compressor } = nextCompressor(ctx, err, compression, compressor));
+        if (err instanceof RefusedEarlier) compression = compressor = "gzip";
+        else ({ compression, compressor } = nextCompressor(ctx, err, compression, compressor));
         continue;
       }
       await written;
@@ -502,6 +510,8 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
     reporter.itemStep(item, "waiting for a slot");
     await making(ctx, meta, async () => {
       reporter.itemStep(item, "creating the backup on the server");
+      // Another item found out meanwhile that the server refuses it: do not ask again.
+      if (ctx.compressors.refused.has(compression)) compression = "gzip";
       compressor = serverCompressor(ctx, compression);
       let op: Operation | undefined;
       while (op === undefined) {
@@ -630,9 +640,16 @@ function nextCompressor(ctx: ItemContext, err: unknown, compression: string, com
     return { compression, compressor: compression };
   }
   if (compression === "gzip") throw err;
-  ctx.deps.reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
+  ctx.compressors.refused.add(compression);
+  if (!ctx.compressors.warned.has(compression)) {
+    ctx.compressors.warned.add(compression);
+    ctx.deps.reporter.warn(`the server cannot compress with ${compression} (${(err as IncusError).serverMessage}); using gzip`);
+  }
   return { compression: "gzip", compressor: "gzip" };
 }
+
+/** A compression another item of the run found the server refuses (see ItemContext.compressors). */
+class RefusedEarlier extends Error {}
 
 function isCompressionProblem(err: unknown, algorithm: string): boolean {
   if (!(err instanceof IncusError)) return false;

@@ -50,7 +50,16 @@ export interface ItemContext {
    * Shared by the run's items: whether the server may still have pzstd, the host's CPUs, and how
    * many instance and volume items wait for a make slot or hold one (see serverCompressor).
    */
-  compressors: { pzstd: boolean; cpus: number; waiting: number; making: number };
+  compressors: {
+    pzstd: boolean;
+    cpus: number;
+    waiting: number;
+    making: number;
+    /** Compressions the server refused in this run: later items use gzip without asking (or warning) again. */
+    refused: Set<string>;
+    /** Those of them the user was told about (once per run). */
+    warned: Set<string>;
+  };
   deps: BackupDeps;
   opts: BackupOptions;
   version: Version;

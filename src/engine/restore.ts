@@ -292,7 +292,15 @@ async function replaceInstance(deps: RestoreDeps, journal: JournalStore, step: E
     await importInstance(deps, step.target, archive, entry.temp, signal);
     if (step.freshMacs) await clearMacs(deps, project, entry.temp);
   } catch (err) {
-    await deleteInstance(client, project, entry.temp).catch(() => undefined);
+    // Nothing to undo but the import: its copy goes (a protected one too), and the journal with it
+    // only if it went.
+    if (await instanceExists(client, project, entry.temp).catch(() => true)) {
+      try {
+        await deleteRestored(client, project, entry.temp);
+      } catch (cleanup) {
+        throw new Error(`${errorMessage(err)} (the existing instance was not touched; the imported copy ${entry.temp} could not be deleted, the next run retries: ${errorMessage(cleanup)})`);
+      }
+    }
     await journal.remove(entry.id);
     // A failed check already says the existing instance was not touched.
     if (err instanceof IntegrityError) throw err;
@@ -401,10 +409,14 @@ async function putOriginalBack(c: IncusClient, e: JournalEntry): Promise<void> {
   if (e.wasRunning) await startIfStopped(c, { project, name });
 }
 
-/** Deletes a restored copy that is being thrown away: stopped by force, it holds nothing to save. */
+/**
+ * Deletes a restored copy that is being thrown away: stopped by force (it holds nothing to save),
+ * and without the delete protection it may have brought from the backup.
+ */
 async function deleteRestored(c: IncusClient, project: string, name: string): Promise<void> {
   const inst = await getInstance(c, project, name);
   if (inst.status !== "Stopped") await updateInstanceState(c, project, name, { action: "stop", force: true });
+  if (inst.config["security.protection.delete"] === "true") await patchInstanceConfig(c, project, name, { "security.protection.delete": "" });
   await deleteInstance(c, project, name);
 }
 
@@ -556,7 +568,9 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
       else said.push(`${label}: ${await recoverVolume(deps, e)}`);
       await journal.remove(e.id);
     } catch (err) {
-      said.push(`${label}: recovery of an interrupted restore failed, will retry next run: ${errorMessage(err)}`);
+      // Some failures end the journal entry themselves (nothing left to retry).
+      const kept = (await journal.list()).entries.some((x) => x.id === e.id);
+      said.push(`${label}: recovery of an interrupted restore failed${kept ? ", will retry next run" : ""}: ${errorMessage(err)}`);
     }
   }
   return said;
@@ -591,7 +605,8 @@ async function recoverStopped(deps: RestoreDeps, e: JournalEntry): Promise<strin
       if (err instanceof IncusNotFoundError) return undefined;
       throw err;
     });
-    if (now?.status === "Stopped") {
+    if (now === undefined) return "an interrupted backup --stop had stopped it; it is gone now, nothing to start";
+    if (now.status === "Stopped") {
       await startInstance(deps.client, r.project, r.name);
       return "started again: an interrupted backup --stop had left it stopped";
     }
@@ -619,7 +634,7 @@ async function recoverInstance(deps: RestoreDeps, e: JournalEntry): Promise<stri
     return "an interrupted restore was completed";
   }
   if (!hasName && !hasAside) {
-    if (hasTemp) await deleteInstance(c, e.project, e.temp);
+    if (hasTemp) await deleteRestored(c, e.project, e.temp);
     return "an interrupted restore left neither the original nor the restored instance; nothing to recover";
   }
   await putOriginalBack(c, e);
