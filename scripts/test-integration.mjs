@@ -44,6 +44,7 @@ for (const f of [...files].sort((a, b) => cost(b) - cost(a))) {
   g.seconds += cost(f);
 }
 
+const TAIL_LINES = 80;
 const reports = mkdtempSync(join(tmpdir(), "ibk-test-groups-"));
 const started = Date.now();
 const label = (g) => `[group ${g.tag || "1"}]`;
@@ -65,14 +66,28 @@ const results = await Promise.all(
             stdio: ["ignore", "pipe", "pipe"],
           },
         );
+        // The group's last lines, shown again at the end if it fails: with groups side by side, a
+        // group that failed early has its reason far up in the log, above the other group's output.
+        g.tail = [];
+        const keep = (l) => {
+          g.tail.push(l);
+          if (g.tail.length > TAIL_LINES) g.tail.shift();
+        };
         const relay = (stream, out) => {
           let rest = "";
           stream.setEncoding("utf8").on("data", (d) => {
             const lines = (rest + d).split("\n");
             rest = lines.pop();
-            for (const l of lines) out.write(groupCount > 1 ? `${label(g)} ${l}\n` : `${l}\n`);
+            for (const l of lines) {
+              keep(l);
+              out.write(groupCount > 1 ? `${label(g)} ${l}\n` : `${l}\n`);
+            }
           });
-          stream.on("end", () => rest && out.write(`${label(g)} ${rest}\n`));
+          stream.on("end", () => {
+            if (!rest) return;
+            keep(rest);
+            out.write(`${label(g)} ${rest}\n`);
+          });
         };
         relay(child.stdout, process.stdout);
         relay(child.stderr, process.stderr);
@@ -96,6 +111,10 @@ console.log(`\nintegration: ${groupCount} group(s) in ${((Date.now() - started) 
 for (const r of results) {
   const mine = r.g.files.reduce((n, f) => n + (seconds[f] ?? 0), 0);
   console.log(`  ${label(r.g)} exit ${r.code}, ${r.g.files.length} file(s), ${mine.toFixed(1)} s of tests`);
+}
+for (const r of results.filter((x) => x.code !== 0 && groupCount > 1)) {
+  console.log(`\n${label(r.g)} failed (exit ${r.code}); its last ${r.g.tail.length} lines again:`);
+  for (const l of r.g.tail) console.log(`${label(r.g)} ${l}`);
 }
 const failed = results.find((r) => r.code !== 0);
 if (record && !failed) {

@@ -125,6 +125,22 @@ export class FaultProxy {
     }
   }
 
+  /**
+   * After the tool holding them was killed: its held connections are cut and what was held is
+   * dropped, never sent. (Released instead, a held request could still reach Incus if the proxy has
+   * not yet seen the dead client's connection close, and the kill would have come after it.)
+   */
+  dropHeld(): void {
+    this.rules = [];
+    for (const c of this.conns) {
+      if (!c.holdUp && !c.holdDown) continue;
+      c.holdUp = undefined;
+      c.holdDown = undefined;
+      c.client.destroy();
+      c.upstream.destroy();
+    }
+  }
+
   /** Cuts every connection (a daemon that went away), dropping what was held. */
   cutAll(): void {
     for (const c of this.conns) {
