@@ -139,6 +139,8 @@ async function main() {
       const repo = join(work, `repo-${r}`);
       const exp = join(work, `export-${r}`);
       spawnSync("mkdir", ["-p", repo, exp]);
+      // Made a repository first, untimed (`incus export` needs no such step either).
+      await run(process.execPath, [bundle, "init", "--dir", repo], env);
       const toolFirst = r % 2 === 0;
       const doTool = async () => {
         const t = await tool(env, ["backup", "--instances", ...nameArgs, ...par, "--dir", repo]);

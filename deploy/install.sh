@@ -319,10 +319,32 @@ if [ "$(status)" != RUNNING ]; then
 	fi
 fi
 
+# --- repository ----------------------------------------------------------------------------------
+
+# `init` is the only thing that makes a repository (runs and the service never do: an empty
+# directory where the backups should be is more often a NAS that is not mounted). The service is
+# pinned to this repository's id, so it refuses an empty or another directory in its place later.
+where=$(df -P "$DIR" 2>/dev/null | awk 'NR == 2 { print $1 " mounted at " $6 }' || :)
+[ -z "$where" ] || log "backup directory $DIR is on $where"
+if ! init=$(incus exec "$NAME" -- incus-backup init --dir /backups --json </dev/null 2>&1); then
+	die "cannot make $DIR a backup repository: $(grep -m 1 '^error:' <<<"$init" || printf '%s' "$init")"
+fi
+REPO_ID=$(sed -n 's/^ *"id": "\([0-9a-f]*\)".*/\1/p' <<<"$init")
+[ -n "$REPO_ID" ] || die "incus-backup init printed no repository id: $init"
+REPO_DONE="in use (id $REPO_ID)"
+grep -q '"created": true' <<<"$init" && REPO_DONE="created (id $REPO_ID)"
+if [ "$(incus config get "$NAME" environment.INCUS_BACKUP_REPOSITORY_ID)" != "$REPO_ID" ]; then
+	# A new pin: the daemon reads it at start-up.
+	incus config set "$NAME" "environment.INCUS_BACKUP_REPOSITORY_ID=$REPO_ID"
+	stop
+	err=$(start) || die "cannot start $NAME: $err"
+fi
+
 # --- report ------------------------------------------------------------------------------------
 
 log "profile $PROFILE: $PROFILE_DONE (Incus socket $SOCKET, backups $DIR at /backups, NAS mode $MODE)"
 log "container $NAME: $CONTAINER_DONE, running image ${want:0:12}, unprivileged"
+log "repository $DIR: $REPO_DONE"
 keep="last $KEEP_LAST, hourly $KEEP_HOURLY, daily $KEEP_DAILY, weekly $KEEP_WEEKLY, monthly $KEEP_MONTHLY, yearly $KEEP_YEARLY"
 log "settings: schedule \"$SCHEDULE\", keep $keep, images $IMAGES${NOTIFY_URL:+, notify $(redact "$NOTIFY_URL")}"
 log ""

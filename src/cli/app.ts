@@ -5,6 +5,7 @@ import { VERSION } from "../version";
 import { backupCommand } from "./backup";
 import type { CliContext } from "./context";
 import { daemonCommand } from "./daemon";
+import { initCommand } from "./init";
 import { listCommand } from "./list";
 import { pruneCommand } from "./prune";
 import { restoreCommand } from "./restore";
@@ -20,6 +21,7 @@ export function buildApp(ctx: CliContext) {
       "Back up and restore an Incus server into a directory (a NAS mount). Exit codes: 0 ok, 1 failure, 2 usage, " +
       "3 partial, 4 Incus unreachable, 5 not found, 6 not confirmed, 7 locked, 8 repository, 9 integrity, 130 interrupted.",
     cmds: {
+      init: initCommand(ctx),
       backup: backupCommand(ctx),
       restore: restoreCommand(ctx),
       list: listCommand(ctx),

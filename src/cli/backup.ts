@@ -50,7 +50,7 @@ export function backupCommand(ctx: CliContext) {
       if (a.stopTimeout !== undefined && (!Number.isFinite(a.stopTimeout) || a.stopTimeout < 0)) {
         throw new UsageError("--stop-timeout must be a number of seconds");
       }
-      const store = await openRepository(ctx, a.dir, false);
+      const store = await openRepository(ctx, a.dir);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "backup");
       try {
@@ -70,7 +70,6 @@ export function backupCommand(ctx: CliContext) {
             pzstd: ctx.env.INCUS_BACKUP_PZSTD !== "0",
             command: commandLine(ctx),
             ...(self ? { self } : {}),
-            create: true,
           },
           ctx.signal,
         );

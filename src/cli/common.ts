@@ -7,6 +7,7 @@ import { IncusClient } from "../incus/client";
 import { findSocket } from "../incus/socket";
 import { selectionFrom, type Kind, type Selection } from "../core/selection";
 import { openStore } from "../repository/open";
+import { checkRepository } from "../engine/locking";
 import type { Store } from "../repository/store";
 import { isVersionPrefix } from "../core/version";
 import type { CliContext } from "./context";
@@ -89,9 +90,14 @@ export function backupDir(ctx: CliContext, dir: string | undefined): string {
   return resolve(d);
 }
 
-/** The store from --dir or $INCUS_BACKUP_DIR; the place must exist (see openStore). */
-export async function openRepository(ctx: CliContext, dir: string | undefined, create: boolean): Promise<Store> {
-  return openStore(backupDir(ctx, dir), { create });
+/**
+ * The repository at --dir or $INCUS_BACKUP_DIR. It must be one: every command but `init` (which
+ * makes one) and `status` (which reports what it finds) refuses any other place with exit 8.
+ */
+export async function openRepository(ctx: CliContext, dir: string | undefined): Promise<Store> {
+  const store = await openStore(backupDir(ctx, dir), { create: false });
+  await checkRepository(store);
+  return store;
 }
 
 export function connect(ctx: CliContext, socket: string | undefined): IncusClient {

@@ -21,7 +21,8 @@ export function daemonCommand(ctx: CliContext) {
       "Run the scheduled service in the foreground (the incus-backup container's main process): back up and prune on INCUS_BACKUP_SCHEDULE, " +
       "verify on INCUS_BACKUP_VERIFY_SCHEDULE, catch up once after downtime, notify INCUS_BACKUP_NOTIFY_URL. Logs one timestamped line per event on stdout. " +
       "Settings: INCUS_BACKUP_SCHEDULE, INCUS_BACKUP_TZ, INCUS_BACKUP_KEEP_{LAST,HOURLY,DAILY,WEEKLY,MONTHLY,YEARLY}, INCUS_BACKUP_IMAGES, INCUS_BACKUP_PARALLEL, " +
-      "INCUS_BACKUP_NOTIFY_URL, INCUS_BACKUP_NOTIFY (failure|always), INCUS_BACKUP_CATCHUP, INCUS_BACKUP_VERIFY_SCHEDULE, INCUS_BACKUP_VERIFY_DEEP, INCUS_BACKUP_SELF.",
+      "INCUS_BACKUP_NOTIFY_URL, INCUS_BACKUP_NOTIFY (failure|always), INCUS_BACKUP_CATCHUP, INCUS_BACKUP_VERIFY_SCHEDULE, INCUS_BACKUP_VERIFY_DEEP, INCUS_BACKUP_SELF, " +
+      "INCUS_BACKUP_REPOSITORY_ID (the id `incus-backup init` printed: a directory holding another repository, or none, is refused; deploy/install.sh sets it).",
     args: { ...dirArg, ...socketArg },
     handler: async (a): Promise<number> => {
       const system = systemTimeZone(ctx.env);
@@ -34,8 +35,8 @@ export function daemonCommand(ctx: CliContext) {
         const dir = backupDir(ctx, a.dir);
         service = {
           location: dir,
-          // Made a repository on the first backup if the place is empty.
-          openStore: () => openStore(dir, { create: true }),
+          // Never made a repository here: `incus-backup init` (deploy/install.sh runs it) does.
+          openStore: () => openStore(dir, { create: false }),
           connect: () => connect(ctx, a.socket),
           now: ctx.now,
           sleep,
@@ -52,7 +53,8 @@ export function daemonCommand(ctx: CliContext) {
         while (!ctx.signal.aborted) await sleep(2 ** 31 - 1, ctx.signal);
         return ExitCode.Usage;
       }
-      log(`incus-backup ${VERSION} daemon, repository ${service.location}`);
+      const id = service.settings.repositoryId;
+      log(`incus-backup ${VERSION} daemon, repository ${service.location}${id ? ` (id ${id})` : " (any repository there: INCUS_BACKUP_REPOSITORY_ID is not set)"}`);
       const r = await runDaemon(serviceDeps(service, { host: hostname(), pid: process.pid }), service.settings, ctx.signal);
       return r.interrupted ? ExitCode.Interrupted : ExitCode.OK;
     },

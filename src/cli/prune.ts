@@ -43,17 +43,13 @@ export function pruneCommand(ctx: CliContext) {
       const { policy, fromSettings } = policyOf(ctx, a);
       const tz = timeZoneFromEnv(ctx.env, systemTimeZone(ctx.env));
       if (fromSettings) err(ctx, `using the policy of the INCUS_BACKUP_KEEP_* settings: ${formatPolicy(policy)}`);
-      const store = await openRepository(ctx, a.dir, false);
+      const store = await openRepository(ctx, a.dir);
       const reporter = reporterFor(ctx, "prune");
       const done = await pruneRun(
         { store, reporter, now: ctx.now },
         { selection, policy, tz, trigger: "manual", dryRun: a.dryRun, command: ctx.argv.join(" ") },
         ctx.signal,
       );
-      if (!done) {
-        err(ctx, "nothing to prune: the repository is empty");
-        return ExitCode.OK;
-      }
       render(ctx, done.plan, done.result, a.json);
       const result = done.result;
       if (!result) return ExitCode.OK;

@@ -59,7 +59,7 @@ export function restoreCommand(ctx: CliContext) {
         if (selection.kinds.length === 1 && selection.kinds[0] === "instance") checkInstanceName(a.targetName, "--target-name");
         else checkComponent(a.targetName, "--target-name");
       }
-      const store = await openRepository(ctx, a.dir, false);
+      const store = await openRepository(ctx, a.dir);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "restore");
       const deps = { client, store, reporter, now: ctx.now };

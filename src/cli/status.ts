@@ -17,7 +17,8 @@ export function statusCommand(ctx: CliContext) {
     name: "status",
     description:
       "Show the last run and its items, a run in progress, the next scheduled run, the retention policy, the last prune and verify, and the repository size. " +
-      "Exits 2 when the service's settings are invalid (it then schedules nothing) and 8 when the repository cannot be read.",
+      "Exits 2 when the service's settings are invalid (it then schedules nothing) and 8 when the repository cannot be read, is not one (an unmounted NAS), " +
+        "or is not the one the service was set up with.",
     examples: [
       { description: "In the deployed container", command: "incus exec backup -- incus-backup status" },
       { description: "For monitoring", command: "incus exec backup -- incus-backup status --json" },
@@ -72,11 +73,10 @@ export function formatStatus(r: StatusReport): string {
   const add = (label: string, value: string) => lines.push([label, value]);
   const repo = r.repository;
   if (repo.error) add("repository", `${repo.dir}: ERROR: ${repo.error}`);
-  else if (!repo.initialized) add("repository", `${repo.dir}: empty (no backup yet)`);
   else {
     add(
       "repository",
-      `${repo.dir}: ${repo.items} item(s), ${repo.versions} version(s), ${formatBytes(repo.size)}${repo.damaged ? `, ${repo.damaged} DAMAGED (run \`incus-backup verify\`)` : ""}`,
+      `${repo.dir}: ${repo.items} item(s), ${repo.versions} version(s), ${formatBytes(repo.size)}${repo.damaged ? `, ${repo.damaged} DAMAGED (run \`incus-backup verify\`)` : ""}${repo.id ? ` (id ${repo.id})` : ""}`,
     );
   }
   if (r.settingsError) add("settings", `ERROR: ${r.settingsError}; nothing is scheduled until this is fixed`);

@@ -27,7 +27,7 @@ export function verifyCommand(ctx: CliContext) {
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, true);
       const version = checkVersionArg(a.version);
-      const store = await openRepository(ctx, a.dir, false);
+      const store = await openRepository(ctx, a.dir);
       const results = await verifyRun(store, { selection, ...(version === undefined ? {} : { version }), deep: a.deep, reporter: reporterFor(ctx, "verify") }, ctx.signal);
       const failed = results.filter((r) => !r.ok);
       if (a.json) {

@@ -29,6 +29,11 @@ export interface Settings {
   direct: boolean;
   /** zstd through the server's pzstd where it has it; INCUS_BACKUP_PZSTD=0 turns it off, as for `backup`. */
   pzstd: boolean;
+  /**
+   * The id of the repository the service was set up with (deploy/install.sh sets it from `init`):
+   * a directory with another repository, or none, is refused. Unset: any repository is taken.
+   */
+  repositoryId: string | undefined;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -45,6 +50,7 @@ export const ENV = {
   verifySchedule: "INCUS_BACKUP_VERIFY_SCHEDULE",
   verifyDeep: "INCUS_BACKUP_VERIFY_DEEP",
   self: "INCUS_BACKUP_SELF",
+  repositoryId: "INCUS_BACKUP_REPOSITORY_ID",
   keep: (rule: string) => `INCUS_BACKUP_KEEP_${rule.toUpperCase()}`,
 } as const;
 
@@ -139,6 +145,10 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     if (!m) throw new UsageError(`${ENV.self}=${JSON.stringify(selfText)}: use NAME or PROJECT/NAME`);
     self = { project: m[1] ?? "default", name: m[2]! };
   }
+  const repositoryId = value(env, ENV.repositoryId);
+  if (repositoryId !== undefined && !/^[0-9a-f]{8,64}$/.test(repositoryId)) {
+    throw new UsageError(`${ENV.repositoryId}=${JSON.stringify(repositoryId)}: not a repository id (\`incus-backup init --json\` prints it)`);
+  }
   return {
     schedule,
     policy,
@@ -151,6 +161,7 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     self,
     direct: env.INCUS_BACKUP_DIRECT?.trim() !== "0",
     pzstd: env.INCUS_BACKUP_PZSTD?.trim() !== "0",
+    repositoryId,
   };
 }
 

@@ -5,7 +5,7 @@ import { availableParallelism } from "node:os";
 import type { Writable } from "node:stream";
 import { IntegrityError, InterruptedError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
 import { tidyRepository } from "./housekeeping";
-import { takeLock, type LockWait } from "./locking";
+import { checkRepository, takeLock, type LockWait } from "./locking";
 import { recoverBeforePlanning } from "./restore";
 import { Transform } from "node:stream";
 import type { FileEntry } from "../core/manifest";
@@ -74,8 +74,8 @@ export type LiveItem = LiveInstance | LiveVolume | LiveImage | LiveDatabase;
 export interface BackupRunOptions extends BackupOptions {
   /** The container this tool runs in: left out unless it is named (it holds no data). */
   self?: { project: string; name: string };
-  /** Make an empty place a repository first (today's first backup does). */
-  create: boolean;
+  /** The id the repository must have (the service's, from its setup); a place that has another is refused. */
+  repositoryId?: string;
   /** Wait for a held lock (the service) instead of failing at once. */
   wait?: LockWait;
   /** Work done under the same lock once the backup is through (the service prunes). */
@@ -97,12 +97,7 @@ export async function backup(deps: BackupDeps, opts: BackupRunOptions, signal: A
     (await discoverForBackup(client, opts.selection, signal)).filter((i) => !isSelf(opts.self, i) || opts.selection.names.includes(i.name));
   let items = await discover();
   if (items.length === 0) return undefined;
-  if (!(await store.isInitialized())) {
-    // Before the lock: the marker comes first, so a second first run that sees anything in the
-    // store also finds the marker (initialize is safe against a concurrent one).
-    if (!opts.create) throw new RepositoryError(`${store.location} is not an incus-backup repository yet`);
-    if (await store.initialize()) reporter.info(`initialized a new backup repository in ${store.location}`);
-  }
+  await checkRepository(store, opts.repositoryId);
   const lock = await takeLock(store, opts.command, reporter, signal, opts.wait);
   try {
     const tidied = await tidyRepository(deps);

@@ -8,6 +8,7 @@ import { missedRun } from "../core/schedule";
 import { redactUrl, type Settings } from "../core/settings";
 import type { Store } from "../repository/store";
 import { backup, runStatus } from "./backup";
+import { checkRepository } from "./locking";
 import { pendingRecoveries, recoverBeforePlanning } from "./restore";
 import { postJson } from "./notify";
 import { defaultParallel } from "./pool";
@@ -232,7 +233,8 @@ function countBetween(next: (d: Date) => Date, from: Date, to: Date): number {
 export function summaryLine(s: RunSummary): string {
   const parts: string[] = [];
   if (s.version) parts.push(s.version);
-  if (s.kind === "backup") {
+  // A backup that failed before any item (no repository, Incus away) says only why.
+  if (s.kind === "backup" && !(s.items.length === 0 && s.error)) {
     const ok = s.items.filter((i) => i.ok);
     parts.push(`${ok.length} of ${s.items.length} item(s) backed up, ${bytesText(ok.reduce((n, i) => n + (i.bytes ?? 0), 0))}`);
     for (const f of s.items.filter((i) => !i.ok)) parts.push(`${f.label} failed: ${f.error ?? "?"}`);
@@ -261,7 +263,7 @@ function bytesText(n: number): string {
 export interface ServiceContext {
   /** Where the repository is, for messages. */
   location: string;
-  /** Opens the repository (made one on the first backup if the place is empty). */
+  /** Opens the repository (never makes one: see checkedStore). */
   openStore(): Promise<Store>;
   /** A new Incus client for one run (closed after it). */
   connect(): IncusClient;
@@ -291,7 +293,7 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
   let client: IncusClient | undefined;
   let pruneInterrupted = false;
   try {
-    const store = await ctx.openStore();
+    const store = await checkedStore(ctx);
     client = ctx.connect();
     const deps = { client, store, reporter: ctx.reporter, now: ctx.now, toolVersion: ctx.toolVersion };
     const result = await backup(
@@ -306,7 +308,7 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
         pzstd: ctx.settings.pzstd,
         command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}`,
         ...(ctx.settings.self ? { self: ctx.settings.self } : {}),
-        create: true,
+        ...(ctx.settings.repositoryId ? { repositoryId: ctx.settings.repositoryId } : {}),
         wait: ctx,
         after: async (result) => {
           if (result.interrupted || signal.aborted || isEmptyPolicy(ctx.settings.policy)) return;
@@ -341,6 +343,17 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
   return summary;
 }
 
+/**
+ * The repository, checked before anything is read or written: it must be one (an empty directory
+ * is an unmounted NAS more often than not), and the one the service was set up with. Checked every
+ * time, not once: the NAS can go away between runs.
+ */
+async function checkedStore(ctx: ServiceContext): Promise<Store> {
+  const store = await ctx.openStore();
+  await checkRepository(store, ctx.settings.repositoryId);
+  return store;
+}
+
 /** The service's prune after its backup, under the backup's lock; its failure is in what it returns. */
 async function scheduledPrune(ctx: ServiceContext, store: Store, signal: AbortSignal): Promise<{ summary: NonNullable<RunSummary["prune"]>; interrupted: boolean }> {
   try {
@@ -362,7 +375,7 @@ export async function scheduledVerify(ctx: ServiceContext, trigger: Trigger, slo
   const deep = ctx.settings.verify?.deep ?? false;
   const summary: RunSummary = { kind: "verify", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
   try {
-    const store = await ctx.openStore();
+    const store = await checkedStore(ctx);
     const results = await verifyRun(store, { selection: { kinds: [...KINDS], names: [] }, deep, reporter: ctx.verifyReporter }, signal);
     const failed = results.filter((x) => !x.ok).map((r) => ({ label: itemLabel(r.item), version: r.version, problems: r.problems }));
     const checked = results.length;
@@ -392,7 +405,7 @@ export function notificationPayload(summary: RunSummary, info: { host: string; t
 
 /** The service's start-up recovery: only when journals wait, under the lock (waiting for it). */
 async function recoverAtStart(ctx: ServiceContext, signal: AbortSignal): Promise<void> {
-  const store = await ctx.openStore();
+  const store = await checkedStore(ctx);
   if ((await pendingRecoveries(store)) === 0) return;
   const client = ctx.connect();
   try {
@@ -404,8 +417,6 @@ async function recoverAtStart(ctx: ServiceContext, signal: AbortSignal): Promise
 
 /** Wires the loop to the real jobs. */
 export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: number }): DaemonDeps {
-  let store: Store | undefined;
-  const openRepo = async () => (store ??= await ctx.openStore());
   return {
     now: ctx.now,
     sleep: ctx.sleep,
@@ -424,7 +435,7 @@ export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: numb
         userAgent: `incus-backup/${ctx.toolVersion}`,
       });
     },
-    loadState: async () => (await openRepo()).readState<DaemonState>(DAEMON_STATE),
-    saveState: async (s) => (await openRepo()).saveState(DAEMON_STATE, s),
+    loadState: async () => (await checkedStore(ctx)).readState<DaemonState>(DAEMON_STATE),
+    saveState: async (s) => (await checkedStore(ctx)).saveState(DAEMON_STATE, s),
   };
 }

@@ -2,7 +2,7 @@
 
 import { errorMessage, InterruptedError, NotFoundError } from "../errors";
 import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
-import { takeLock, type LockWait } from "./locking";
+import { checkRepository, takeLock, type LockWait } from "./locking";
 import { planRetention, type ItemRetention, type RetentionPolicy } from "../core/retention";
 import type { Store, StoredVersion } from "../repository/store";
 import type { Reporter } from "./reporter";
@@ -150,7 +150,7 @@ export interface PruneRunOptions {
 }
 
 /**
- * The prune command: nothing to do in an empty repository; a --name that matches nothing is an
+ * The prune command: a place that is not a repository is refused (exit 8); a --name that matches nothing is an
  * error (a typo more often than a wish to prune nothing); a dry run only plans; otherwise it takes
  * the lock, plans under it (a backup that finished a moment ago counts) and prunes.
  */
@@ -158,9 +158,9 @@ export async function pruneRun(
   deps: { store: Store; reporter: Reporter; now: () => Date },
   opts: PruneRunOptions,
   signal: AbortSignal,
-): Promise<{ plan: PrunePlan; result?: PruneResult } | undefined> {
+): Promise<{ plan: PrunePlan; result?: PruneResult }> {
   const { store } = deps;
-  if (!(await store.isInitialized())) return undefined;
+  await checkRepository(store);
   if (opts.selection.names.length > 0) {
     const missing = unmatchedNames(opts.selection, (await store.list(opts.selection.kinds)).versions.map((v) => v.manifest));
     if (missing.length > 0) {

@@ -5,6 +5,7 @@ import { itemId } from "../core/selection";
 import { redactUrl, type Settings } from "../core/settings";
 import type { RetentionPolicy } from "../core/retention";
 import type { RunRecord, Store } from "../repository/store";
+import { checkRepository } from "./locking";
 import { DAEMON_STATE, VERIFY_STATE, type DaemonState, type VerifyRecord } from "./daemon";
 import { PRUNE_STATE, type PruneRecord } from "./prune";
 
@@ -12,7 +13,7 @@ export interface StatusReport {
   now: string;
   /** The time zone times are shown in. */
   tz: string;
-  repository: { dir: string; initialized: boolean; size: number; items: number; versions: number; damaged: number; error?: string };
+  repository: { dir: string; initialized: boolean; id: string | null; size: number; items: number; versions: number; damaged: number; error?: string };
   /** The lock's holder: a backup or prune in progress. */
   running: { pid: number; host: string; command: string; since: string } | null;
   lastRun: RunRecord | null;
@@ -49,7 +50,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   const report: StatusReport = {
     now: o.now.toISOString(),
     tz: o.tz,
-    repository: { dir: o.location, initialized: false, size: 0, items: 0, versions: 0, damaged: 0 },
+    repository: { dir: o.location, initialized: false, id: null, size: 0, items: 0, versions: 0, damaged: 0 },
     running: null,
     lastRun: null,
     schedule: null,
@@ -70,15 +71,17 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
     if (s.notify) report.notify = { target: redactUrl(s.notify.url), when: s.notify.when };
   }
 
-  let repo: Store;
+  let repo: Store | undefined;
   try {
     repo = await o.open();
     report.repository.initialized = await repo.isInitialized();
+    if (report.repository.initialized) report.repository.id = (await repo.repositoryId()) ?? null;
+    // Not a repository (an unmounted NAS), or not the service's: an error, as for a run.
+    await checkRepository(repo, s?.repositoryId);
   } catch (err) {
     report.repository.error = errorMessage(err);
-    return report;
   }
-  if (!report.repository.initialized) return report;
+  if (!repo || !report.repository.initialized) return report;
 
   try {
     const { versions, damaged } = await repo.list();

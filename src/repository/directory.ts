@@ -73,16 +73,25 @@ export class DirectoryStore implements Store {
 
   /** Reads and checks the marker file: true if there is one (of our format), false if there is none. */
   private async readMarker(): Promise<boolean> {
+    return (await this.marker()) !== undefined;
+  }
+
+  /** The marker's fields, checked; undefined if there is none. */
+  private async marker(): Promise<Record<string, unknown> | undefined> {
     const marker = join(this.root, FORMAT_FILE);
     let text: string;
     try {
       text = await readFile(marker, "utf8");
     } catch (err) {
-      if ((err as { code?: string }).code === "ENOENT") return false;
+      if ((err as { code?: string }).code === "ENOENT") return undefined;
       throw fsError("read", marker, err);
     }
-    this.checkFormat(text, marker);
-    return true;
+    return this.checkFormat(text, marker);
+  }
+
+  async repositoryId(): Promise<string | undefined> {
+    const m = await this.marker();
+    return typeof m?.id === "string" ? m.id : undefined;
   }
 
   /**
@@ -132,8 +141,23 @@ export class DirectoryStore implements Store {
     }
   }
 
-  private checkFormat(text: string, path: string): void {
-    let f: { format?: unknown; version?: unknown };
+  /**
+   * The repository's id, made now for a repository initialised before repositories had one (the
+   * marker is rewritten whole, aside and moved into place). Of two runs doing it at once the last
+   * one's id stays, and both return it.
+   */
+  async ensureId(): Promise<string> {
+    const m = await this.marker();
+    if (m === undefined) throw new RepositoryError(`${this.root} is not an incus-backup repository`);
+    if (typeof m.id === "string") return m.id;
+    await writeFileAtomic(join(this.root, FORMAT_FILE), JSON.stringify({ ...m, id: randomBytes(8).toString("hex") }, null, 2) + "\n");
+    const id = await this.repositoryId();
+    if (id === undefined) throw new RepositoryError(`${this.root}: could not give the repository an id`);
+    return id;
+  }
+
+  private checkFormat(text: string, path: string): Record<string, unknown> {
+    let f: { format?: unknown; version?: unknown; id?: unknown; [k: string]: unknown };
     try {
       f = JSON.parse(text) as typeof f;
     } catch {
@@ -147,6 +171,7 @@ export class DirectoryStore implements Store {
         hint: "Use the incus-backup release that wrote this repository.",
       });
     }
+    return f;
   }
 
   /** Fails early, with a clear message, if the directory cannot be written. */

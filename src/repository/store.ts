@@ -166,6 +166,10 @@ export interface Store {
    * this call made it.
    */
   initialize(): Promise<boolean>;
+  /** The repository's random id, made when it was initialised; undefined if the place is not one yet. */
+  repositoryId(): Promise<string | undefined>;
+  /** The id, made now for a repository initialised before repositories had one. */
+  ensureId(): Promise<string>;
   /** Fails early, with a clear RepositoryError, if nothing can be written. */
   checkWritable(): Promise<void>;
 

@@ -7,7 +7,7 @@ import { cp, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createVolumeWithData, incusOk, labEnv, launchInstance, tracker, type Tracker } from "../lab/lab";
-import { isolatedServer, tempDir, treeState, type FileState } from "./helpers/server";
+import { type FileState, isolatedServer, repoDir, tempDir, treeState } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 import { runCli, type CliRun } from "../unit/helpers/cli";
 
@@ -134,7 +134,7 @@ async function setUp(track: Tracker): Promise<{ socket: string; dir: string }> {
   await launchInstance("web", { socket });
   await launchInstance("other", { socket, start: false });
   await createVolumeWithData("default", "data", { attachTo: "web", path: "/mnt/data", sizeMiB: 1, socket });
-  const dir = await tempDir(track);
+  const dir = await repoDir(track);
   await toolOk(["backup", "--all", `--dir=${dir}`], { socket });
   return { socket, dir };
 }
@@ -295,7 +295,7 @@ describe("malformed repository files", () => {
   ];
 
   it.each(CASES)("%s: every command ends with a documented code, one error line, no stack trace; readers change nothing, Incus never changes", async (what, damage) => {
-    const dir = await tempDir(track);
+    const dir = await tempDir(track, "ibk-copy-");
     await cp(pristine, dir, { recursive: true });
     await damage(dir);
     figures.cases++;

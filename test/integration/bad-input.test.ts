@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
-import { expectOneLineError, tempDir, treeState, type FileState } from "./helpers/server";
+import { type FileState, tempDir, treeState, repoDir, expectOneLineError } from "./helpers/server";
 import { tool, toolOk, type ToolOptions } from "./helpers/tool";
 
 const sh = promisify(execFile);
@@ -42,7 +42,7 @@ describe("bad input", () => {
 
   beforeAll(async () => {
     await launchInstance(name, { track });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--name", name, `--dir=${dir}`]);
     repoBefore = await treeState(dir);
     pidBefore = (await state()).pid;
@@ -99,6 +99,26 @@ describe("bad input", () => {
     await expectNothingChanged();
   });
 
+  it("an empty --dir (the NAS not mounted, its mount point left): repository error (8) for every command, nothing written", async () => {
+    const mountPoint = await tempDir(track, "ibk-unmounted-");
+    const d = `--dir=${mountPoint}`;
+    const message = new RegExp(`^error: ${mountPoint} is not an incus-backup repository \\(is the NAS mounted\\?\\); nothing was written \\(make a new one with \`incus-backup init --dir ${mountPoint}\`\\)$`);
+    await refused(["backup", "--all", d], REPOSITORY, message);
+    await refused(["backup", "--instances", "--name", name, "--stop", d], REPOSITORY, message);
+    await refused(["prune", "--keep-last", "1", d], REPOSITORY, message);
+    await refused(["restore", "--instance", "--name", name, "--force", d], REPOSITORY, message);
+    await refused(["restore", "--all", "--force", d], REPOSITORY, message);
+    await refused(["list", d], REPOSITORY, message);
+    await refused(["verify", d], REPOSITORY, message);
+    await refused(["unlock", d], REPOSITORY, message);
+    // status reports it (it shows what it can) and exits 8 too.
+    const s = await tool(["status", d]);
+    expect(s.code).toBe(REPOSITORY);
+    expect(s.stdout).toMatch(/^repository +.*: ERROR: .* is not an incus-backup repository \(is the NAS mounted\?\)/m);
+    expect(await treeState(mountPoint)).toEqual([]);
+    await expectNothingChanged();
+  });
+
   it("a --dir that is not a repository and not empty: repository error (8), left alone", async () => {
     const other = await tempDir(track, "ibk-other-");
     await writeFile(join(other, "somebody-elses-file"), "keep me\n");
@@ -123,7 +143,8 @@ describe("bad input", () => {
     await mkdir(join(empty, "mnt"));
     await sh("mount", ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", join(empty, "mnt")]);
     track.defer(() => sh("umount", [join(empty, "mnt")]));
-    await refused(["backup", "--all", `--dir=${join(empty, "mnt")}`], REPOSITORY, /read-only file system/);
+    await refused(["init", `--dir=${join(empty, "mnt")}`], REPOSITORY, /read-only file system/);
+    await refused(["backup", "--all", `--dir=${join(empty, "mnt")}`], REPOSITORY, /is not an incus-backup repository/);
     await expectNothingChanged();
   });
 

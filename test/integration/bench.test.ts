@@ -6,7 +6,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { incusOk, labSocket, labVersion, tracker } from "../lab/lab";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -33,7 +33,7 @@ describe("bench/bench.mjs", () => {
     const version = labVersion();
     const instances = async () => (await incusOk(["list", "--format", "csv", "--columns", "n"], { socket: labSocket(version) })).split("\n").filter((n) => n.startsWith("bench-"));
     const before = await instances();
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     const json = join(dir, "bench.json");
     const r = await runBench(["--lab", version, "--instances", "2", "--size", "2", "--runs", "1", "--by-hand", "--json", json]);
     expect(r.code, r.stderr).toBe(0);

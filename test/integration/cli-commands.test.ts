@@ -6,7 +6,7 @@
 // with today's day prefix, and the literal value is checked to fail the documented way.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labVersions, launchInstance, tracker, writeTestData, type Manifest } from "../lab/lab";
-import { instanceStatus, isolatedServer, tempDir, wrongModes } from "./helpers/server";
+import { instanceStatus, isolatedServer, repoDir, tempDir, wrongModes } from "./helpers/server";
 import { listJson, toolOk, tool, type ToolOptions } from "./helpers/tool";
 
 describe.each(labVersions())("the user's commands, as written: Incus %s", (version) => {
@@ -28,7 +28,7 @@ describe.each(labVersions())("the user's commands, as written: Incus %s", (versi
     await launchInstance("docker01", { socket });
     volumeData = await createVolumeWithData("default", "dockge-data", { socket, attachTo: "docker01", path: "/data", sizeMiB: 1 });
     instanceData = await writeTestData("docker01", "/root/data", { socket, sizeMiB: 1 });
-    repo = await tempDir(track);
+    repo = await repoDir(track);
     await run(["backup", "--all", `--dir=${repo}`]);
     await run(["backup", "--instances", `--dir=${repo}`]);
     const rows = await listJson(repo);
@@ -43,9 +43,11 @@ describe.each(labVersions())("the user's commands, as written: Incus %s", (versi
     expect(await checksumTree("docker01", "/data", on())).toEqual(volumeData);
   }
 
-  it("backup --all --dir=PATH: every instance and volume (and the configuration), private modes", async () => {
-    const dir = await tempDir(track);
+  it("init, then backup --all --dir=PATH: every instance and volume (and the configuration), private modes", async () => {
+    const dir = await tempDir(track, "ibk-repo-");
     // A umask of 0 would make files 0666 unless the tool sets the modes itself.
+    const init = await run(["init", `--dir=${dir}`], { umask: 0o000 });
+    expect(init.stdout).toMatch(new RegExp(`^initialized a new backup repository in ${dir} \\(id [0-9a-f]{16}\\)\n$`));
     await run(["backup", "--all", `--dir=${dir}`], { umask: 0o000 });
     const rows = await listJson(dir);
     expect(rows.map((r) => [r.type, r.project, r.name]).sort()).toEqual([
@@ -60,14 +62,14 @@ describe.each(labVersions())("the user's commands, as written: Incus %s", (versi
   });
 
   it("backup --instances --dir=PATH: instances only", async () => {
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await run(["backup", "--instances", `--dir=${dir}`]);
     expect((await listJson(dir)).map((r) => [r.type, r.name])).toEqual([["instance", "docker01"]]);
     expect(await wrongModes(dir)).toEqual([]);
   });
 
   it("backup --volumes --dir=PATH: custom volumes only", async () => {
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await run(["backup", "--volumes", `--dir=${dir}`]);
     expect((await listJson(dir)).map((r) => [r.type, r.pool, r.name])).toEqual([["volume", "default", "dockge-data"]]);
     expect(await wrongModes(dir)).toEqual([]);

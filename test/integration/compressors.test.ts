@@ -6,7 +6,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { checksumTree, incusOk, labShell, labSocket, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
 const ZSTD_MAGIC = "28b52ffd";
@@ -35,7 +35,7 @@ describe.each(labVersions())("Incus %s", (version) => {
   const on = { socket };
 
   async function backupOne(name: string, env: Record<string, string> = {}): Promise<{ archive: string; options: Options; stderr: string }> {
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     const r = await toolOk(["backup", "--instances", "--name", name, "--dir", dir], { socket, env });
     const [row] = await listJson(dir);
     const manifest = JSON.parse(await readFile(join(row!.path, "manifest.json"), "utf8")) as { options: Options; files: Array<{ name: string }> };
@@ -89,7 +89,7 @@ describe.each(labVersions())("Incus %s", (version) => {
   it("uses plain zstd when parallel items already keep every core busy", async () => {
     const names = [uniqueName("busy-a"), uniqueName("busy-b")];
     for (const n of names) await launchInstance(n, { socket, track, start: false });
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await toolOk(["backup", "--instances", ...names.flatMap((n) => ["--name", n]), "--parallel", "2", "--dir", dir], { socket });
     const rows = await listJson(dir);
     expect(rows).toHaveLength(2);

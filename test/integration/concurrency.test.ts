@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, incusOk, labSocket, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
-import { expectOneLineError, instanceStatus, tempDir } from "./helpers/server";
+import { expectOneLineError, instanceStatus, repoDir, tempDir } from "./helpers/server";
 import { listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
 
 const LOCKED = 7;
@@ -36,7 +36,7 @@ describe("concurrent runs on one repository", () => {
     await launchInstance(name, { track });
     // A few MiB, so a backup lasts long enough for another to start meanwhile.
     data = await writeTestData(name, "/root/data", { sizeMiB: 8 });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     proxy = await FaultProxy.start(labSocket());
     track.defer(() => proxy.close());
   });
@@ -66,47 +66,69 @@ describe("concurrent runs on one repository", () => {
     return Promise.all([a.done, b.done]);
   }
 
-  it("two first backups into the same empty directory: one makes the repository and runs, the other meets the lock (exit 7), 20 times", async () => {
+  it("two inits at once on an empty directory both end well (one makes it), then two first backups end [0, 7], 20 times", async () => {
     const pairs = 20;
     const started = Date.now();
     for (let i = 0; i < pairs; i++) {
-      const fresh = await tempDir(track);
+      const fresh = await tempDir(track, "ibk-fresh-");
+      const inits = await Promise.all([startTool(["init", "--json", `--dir=${fresh}`]).done, startTool(["init", "--json", `--dir=${fresh}`]).done]);
+      expect(inits.map((r) => r.code), inits.map((r) => r.stderr).join(" / ")).toEqual([0, 0]);
+      const made = inits.map((r) => JSON.parse(r.stdout) as { id: string; created: boolean });
+      expect(made.filter((m) => m.created), `fresh pair ${i + 1}`).toHaveLength(1);
+      expect(made[0]!.id).toBe(made[1]!.id);
       const [ra, rb] = await startPair([...backup, `--dir=${fresh}`]);
       figures.pairs++;
       const loser = ra.code === LOCKED ? ra : rb;
       expect([ra.code, rb.code].sort(), `fresh pair ${i + 1}: ${ra.stderr.trim()} / ${rb.stderr.trim()}`).toEqual([0, LOCKED]);
       figures.lockedOut++;
       expect(lockedOutLine(loser)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${fresh}`));
-      // Exactly one of them says it made the repository.
-      expect([ra, rb].filter((r) => /initialized a new backup repository/.test(r.stderr))).toHaveLength(1);
       // No lock, no candidate marker or lock left beside the repository.
       expect((await readdir(fresh)).sort()).toEqual([".tmp", "incus-backup.json", "instances", "runs"]);
       expect(await listJson(fresh)).toHaveLength(1);
     }
-    console.log(`first backups into empty directories: ${pairs} pairs, each [0, 7], in ${Date.now() - started} ms`);
+    console.log(`new repositories: ${pairs} pairs of inits, each [0, 0] with one made; then ${pairs} pairs of first backups, each [0, 7], in ${Date.now() - started} ms`);
   });
 
-  it("a second first backup meets the first one at each step of making the repository: exit 0 or 7, never 8", async () => {
-    // The first run stops dead at each file-system step of a first backup; the second runs then.
-    const points: Array<{ at: Parameters<typeof pauseAt>[0]; second: number; what: string }> = [
-      { at: { op: "link", when: "before", match: /incus-backup\.json$/ }, second: 0, what: "its marker written aside, not yet in place" },
-      { at: { op: "link", when: "after", match: /incus-backup\.json$/ }, second: 0, what: "its marker in place, no lock yet" },
-      { at: { op: "link", when: "after", match: /\/lock\.json$/ }, second: LOCKED, what: "holding the lock" },
+  it("a backup never makes a repository: on an empty directory it exits 8 and writes nothing, also while an init runs", async () => {
+    const empty = await tempDir(track, "ibk-fresh-");
+    const r = await tool([...backup, `--dir=${empty}`]);
+    expect(r.code).toBe(8);
+    expect(expectOneLineError(r)).toBe(`error: ${empty} is not an incus-backup repository (is the NAS mounted?); nothing was written (make a new one with \`incus-backup init --dir ${empty}\`)`);
+    expect(await readdir(empty)).toEqual([]);
+    // An init stopped dead at each step of making the repository; a backup runs then.
+    const points: Array<{ at: Parameters<typeof pauseAt>[0]; code: number; what: string }> = [
+      { at: { op: "link", when: "before", match: /incus-backup\.json$/ }, code: 8, what: "its marker written aside, not yet in place" },
+      { at: { op: "link", when: "after", match: /incus-backup\.json$/ }, code: 0, what: "its marker in place" },
     ];
     for (const p of points) {
-      const fresh = await tempDir(track);
-      const first = startTool([...backup, `--dir=${fresh}`], { env: pauseAt(p.at) });
-      await waitForStderr(first, /IBK-PAUSED/);
-      const second = await tool([...backup, `--dir=${fresh}`]);
-      console.log(`first run paused with ${p.what}: the second exits ${second.code}`);
-      expect(second.code, second.stderr).toBe(p.second);
-      if (p.second === LOCKED) expect(lockedOutLine(second)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${fresh}`));
-      await killTool(first);
-      // And the repository is sound for the next run, which takes over a lock the killed one left.
+      const fresh = await tempDir(track, "ibk-fresh-");
+      const init = startTool(["init", `--dir=${fresh}`], { env: pauseAt(p.at) });
+      await waitForStderr(init, /IBK-PAUSED/);
+      const b = await tool([...backup, `--dir=${fresh}`]);
+      console.log(`init paused with ${p.what}: a backup exits ${b.code}`);
+      expect(b.code, b.stderr).toBe(p.code);
+      if (p.code === 8) expect(b.stderr).toMatch(/is not an incus-backup repository \(is the NAS mounted\?\)/);
+      await killTool(init);
+      // A killed init leaves nothing half-made: init again makes (or finds) a sound repository.
+      await toolOk(["init", `--dir=${fresh}`]);
       await toolOk([...backup, `--dir=${fresh}`]);
       await toolOk(["verify", `--dir=${fresh}`]);
       expect((await readdir(fresh)).filter((n) => n.startsWith(".incus-backup.json-") || n.includes("lock"))).toEqual([]);
     }
+  });
+
+  it("a second backup meets the first one holding the lock on a new repository: exit 7, and the repository is sound after the first is killed", async () => {
+    const fresh = await repoDir(track);
+    const first = startTool([...backup, `--dir=${fresh}`], { env: pauseAt({ op: "link", when: "after", match: /\/lock\.json$/ }) });
+    await waitForStderr(first, /IBK-PAUSED/);
+    const second = await tool([...backup, `--dir=${fresh}`]);
+    expect(second.code, second.stderr).toBe(LOCKED);
+    expect(lockedOutLine(second)).toMatch(lockMessage(`incus-backup backup --instances --name ${name} --dir=${fresh}`));
+    await killTool(first);
+    // The next run takes over the lock the killed one left.
+    await toolOk([...backup, `--dir=${fresh}`]);
+    await toolOk(["verify", `--dir=${fresh}`]);
+    expect((await readdir(fresh)).filter((n) => n.includes("lock"))).toEqual([]);
   });
 
   it("two backups started at the same moment: one runs, the other fails at once with exit 7 naming the holder", async () => {
@@ -188,7 +210,7 @@ describe("concurrent runs on one repository", () => {
     const killed = startTool([...backup, `--dir=${dir}`], { socket: proxy.path });
     await reached(killed, Promise.race([held, direct]), "the backup");
     await killTool(killed);
-    proxy.release();
+    proxy.dropHeld();
     const r = await toolOk([...backup, `--dir=${dir}`]);
     expect(r.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${killed.child.pid} on host ${hostname()} since .* \\(process ${killed.child.pid} is gone\\)`));
     console.log(`stale lock of a killed run: ${r.stderr.split("\n").find((l) => /stale lock/.test(l))}`);

@@ -1,7 +1,7 @@
 // Confirmation before replacing: refused without a terminal, asked on one; only "y" changes anything.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
-import { expectOneLineError, instanceStatus, tempDir } from "./helpers/server";
+import { instanceStatus, repoDir, expectOneLineError } from "./helpers/server";
 import { tool } from "./helpers/tool";
 
 async function initPid(name: string): Promise<number> {
@@ -33,7 +33,7 @@ describe("confirmation of a restore that replaces", () => {
     const instance = await writeTestData(name, "/root/data", { sizeMiB: 1 });
     const vol = await createVolumeWithData("default", volume, { attachTo: name, path: "/mnt/vol", sizeMiB: 1, track });
     backedUp = { instance, volume: vol };
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     const b = await tool(["backup", "--instances", "--volumes", "--name", name, "--name", volume, `--dir=${dir}`]);
     expect(b.code, b.stderr).toBe(0);
     await incusOk(["exec", name, "--", "sh", "-c", "echo after >/root/data/after-backup && echo after >/mnt/vol/after-backup"]);

@@ -7,7 +7,7 @@ import { cp, readFile, readdir, rm, truncate, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
-import { allInstanceNames, allVolumeNames, flipByte, tempDir } from "./helpers/server";
+import { allInstanceNames, allVolumeNames, flipByte, repoDir, tempDir } from "./helpers/server";
 import { listJson, tool, toolOk, type ListRow } from "./helpers/tool";
 
 const INTEGRITY = 9;
@@ -146,7 +146,7 @@ describe("corrupted backups", () => {
     await launchInstance(inst, { track });
     await writeTestData(inst, "/root/data", { sizeMiB: 1 });
     await createVolumeWithData("default", vol, { attachTo: inst, path: "/mnt/vol", sizeMiB: 1, track });
-    pristine = await tempDir(track);
+    pristine = await repoDir(track);
     await toolOk(["backup", "--instances", "--volumes", "--name", inst, "--name", vol, `--dir=${pristine}`]);
     await toolOk(["backup", "--database", `--dir=${pristine}`]);
     await toolOk(["backup", "--images", "--name", "busybox", `--dir=${pristine}`]);
@@ -172,7 +172,7 @@ describe("corrupted backups", () => {
 
   const kinds = ["instance", "volume", "image", "database"] as const;
   it.each(DAMAGES.flatMap((d) => kinds.map((k) => [`${k}: ${d.name}`, k, d] as const)))("%s", async (_label, kind, damage) => {
-    const repo = await tempDir(track);
+    const repo = await tempDir(track, "ibk-copy-");
     await cp(pristine, repo, { recursive: true });
     const row = rows.find((r) => r.type === kind)!;
     const versionDir = row.path.replace(pristine, repo);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tracker } from "../lab/lab";
 import { configObjects, extraServer, query } from "./helpers/config-objects";
-import { expectOneLineError, flipByte, tempDir } from "./helpers/server";
+import { expectOneLineError, flipByte, repoDir, tempDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
 describe("restore --database from a damaged backup", () => {
@@ -23,7 +23,7 @@ describe("restore --database from a damaged backup", () => {
 
   /** A copy of the repository with its newest database version damaged by `damage(dir)`. */
   async function damagedCopy(damage: (versionDir: string) => Promise<void>): Promise<string> {
-    const copy = await tempDir(track);
+    const copy = await tempDir(track, "ibk-copy-");
     await cp(repo, copy, { recursive: true, preserveTimestamps: true });
     await damage(join(copy, "database", versions[1]!));
     return copy;
@@ -31,7 +31,7 @@ describe("restore --database from a damaged backup", () => {
 
   beforeAll(async () => {
     socket = (await extraServer(track)).socket;
-    repo = await tempDir(track);
+    repo = await repoDir(track);
     await query(socket, "/1.0/profiles", "POST", { name: "web", description: "web", config: { "user.v": "1" } });
     await toolOk(["backup", "--database", `--dir=${repo}`], { socket });
     await setV("2");

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tracker } from "../lab/lab";
 import { configObjects, extraServer, query } from "./helpers/config-objects";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 import { listJson, toolOk, type ToolResult } from "./helpers/tool";
 
 type Obj = Record<string, unknown>;
@@ -34,7 +34,7 @@ describe("restore --database after drift", () => {
 
   beforeAll(async () => {
     socket = (await extraServer(track)).socket;
-    repo = await tempDir(track);
+    repo = await repoDir(track);
     await query(socket, "/1.0/networks", "POST", {
       name: net,
       type: "bridge",

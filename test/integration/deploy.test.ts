@@ -68,7 +68,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   /** install.sh (or uninstall.sh) in the lab, with the lab's incus CLI pointed at our server. */
   const deploy = (script: string, args: string[], allowFail = false, env = "") =>
     labShell(`cd ${DEPLOY} && ${env} INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
-  const tool = (container: string, args: string[], timeoutMs = 300_000) => incus(["exec", container, "--", "incus-backup", ...args], { socket, timeoutMs });
+  const tool = (container: string, args: string[], timeoutMs = 300_000, allowFail = false) => incus(["exec", container, "--", "incus-backup", ...args], { socket, timeoutMs, allowFail });
   const lab = (cmd: string) => labShell(cmd).then((r) => r.stdout);
   const config = async (container: string) => JSON.parse(await incusOk(["query", `/1.0/instances/${container}`], on())) as {
     config: Record<string, string>;
@@ -120,6 +120,13 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(r.stdout).toMatch(new RegExp(`profile incus-backup-${name}: created .*NAS mode shift`));
     expect(r.stdout).toMatch(new RegExp(`container ${name}: created`));
     expect(r.stdout).toMatch(/^next run +\d{4}-\d\d-\d\d 03:00:00 /m);
+    // The empty directory became a repository through `init`, and the service is pinned to its id.
+    expect(r.stdout).toMatch(new RegExp(`^backup directory ${nas} is on \\S+ mounted at /`, "m"));
+    const id = /repository .*: created \(id ([0-9a-f]{16})\)/.exec(r.stdout)?.[1];
+    expect(id, r.stdout).toBeDefined();
+    expect(JSON.parse(await lab(`cat ${nas}/incus-backup.json`))).toMatchObject({ format: "incus-backup", id });
+    expect((await config(name)).config["environment.INCUS_BACKUP_REPOSITORY_ID"]).toBe(id);
+    expect(await consoleLog(name)).toMatch(new RegExp(`daemon, repository /backups \\(id ${id}\\)`));
 
     const c = await config(name);
     expect(c.status).toBe("Running");
@@ -316,6 +323,64 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
       expect(left).toBeLessThan(25 * 3600_000);
     }
     await incusOk(["delete", "--force", big], on());
+  });
+
+  it("the NAS not mounted at start-up (an empty mount point), then another repository there: every scheduled run fails and notifies, nothing is written, status exits 8", async () => {
+    // The container is stopped (the test before stops it). The NAS goes away: its mount point stays, empty.
+    const away = `${nas}.away`;
+    await labShell(`mv ${nas} ${away} && mkdir -m 0700 ${nas}`);
+    const schedule = (await config(name)).config["environment.INCUS_BACKUP_SCHEDULE"]!;
+    const id = (await config(name)).config["environment.INCUS_BACKUP_REPOSITORY_ID"]!;
+    try {
+      // Every 2 seconds, so that runs come quickly.
+      await incusOk(["config", "set", name, "environment.INCUS_BACKUP_SCHEDULE=*/2 * * * * *"], on());
+      await incusOk(["start", name], on());
+      const receiver = `require("http").createServer((q, s) => { let b = ""; q.on("data", (c) => (b += c)); q.on("end", () => { require("fs").appendFileSync("/tmp/notify.log", b + "\\n"); s.end("ok"); }); }).listen(8099, "127.0.0.1");`;
+      await incusOk(["exec", name, "--", "sh", "-c", "rm -f /tmp/notify.log; cat > /tmp/receiver.js && (node /tmp/receiver.js </dev/null >/dev/null 2>&1 &)"], { ...on(), input: receiver });
+      const waitForLog = async (re: RegExp) => {
+        const t0 = performance.now();
+        for (;;) {
+          const log = await consoleLog(name);
+          if (re.test(log)) return log;
+          if (performance.now() - t0 > 30_000) throw new Error(`not in the service's log within 30 s: ${re}\n${log}`);
+          await new Promise((res) => setTimeout(res, 500));
+        }
+      };
+      const notified = async (re: RegExp) => {
+        for (let i = 0; i < 60; i++) {
+          const got = (await incus(["exec", name, "--", "cat", "/tmp/notify.log"], { ...on(), allowFail: true })).stdout;
+          const hit = got.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as { status: string; error?: string }).find((n) => re.test(n.error ?? ""));
+          if (hit) return hit;
+          await new Promise((res) => setTimeout(res, 500));
+        }
+        throw new Error(`no notification matching ${re}`);
+      };
+
+      const unmounted = /\/backups is not an incus-backup repository \(is the NAS mounted\?\); nothing was written/;
+      await waitForLog(new RegExp(`backup failed in [\\d.]+s: .*${unmounted.source}`));
+      expect(await notified(unmounted)).toMatchObject({ status: "failed" });
+      expect((await lab(`ls -A ${nas}`)).trim()).toBe("");
+      const s = await tool(name, ["status"], 60_000, true);
+      expect(s.code).toBe(8);
+      expect(s.stdout).toMatch(/^repository +\/backups: ERROR: \/backups is not an incus-backup repository/m);
+      // A manual backup is refused the same way.
+      const b = await tool(name, ["backup", "--all"], 60_000, true);
+      expect(b.code).toBe(8);
+      expect((await lab(`ls -A ${nas}`)).trim()).toBe("");
+
+      // Another repository mounted in its place: refused, and only its marker is there.
+      const other = JSON.parse((await tool(name, ["init", "--json"])).stdout) as { id: string };
+      expect(other.id).not.toBe(id);
+      const elsewhere = new RegExp(`/backups holds repository ${other.id}, not repository ${id} that this service was set up with; nothing was written`);
+      await waitForLog(new RegExp(`backup failed in [\\d.]+s: .*${elsewhere.source}`));
+      expect(await notified(elsewhere)).toMatchObject({ status: "failed" });
+      expect((await tool(name, ["status"], 60_000, true)).code).toBe(8);
+      expect((await lab(`ls -A ${nas}`)).trim()).toBe("incus-backup.json");
+    } finally {
+      await incus(["stop", name, "--force"], { ...on(), allowFail: true });
+      await incusOk(["config", "set", name, `environment.INCUS_BACKUP_SCHEDULE=${schedule}`], on());
+      await labShell(`rm -rf ${nas} && mv ${away} ${nas}`);
+    }
   });
 
   it("a new image build and a re-run of install upgrade the container; settings and last-run state survive; a same re-run does nothing", async () => {

@@ -18,7 +18,7 @@ import {
   query,
   volumeObjects,
 } from "./helpers/config-objects";
-import { instanceShape, instanceStatus, tempDir } from "./helpers/server";
+import { instanceShape, instanceStatus, repoDir } from "./helpers/server";
 import { listJson, toolOk, type ToolResult } from "./helpers/tool";
 
 /** A name for a bridge: the kernel allows 15 characters, and the lab's namespace is shared. */
@@ -160,7 +160,7 @@ describe("restore --all onto a freshly installed server", () => {
     before.data.volume = await writeTestData(web.name, "/srv", { ...on(), sizeMiB: 1 });
     before.data.app = await writeTestData(app.name, "/root/data", { ...on(p2), sizeMiB: 1 });
 
-    const repo = await tempDir(track);
+    const repo = await repoDir(track);
     await toolOk(["backup", "--all", "--images", `--dir=${repo}`], { socket: s });
     const rows = await listJson(repo);
     expect(rows.map((r) => `${r.type} ${r.project} ${r.name}`).sort()).toEqual(

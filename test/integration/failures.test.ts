@@ -3,7 +3,7 @@ import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
-import { allInstanceNames, allVolumeNames, flipByte, instanceStatus, tempDir, treeState } from "./helpers/server";
+import { allInstanceNames, allVolumeNames, flipByte, instanceStatus, treeState, repoDir } from "./helpers/server";
 import { listJson, startTool, toolOk } from "./helpers/tool";
 
 async function initPid(name: string): Promise<number> {
@@ -27,7 +27,7 @@ describe("a corrupted backup file", () => {
     await launchInstance(name, { track });
     const instance = await writeTestData(name, "/root/data", { sizeMiB: 1 });
     const vol = await createVolumeWithData("default", volume, { attachTo: name, path: "/mnt/vol", sizeMiB: 1, track });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--volumes", "--name", name, "--name", volume, `--dir=${dir}`]);
     // Differs from the backup, so a restore that went through would show.
     await incusOk(["exec", name, "--", "sh", "-c", "echo after >/root/data/after-backup && echo after >/mnt/vol/after-backup"]);
@@ -81,7 +81,7 @@ describe("the tool killed during a backup", () => {
     await launchInstance(name, { track });
     // Big enough that the download lasts a moment; uncompressed below, so it stays that big.
     await incusOk(["exec", name, "--", "sh", "-c", "dd if=/dev/urandom of=/root/big bs=1048576 count=128 2>/dev/null && sync"]);
-    dir = await tempDir(track);
+    dir = await repoDir(track);
   });
   afterAll(() => track.cleanup());
 

@@ -40,6 +40,7 @@ describe.each(labVersions())("a full backup disk, Incus %s", (version) => {
     await mkdir(dir);
     await sh("mount", ["-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", dir]);
     track.defer(() => sh("umount", [dir]));
+    await toolOk(["init", `--dir=${dir}`]);
     // Everything fits the first time.
     await toolOk(backup(), { socket });
     first = await listJson(dir);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, labSocket, tracker, uniqueName } from "../lab/lab";
 import { buildTestImages, imageObjects, importImage, query } from "./helpers/config-objects";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
 describe("images", () => {
@@ -36,7 +36,7 @@ describe("images", () => {
     before = await ours();
     expect(Object.keys(before)).toHaveLength(2);
 
-    repo = await tempDir(track);
+    repo = await repoDir(track);
     await run(["backup", "--images", "--name", alias.split, "--name", alias.unified]);
     for (const f of Object.values(fp)) await incusOk(["image", "delete", f], { socket });
   });

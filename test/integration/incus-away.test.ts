@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, labSocket, labVersions, launchInstance, restartIncusd, tracker, uniqueName } from "../lab/lab";
 import { FaultProxy, nonExpiring, reached, req, serverBackups, type SeenRequest } from "./helpers/faults";
-import { expectOneLineError, tempDir } from "./helpers/server";
+import { tempDir, repoDir, expectOneLineError } from "./helpers/server";
 import { TOOL, listJson, startTool, tool, toolOk } from "./helpers/tool";
 
 const run = promisify(execFile);
@@ -31,7 +31,7 @@ describe.each(labVersions())("incusd restarted during a backup, Incus %s", (vers
     await launchInstance(big, { socket, track });
     await incusOk(["exec", big, "--", "sh", "-c", "dd if=/dev/urandom of=/root/big bs=1048576 count=6 2>/dev/null && sync"], { socket });
     await launchInstance(small, { socket, track, start: false });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     proxy = await FaultProxy.start(socket);
     track.defer(() => proxy.close());
     direct = (JSON.parse(await incusOk(["query", "/1.0"], { socket })) as { api_extensions: string[] }).api_extensions.includes("direct_backup");

@@ -19,7 +19,7 @@ import {
 } from "../../src/incus/instances";
 import { HashingFileWriter } from "../../src/repository/files";
 import { incusOk, labSocket, launchInstance, tracker, uniqueName } from "../lab/lab";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 
 /** A file as an upload's source. */
 async function fileSource(path: string): Promise<{ stream: ReturnType<typeof createReadStream>; size: number }> {
@@ -68,7 +68,7 @@ describe("the Incus client", () => {
   });
 
   it("raises the server's own error text when an operation fails (the HTTP status says nothing)", async () => {
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     const name = uniqueName("client-junk");
     // A backup whose index is fine but which holds no instance: the upload is accepted (202 and
     // an operation), and unpacking fails inside the operation.
@@ -104,7 +104,7 @@ describe("the Incus client", () => {
     const name = uniqueName("client-xfer");
     await launchInstance(name, { track });
     await incusOk(["exec", name, "--", "sh", "-c", "dd if=/dev/urandom of=/root/big bs=1M count=110 2>/dev/null"]);
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     const file = join(dir, "backup.tar");
 
     const backupName = "client-test";

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, labVersions, launchInstance, tracker, uniqueName } from "../lab/lab";
 import { FaultProxy, killTool, nonExpiring, pauseAt, reached, req, serverBackups, waitForStderr, type SeenRequest } from "./helpers/faults";
-import { isolatedServer, tempDir, wrongModes } from "./helpers/server";
+import { isolatedServer, repoDir, wrongModes } from "./helpers/server";
 import { listJson, startTool, tool, toolOk, type ListRow, type RunningTool } from "./helpers/tool";
 
 /** A place to kill the tool: arms the proxy or the preload, and says when it is reached. */
@@ -155,7 +155,7 @@ describe.each(labVersions())("SIGKILL during backup --all on Incus %s", (version
     const server = JSON.parse(await incusOk(["query", "/1.0"], on)) as { api_extensions: string[] };
     direct = server.api_extensions.includes("direct_backup");
     expect(direct).toBe(version !== "6.0");
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     proxy = await FaultProxy.start(socket);
     track.defer(() => proxy.close());
     // The versions every kill must leave alone.
@@ -182,7 +182,7 @@ describe.each(labVersions())("SIGKILL during backup --all on Incus %s", (version
     const lockHeld = await exists(join(dir, "lock.json"));
     const tmpFiles = await countFiles(join(dir, ".tmp"));
     await killTool(run);
-    proxy.release();
+    proxy.dropHeld();
     figures.kills++;
 
     // Nothing partial listed; everything listed verifies; nothing that was there is gone.

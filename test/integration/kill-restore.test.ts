@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labShell, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { duplicateMacs, launchRealistic, macsOf, temporaryLeftovers } from "./helpers/realistic";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr, type SeenRequest } from "./helpers/faults";
-import { allInstanceNames, allVolumeNames, instanceStatus, tempDir, wrongModes } from "./helpers/server";
+import { allInstanceNames, allVolumeNames, instanceStatus, repoDir, wrongModes } from "./helpers/server";
 import { listJson, startTool, tool, toolOk } from "./helpers/tool";
 
 interface Names {
@@ -105,7 +105,7 @@ describe.each(matrix)("SIGKILL during replace-restores on Incus %s, %s pool", (v
     await launchRealistic(n.app, { socket, track, pool });
     const inst = await writeTestData(n.inst, "/root/data", { sizeMiB: 1, socket });
     const vol = await createVolumeWithData(pool, n.vol, { attachTo: n.app, path: "/mnt/vol", sizeMiB: 1, socket, track });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--volumes", "--name", n.inst, "--name", `${pool}/${n.vol}`, `--dir=${dir}`], { socket });
     backup = { inst, vol };
     // Backups made to recover add newer versions; every restore here is of this one.
@@ -143,7 +143,7 @@ describe.each(matrix)("SIGKILL during replace-restores on Incus %s, %s pool", (v
     if (at) await reached(run, at, point.name);
     else await waitForStderr(run, /IBK-PAUSED/);
     await killTool(run);
-    proxy.release();
+    proxy.dropHeld();
     figures.kills++;
     const [entry] = await journal();
     const afterKill = await describeState(entry);
@@ -224,7 +224,7 @@ describe("SIGKILL while a restore that failed to start puts the original back", 
     await labShell(`mknod ${devNode} c 1 3`);
     track.defer(() => labShell(`rm -f ${devNode}`));
     await incusOk(["config", "device", "add", name, "stick", "unix-char", `source=${devNode}`, "path=/dev/stick"], { socket });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--name", name, `--dir=${dir}`], { socket });
     // The runs that recover make newer backups (without the device); every restore is of this one.
     broken = (await listJson(dir))[0]!.version;
@@ -243,7 +243,7 @@ describe("SIGKILL while a restore that failed to start puts the original back", 
     const run = startTool(["restore", "--instance", "--name", name, `--version=${broken}`, "--force", `--dir=${dir}`], { socket: proxy.path });
     await reached(run, held, point.name);
     await killTool(run);
-    proxy.release();
+    proxy.dropHeld();
     figures.kills++;
     const next = await tool(["backup", "--instances", "--name", name, `--dir=${dir}`], { socket });
     const said = next.stderr.split("\n").filter((l) => /interrupted restore/.test(l));

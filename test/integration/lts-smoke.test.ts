@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
 describe.each(labVersions())("Incus %s", (version) => {
@@ -22,7 +22,7 @@ describe.each(labVersions())("Incus %s", (version) => {
     const server = JSON.parse(await incusOk(["query", "/1.0"], on)) as { api_extensions: string[] };
     const direct = server.api_extensions.includes("direct_backup");
 
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--volumes", "--name", name, "--name", volume, "--dir", dir], { socket });
     const rows = await listJson(dir);
     expect(rows.map((r) => r.type).sort()).toEqual(["instance", "volume"]);

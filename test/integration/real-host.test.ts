@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labShell, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, req, reached } from "./helpers/faults";
 import { REALISTIC_CONFIG, duplicateMacs, launchRealistic, macsOf, snapshotNames, temporaryLeftovers } from "./helpers/realistic";
-import { instanceStatus, tempDir } from "./helpers/server";
+import { instanceStatus, tempDir, repoDir } from "./helpers/server";
 import { startTool, tool, toolOk } from "./helpers/tool";
 
 const POOLS = ["default", "btrfs"] as const;
@@ -38,7 +38,7 @@ describe.each(matrix)("a host set up like a real one: Incus %s, %s pool", (versi
 
   beforeAll(async () => {
     socket = labSocket(version);
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     leftoversBefore = await temporaryLeftovers(socket);
   });
   afterAll(async () => {
@@ -173,7 +173,7 @@ describe.each(labVersions())("the instance stopped for `backup --stop` runs agai
   let leftoversBefore: string[];
   beforeAll(async () => {
     socket = labSocket(version);
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     leftoversBefore = await temporaryLeftovers(socket);
   });
   afterAll(() => track.cleanup());
@@ -209,7 +209,7 @@ describe.each(labVersions())("the instance stopped for `backup --stop` runs agai
     const run = startTool(["restore", "--instance", "--name", name, "--force", `--dir=${dir}`], { socket: proxy.path });
     await reached(run, rename, "the swap");
     await killTool(run);
-    proxy.release();
+    proxy.dropHeld();
     expect(await instanceStatus(name, on()).catch(() => "missing")).toBe("missing");
 
     const env = { INCUS_BACKUP_DIR: dir, INCUS_BACKUP_TZ: "UTC", INCUS_BACKUP_SCHEDULE: "0 3 1 1 *", INCUS_BACKUP_CATCHUP: "false" };
@@ -237,7 +237,7 @@ describe("a missing decompressor", () => {
   it("is this machine's problem (exit 8, naming the program), not a damaged backup (9)", async () => {
     const name = uniqueName("rh-nozstd");
     await launchRealistic(name, { socket: labSocket(), track });
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--name", name, `--dir=${dir}`]);
     // The tool is started by its absolute path; an empty PATH has no zstd.
     const bin = await tempDir(track, "ibk-bin-");

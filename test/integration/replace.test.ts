@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { duplicateMacs, launchRealistic } from "./helpers/realistic";
-import { instanceStatus, tempDir } from "./helpers/server";
+import { instanceStatus, repoDir } from "./helpers/server";
 import { toolOk } from "./helpers/tool";
 
 const matrix = labVersions().flatMap((v) => ["default", "btrfs"].map((p) => [v, p] as const));
@@ -29,7 +29,7 @@ describe.each(matrix)("restore --force over existing items: Incus %s, %s pool", 
     await launchRealistic(name, { socket, track, pool, snapshots: 1 });
     instanceData = await writeTestData(name, "/root/data", { sizeMiB: 1, socket });
     volumeData = await createVolumeWithData(pool, volume, { attachTo: name, path: "/mnt/vol", sizeMiB: 1, track, socket });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--volumes", "--name", name, "--name", `${pool}/${volume}`, `--dir=${dir}`], on());
   });
   afterAll(() => track.cleanup());

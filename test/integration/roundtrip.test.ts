@@ -1,7 +1,7 @@
 // Round trip: back up everything, delete the instance and its volume, restore everything; nothing may differ.
 import { afterAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
-import { instanceShape, instanceStatus, isolatedServer, tempDir } from "./helpers/server";
+import { instanceShape, instanceStatus, isolatedServer, repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
 /** A volume as a restore must bring it back: its record minus volatile.* and server-set fields. */
@@ -56,7 +56,7 @@ describe.each(matrix)("round trip: Incus %s, %s pool", (version, pool) => {
     const macBefore = (JSON.parse(await incusOk(["query", `/1.0/instances/${name}`], on)) as { config: Record<string, string> }).config["volatile.eth0.hwaddr"];
     expect(macBefore).toMatch(/^[0-9a-f:]{17}$/);
 
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await toolOk(["backup", "--all", `--dir=${dir}`], { socket });
     const rows = await listJson(dir);
     expect(rows.filter((r) => r.type !== "database").map((r) => `${r.type}:${r.name}`).sort()).toEqual([`instance:${name}`, `volume:${volume}`]);

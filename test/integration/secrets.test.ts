@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, launchInstance, tracker } from "../lab/lab";
-import { isolatedServer, tempDir, wrongModes } from "./helpers/server";
+import { isolatedServer, repoDir, wrongModes } from "./helpers/server";
 import { startTool, toolOk } from "./helpers/tool";
 
 describe("secrets from the server's configuration", () => {
@@ -39,7 +39,7 @@ describe("secrets from the server's configuration", () => {
     await incusOk(["profile", "set", "default", "cloud-init.user-data", `#cloud-config\npassword: ${secrets.cloudInit}\n`], on);
     await incusOk(["profile", "set", "default", "environment.SSH_KEY", secrets.sshKey], on);
     await launchInstance("web", { socket, config: { "environment.DB_PASSWORD": secrets.instance, "user.api_token": secrets.token } });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
   });
   afterAll(() => track.cleanup());
 

@@ -1,7 +1,7 @@
 // The container the tool runs in (INCUS_BACKUP_SELF): left out of backups unless named, never replaced by a restore.
 import { afterAll, describe, expect, it } from "vitest";
 import { incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
-import { isolatedServer, tempDir } from "./helpers/server";
+import { isolatedServer, repoDir } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 
 describe("the tool's own container", () => {
@@ -17,12 +17,12 @@ describe("the tool's own container", () => {
     await launchInstance(other, { socket });
     const env = { INCUS_BACKUP_SELF: `default/${self}` };
 
-    const all = await tempDir(track);
+    const all = await repoDir(track);
     const r = await toolOk(["backup", "--instances", "--dir", all], { socket, env });
     expect(r.stderr).not.toContain(`instance default/${self} `);
     expect((await listJson(all)).map((row) => row.name)).toEqual([other]);
 
-    const named = await tempDir(track);
+    const named = await repoDir(track);
     await toolOk(["backup", "--instances", "--name", self, "--dir", named], { socket, env });
     expect((await listJson(named)).map((row) => row.name)).toEqual([self]);
 

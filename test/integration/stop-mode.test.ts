@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
-import { instanceStatus, tempDir } from "./helpers/server";
+import { instanceStatus, repoDir } from "./helpers/server";
 import { listJson, startTool, toolOk } from "./helpers/tool";
 
 describe("backup --stop", () => {
@@ -14,7 +14,7 @@ describe("backup --stop", () => {
   it("stops the instance for its backup and starts it again", async () => {
     const name = uniqueName("stop-mode");
     await launchInstance(name, { track });
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--name", name, "--stop", "--dir", dir]);
     expect(await instanceStatus(name)).toBe("Running");
     const [row] = await listJson(dir);
@@ -29,7 +29,7 @@ describe("backup --stop", () => {
     await launchInstance(other, { track, start: false });
     // Big enough that the server takes a moment to make the backup while the instance is down.
     await writeTestData(name, "/root/data", { sizeMiB: 150 });
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     const run = startTool(["backup", "--instances", "--name", name, "--stop", "--dir", dir]);
     let down = false;
     for (let i = 0; i < 400 && !down; i++) {

@@ -6,7 +6,7 @@ import { copyFile, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { checksumTree, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
-import { tempDir } from "./helpers/server";
+import { repoDir } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 
 describe("a swapped archive with a consistent manifest", () => {
@@ -20,7 +20,7 @@ describe("a swapped archive with a consistent manifest", () => {
     await launchInstance(b, { track });
     const dataA = await writeTestData(a, "/root/data", { sizeMiB: 1 });
     await writeTestData(b, "/root/data", { sizeMiB: 1 });
-    const dir = await tempDir(track);
+    const dir = await repoDir(track);
     await toolOk(["backup", "--instances", "--name", a, "--name", b, "--dir", dir]);
     const rows = await listJson(dir);
     const rowA = rows.find((r) => r.name === a)!;

@@ -1,7 +1,7 @@
 // Choosing a version: a day prefix picks that day's latest backup and says so; an unknown one lists what there is.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
-import { expectOneLineError, tempDir } from "./helpers/server";
+import { repoDir, expectOneLineError } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 
 describe("restore --version", () => {
@@ -18,7 +18,7 @@ describe("restore --version", () => {
 
   beforeAll(async () => {
     await launchInstance(name, { track });
-    dir = await tempDir(track);
+    dir = await repoDir(track);
     // Two backups on one day; a third if the first two straddle midnight UTC.
     for (let n = 1; n <= 3; n++) {
       await setMarker(`backup-${n}`);

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { CliContext } from "../../src/cli/context";
 import { main, parseErrorLine } from "../../src/main";
 import { DirectoryStore } from "../../src/repository/directory";
-import { data, tempDir, web, writeVersion } from "./helpers/repo";
+import { data, repoDir, tempDir, web, writeVersion } from "./helpers/repo";
 
 interface Run {
   code: number;
@@ -122,17 +122,29 @@ describe("errors from the world", () => {
   });
 
   it("exits 4 naming the socket when Incus is not there, and leaves the directory untouched", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const socket = join(await tempDir(), "missing.sock");
     const r = await run(["backup", "--all", "--dir", dir, "--socket", socket]);
     expect(r.code).toBe(4);
     expect(errorLine(r)).toContain(socket);
     expect(r.stdout).toBe("");
-    expect(await readdir(dir)).toEqual([]);
+    expect(await readdir(dir)).toEqual(["incus-backup.json"]);
+  });
+
+  it("refuses an empty directory (an unmounted NAS) with exit 8 before anything else, and writes nothing", async () => {
+    const dir = await tempDir();
+    const socket = join(await tempDir(), "missing.sock");
+    const s = ["--socket", socket];
+    for (const args of [["backup", "--all", ...s], ["prune", "--keep-last", "1"], ["list"], ["verify"], ["restore", "--all", "--force", ...s], ["unlock"]]) {
+      const r = await run([...args, "--dir", dir]);
+      expect(r.code, args.join(" ")).toBe(8);
+      expect(errorLine(r), args.join(" ")).toBe(`error: ${dir} is not an incus-backup repository (is the NAS mounted?); nothing was written (make a new one with \`incus-backup init --dir ${dir}\`)`);
+      expect(await readdir(dir)).toEqual([]);
+    }
   });
 
   it("takes the socket from INCUS_SOCKET", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const socket = join(await tempDir(), "env.sock");
     const r = await run(["backup", "--all", "--dir", dir], { INCUS_SOCKET: socket });
     expect(r.code).toBe(4);
@@ -227,7 +239,7 @@ describe("list", () => {
   });
 
   it("prints an empty JSON array for an empty repository, and a note for the table", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const json = await run(["list", "--json", "--dir", dir]);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toEqual([]);

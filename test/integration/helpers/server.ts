@@ -3,6 +3,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DirectoryStore } from "../../../src/repository/directory";
 import { incusOk, labSocket, startExtraServer, stopExtraServer, type Tracker } from "../../lab/lab";
 
 /**
@@ -26,10 +27,20 @@ export async function isolatedServer(track: Tracker, opts: { version?: string } 
   return socket;
 }
 
-/** A new empty directory for a repository, removed by `track.cleanup()`. */
-export async function tempDir(track: Tracker, prefix = "ibk-repo-"): Promise<string> {
+/** A new empty directory, removed by `track.cleanup()`. */
+export async function tempDir(track: Tracker, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   track.defer(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * A new repository, made as `incus-backup init` makes one (in-process: tests of `init` itself run
+ * the tool), removed by `track.cleanup()`. Returns its path.
+ */
+export async function repoDir(track: Tracker): Promise<string> {
+  const dir = await tempDir(track, "ibk-repo-");
+  await (await DirectoryStore.open(dir, { create: true })).repo.ensureId();
   return dir;
 }
 

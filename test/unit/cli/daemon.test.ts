@@ -4,11 +4,11 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { runCli } from "../helpers/cli";
-import { tempDir } from "../helpers/repo";
+import { repoDir, tempDir } from "../helpers/repo";
 
 describe("daemon", () => {
   it("starts, plans the next run, and stops at once when signalled while idle", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 200);
     const t0 = Date.now();

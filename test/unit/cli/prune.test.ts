@@ -132,10 +132,11 @@ describe("prune", () => {
     }
   });
 
-  it("says so for an empty directory", async () => {
+  it("refuses an empty directory (an unmounted NAS, not an empty repository): exit 8, nothing written", async () => {
     const dir = await tempDir();
     const r = await runCli(["prune", "--dir", dir, "--keep-last", "1"]);
-    expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/nothing to prune/);
+    expect(r.code).toBe(8);
+    expect(r.stderr).toMatch(/is not an incus-backup repository \(is the NAS mounted\?\)/);
+    expect(await readdir(dir)).toEqual([]);
   });
 });

@@ -10,7 +10,7 @@ import { RepositoryLock } from "../../../src/repository/lock";
 import type { DaemonState, VerifyRecord } from "../../../src/engine/daemon";
 import type { PruneRecord } from "../../../src/engine/prune";
 import { runCli } from "../helpers/cli";
-import { data, tempDir, web, writeVersion } from "../helpers/repo";
+import { data, repoDir, tempDir, web, writeVersion } from "../helpers/repo";
 
 const SERVICE_ENV = {
   INCUS_BACKUP_SCHEDULE: "0 3 * * *",
@@ -84,7 +84,7 @@ describe("status", () => {
     const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
     expect(r.code).toBe(0);
     const lines = r.stdout.split("\n");
-    expect(lines[0]).toMatch(/^repository  .*: 2 item\(s\), 3 version\(s\), \d+ B$/);
+    expect(lines[0]).toMatch(/^repository  .*: 2 item\(s\), 3 version\(s\), \d+ B \(id [0-9a-f]{16}\)$/);
     expect(r.stdout).toMatch(/^running +nothing$/m);
     expect(r.stdout).toMatch(/^last run +20250914-010000 PARTIAL: 2025-09-14 03:00:00 \+02:00 to 2025-09-14 03:01:30 \+02:00 \(1m30s\), 1 of 2 item\(s\), 3\.0 MiB$/m);
     expect(r.stdout).toMatch(/^ +ok +instance default\/web +3\.0 MiB +12\.0s$/m);
@@ -156,12 +156,27 @@ describe("status", () => {
   });
 
   it("says so for an empty repository", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^repository +.*: empty \(no backup yet\)$/m);
+    expect(r.stdout).toMatch(/^repository +.*: 0 item\(s\), 0 version\(s\), 0 B \(id [0-9a-f]{16}\)$/m);
     expect(r.stdout).toMatch(/^last run +none yet$/m);
     expect(r.stdout).toMatch(/^next run +2025-09-15 03:00:00 \+02:00/m);
+  });
+
+  it("exits 8 for an empty directory (an unmounted NAS), and for a repository other than the service's", async () => {
+    const empty = await tempDir();
+    const r = await runCli(["status", "--dir", empty], { env: SERVICE_ENV, now: NOW });
+    expect(r.code).toBe(8);
+    expect(r.stdout).toMatch(/^repository +.*: ERROR: .* is not an incus-backup repository \(is the NAS mounted\?\)/m);
+    expect(r.stdout).toMatch(/^next run +2025-09-15 03:00:00 \+02:00/m);
+    const dir = await fullRepo();
+    const other = await runCli(["status", "--dir", dir, "--json"], { env: { ...SERVICE_ENV, INCUS_BACKUP_REPOSITORY_ID: "00000000deadbeef" }, now: NOW });
+    expect(other.code).toBe(8);
+    const j = JSON.parse(other.stdout) as { repository: { id: string; error: string; versions: number } };
+    expect(j.repository.error).toBe(`${dir} holds repository ${j.repository.id}, not repository 00000000deadbeef that this service was set up with; nothing was written`);
+    // What is there is still shown.
+    expect(j.repository.versions).toBe(3);
   });
 
   it("exits 2 and says why when a setting is invalid", async () => {

@@ -1,23 +1,23 @@
 // The daemon's real jobs without Incus: verify on a temp repository, a backup whose Incus is gone, waiting for the lock.
 
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { scheduledBackup, scheduledVerify, type ServiceContext, type VerifyRecord } from "../../../src/engine/daemon";
+import { scheduledBackup, scheduledVerify, serviceDeps, type ServiceContext, type VerifyRecord } from "../../../src/engine/daemon";
 import { takeLock } from "../../../src/engine/locking";
 import { openStore } from "../../../src/repository/open";
 import { settingsFromEnv } from "../../../src/core/settings";
 import { IncusClient } from "../../../src/incus/client";
 import { silentReporter } from "../../../src/engine/reporter";
-import { InterruptedError } from "../../../src/errors";
+import { InterruptedError, RepositoryError } from "../../../src/errors";
 import { RepositoryLock, readLock } from "../../../src/repository/lock";
 import { DirectoryStore } from "../../../src/repository/directory";
-import { data, tempDir, web, writeVersion } from "../helpers/repo";
+import { data, repoDir, tempDir, web, writeVersion } from "../helpers/repo";
 
 function service(dir: string, log: string[], env: Record<string, string> = {}): ServiceContext {
   return {
     location: dir,
-    openStore: () => openStore(dir, { create: true }),
+    openStore: () => openStore(dir, { create: false }),
     connect: () => new IncusClient(join(dir, "no-such.socket")),
     now: () => new Date(),
     sleep: async () => {},
@@ -57,15 +57,50 @@ describe("scheduledVerify", () => {
 
 describe("scheduledBackup", () => {
   it("reports a run whose Incus is unreachable as failed, and leaves the repository unlocked", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const log: string[] = [];
     const s = await scheduledBackup(service(dir, log), "schedule", new Date(), new AbortController().signal);
     expect(s.status).toBe("failed");
     expect(s.error).toMatch(/no-such\.socket/);
     expect(s.items).toEqual([]);
     expect(await readLock(join(dir, "lock.json"))).toBeUndefined();
-    // The directory became a repository, so status and the next run find it.
-    expect(await (await DirectoryStore.open(dir, { create: false })).repo.isInitialized()).toBe(true);
+  });
+
+  it("never makes a repository: an empty directory (an unmounted NAS) fails the run, and nothing is written", async () => {
+    const dir = await tempDir();
+    const ctx = service(dir, []);
+    const s = await scheduledBackup(ctx, "schedule", new Date(), new AbortController().signal);
+    expect(s.status).toBe("failed");
+    expect(s.error).toBe(`${dir} is not an incus-backup repository (is the NAS mounted?); nothing was written`);
+    const v = await scheduledVerify(ctx, "schedule", new Date(), new AbortController().signal);
+    expect(v).toMatchObject({ status: "failed", error: s.error });
+    const deps = serviceDeps(ctx, { host: "h", pid: 1 });
+    await expect(deps.saveState({ host: "h", pid: 1, started: "", schedule: "", tz: "UTC", updated: "" })).rejects.toThrow(RepositoryError);
+    expect(await deps.loadState().catch((e: unknown) => e)).toBeInstanceOf(RepositoryError);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it("refuses a repository other than the one it was set up with, and one without an id; runs on its own", async () => {
+    const dir = await repoDir();
+    const id = await (await openStore(dir, { create: false })).repositoryId();
+    const other = await scheduledBackup(service(dir, [], { INCUS_BACKUP_REPOSITORY_ID: "00000000deadbeef" }), "schedule", new Date(), new AbortController().signal);
+    expect(other).toMatchObject({ status: "failed", error: `${dir} holds repository ${id}, not repository 00000000deadbeef that this service was set up with; nothing was written` });
+    const before = await readdir(dir);
+    const v = await scheduledVerify(service(dir, [], { INCUS_BACKUP_REPOSITORY_ID: "00000000deadbeef" }), "schedule", new Date(), new AbortController().signal);
+    expect(v.status).toBe("failed");
+    expect(await readdir(dir)).toEqual(before);
+    // Its own: on to Incus, which is not there in this test.
+    const own = await scheduledBackup(service(dir, [], { INCUS_BACKUP_REPOSITORY_ID: id! }), "schedule", new Date(), new AbortController().signal);
+    expect(own.error).toMatch(/no-such\.socket/);
+    // A repository made before ids (its marker has none) is refused by a service that expects one, until `init` gives it one.
+    const old = await tempDir();
+    await writeFile(join(old, "incus-backup.json"), JSON.stringify({ format: "incus-backup", version: 1, created: "2025-01-01T00:00:00Z" }));
+    const o = await scheduledBackup(service(old, [], { INCUS_BACKUP_REPOSITORY_ID: id! }), "schedule", new Date(), new AbortController().signal);
+    expect(o.error).toMatch(/holds a repository without an id, not repository/);
+    const given = await (await openStore(old, { create: false })).ensureId();
+    expect(given).toMatch(/^[0-9a-f]{16}$/);
+    expect(await (await openStore(old, { create: false })).ensureId()).toBe(given);
+    expect(JSON.parse(await readFile(join(old, "incus-backup.json"), "utf8"))).toMatchObject({ format: "incus-backup", version: 1, created: "2025-01-01T00:00:00Z", id: given });
   });
 
   it("fails without touching anything when the backup directory is missing (an unmounted NAS)", async () => {
@@ -78,7 +113,7 @@ describe("scheduledBackup", () => {
 
 describe("takeLock, waiting (the service)", () => {
   it("waits for a manual run to release the lock, saying so once, then takes it", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const manual = await RepositoryLock.acquire(dir, "incus-backup backup --all");
     const log: string[] = [];
     let waits = 0;
@@ -97,7 +132,7 @@ describe("takeLock, waiting (the service)", () => {
   });
 
   it("gives up when the daemon is stopped while it waits", async () => {
-    const dir = await tempDir();
+    const dir = await repoDir();
     const manual = await RepositoryLock.acquire(dir, "incus-backup backup --all");
     const controller = new AbortController();
     const store = await openStore(dir, { create: false });

@@ -106,6 +106,18 @@ export class MemoryStore implements Store {
     this.diskFullAfter = afterBytes;
   }
 
+  /** The repository's id once initialised. */
+  id = "0123456789abcdef";
+
+  async repositoryId(): Promise<string | undefined> {
+    return this.initialized ? this.id : undefined;
+  }
+
+  async ensureId(): Promise<string> {
+    if (!this.initialized) throw new RepositoryError(`${this.location} is not an incus-backup repository`);
+    return this.id;
+  }
+
   async isInitialized(): Promise<boolean> {
     return this.initialized;
   }

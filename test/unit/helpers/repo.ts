@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterEach } from "vitest";
 import type { ItemKey } from "../../../src/core/selection";
 import type { Manifest } from "../../../src/core/manifest";
-import type { DirectoryStore } from "../../../src/repository/directory";
+import { DirectoryStore } from "../../../src/repository/directory";
 import type { StoredVersion } from "../../../src/repository/store";
 
 const made: string[] = [];
@@ -15,6 +15,13 @@ const made: string[] = [];
 export async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "incus-backup-unit-"));
   made.push(dir);
+  return dir;
+}
+
+/** A new directory made a repository, as `incus-backup init` makes one; removed after the current test. */
+export async function repoDir(): Promise<string> {
+  const dir = await tempDir();
+  await (await DirectoryStore.open(dir, { create: true })).repo.ensureId();
   return dir;
 }
 
