@@ -25,7 +25,7 @@ left out goes back to its default.
   --images             include images in scheduled backups
   --notify-url URL     POST a JSON summary of each scheduled run that fails (all runs with
                        environment.INCUS_BACKUP_NOTIFY=always, see below)
-  --socket PATH        the host's Incus socket (default: $INCUS_SOCKET, $INCUS_DIR/unix.socket,
+  --socket PATH        the host's Incus socket (default: $INCUS_SOCKET, else $INCUS_DIR/unix.socket, else
                        /var/lib/incus/unix.socket or /run/incus/unix.socket, whichever exists)
   --nas-mode MODE      how the container writes to HOSTPATH as root:
                        shift  an idmapped mount (shift=true); the best, but NFS, CIFS, older
@@ -127,12 +127,20 @@ incus info >/dev/null 2>&1 || die "the incus CLI cannot reach Incus (are you roo
 incus image info "$IMAGE" >/dev/null 2>&1 || die "no image '$IMAGE' in Incus: build and import it first with image/build.sh"
 
 if [ -z "$SOCKET" ]; then
-	for s in "${INCUS_SOCKET:-}" "${INCUS_DIR:+$INCUS_DIR/unix.socket}" /var/lib/incus/unix.socket /run/incus/unix.socket; do
-		if [ -n "$s" ] && [ -S "$s" ]; then
-			SOCKET=$s
-			break
-		fi
-	done
+	# The tool's order (src/incus/socket.ts, a unit test holds the two together): $INCUS_SOCKET,
+	# then $INCUS_DIR/unix.socket, then the first default location that exists.
+	if [ -n "${INCUS_SOCKET:-}" ]; then
+		SOCKET=$INCUS_SOCKET
+	elif [ -n "${INCUS_DIR:-}" ]; then
+		SOCKET=$INCUS_DIR/unix.socket
+	else
+		for s in /var/lib/incus/unix.socket /run/incus/unix.socket; do # DEFAULT_SOCKET_PATHS
+			if [ -S "$s" ]; then
+				SOCKET=$s
+				break
+			fi
+		done
+	fi
 	[ -n "$SOCKET" ] || die "cannot find the Incus socket on this host: pass --socket PATH"
 fi
 [ -S "$SOCKET" ] || die "--socket $SOCKET is not a unix socket"

@@ -5,7 +5,7 @@ import { ExitCode, UsageError, runExitCode } from "../errors";
 import { COMPRESSIONS, backup, type BackupResult } from "../engine/backup";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
-import { checkParallel, connect, dirArg, openRepository, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
+import { checkParallel, checkStopTimeout, stopTimeoutArg, connect, dirArg, openRepository, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
 import type { CliContext } from "./context";
 import { err, out } from "./context";
 import { formatBytes, formatDuration } from "./format";
@@ -24,7 +24,7 @@ export function backupCommand(ctx: CliContext) {
       { description: "The server configuration only", command: "incus-backup backup --database --dir=/mnt/nas/sysbackup/incus" },
     ],
     args: {
-      ...selectorArgs,
+      ...selectorArgs("backup"),
       ...dirArg,
       ...socketArg,
       compression: option({
@@ -37,19 +37,13 @@ export function backupCommand(ctx: CliContext) {
         long: "stop",
         description: "stop each running instance for its backup and start it again afterwards (consistent, with downtime)",
       }),
-      stopTimeout: option({
-        long: "stop-timeout",
-        type: optional(number),
-        description: "seconds an instance gets to shut down cleanly before it is forced (default 60)",
-      }),
+      ...stopTimeoutArg,
       parallel: option({ long: "parallel", type: optional(number), description: "items backed up at the same time (default: one per CPU, at most 4)" }),
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, ["database", "volume", "instance"], false);
       const parallel = checkParallel(a.parallel);
-      if (a.stopTimeout !== undefined && (!Number.isFinite(a.stopTimeout) || a.stopTimeout < 0)) {
-        throw new UsageError("--stop-timeout must be a number of seconds");
-      }
+      const stopTimeout = checkStopTimeout(a.stopTimeout);
       const store = await openRepository(ctx, a.dir);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "backup");
@@ -62,7 +56,7 @@ export function backupCommand(ctx: CliContext) {
             compression: a.compression ?? "zstd",
             snapshots: a.snapshots,
             stop: a.stop,
-            ...(a.stopTimeout === undefined ? {} : { stopTimeout: a.stopTimeout }),
+            ...(stopTimeout === undefined ? {} : { stopTimeout }),
             parallel,
             // Troubleshooting switch: INCUS_BACKUP_DIRECT=0 uses export-and-download even where streaming works.
             direct: ctx.env.INCUS_BACKUP_DIRECT !== "0",

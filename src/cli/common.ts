@@ -1,6 +1,6 @@
 // Arguments shared by several commands, and turning them into a repository and an Incus client.
 
-import { array, flag, multioption, option, optional, string } from "cmd-ts";
+import { array, flag, multioption, option, optional, string, type Type } from "cmd-ts";
 import { resolve } from "node:path";
 import { UsageError } from "../errors";
 import { IncusClient } from "../incus/client";
@@ -12,6 +12,28 @@ import type { Store } from "../repository/store";
 import { isVersionPrefix } from "../core/version";
 import type { CliContext } from "./context";
 import { defaultParallel } from "../engine/pool";
+
+/**
+ * A number as typed, shown as <N> in help (checked by the command, which names the option in its
+ * error: cmd-ts's own number type says only "not a number").
+ */
+export const countText: Type<string, string> = { displayName: "N", description: "a whole number", from: async (s) => s };
+
+/** --stop-timeout, for the commands that stop instances (backup --stop, restore). */
+export const stopTimeoutArg = {
+  stopTimeout: option({
+    long: "stop-timeout",
+    type: optional(countText),
+    description: "seconds an instance gets to shut down cleanly before it is forced (default 60)",
+  }),
+};
+
+/** The --stop-timeout value: seconds, a whole number up to a day. */
+export function checkStopTimeout(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text) || Number(text) > 86_400) throw new UsageError(`--stop-timeout=${JSON.stringify(text)}: use a whole number of seconds from 0 to 86400`);
+  return Number(text);
+}
 
 export const dirArg = {
   dir: option({
@@ -30,26 +52,46 @@ export const socketArg = {
 };
 
 /** Selectors: singular and plural spellings mean the same, as users type both. */
-export const selectorArgs = {
-  all: flag({ long: "all", description: "everything (see the command's help for what that covers)" }),
-  instances: flag({ long: "instances", description: "instances (containers and VMs)" }),
-  instance: flag({ long: "instance", description: "same as --instances" }),
-  volumes: flag({ long: "volumes", description: "custom storage volumes" }),
-  volume: flag({ long: "volume", description: "same as --volumes" }),
-  images: flag({ long: "images", description: "images (a backup includes them only when asked)" }),
-  image: flag({ long: "image", description: "same as --images" }),
-  database: flag({
-    long: "database",
-    description: "the server's configuration: projects, storage pools, networks, profiles (and the SQL dumps)",
-  }),
-  config: flag({ long: "config", description: "same as --database" }),
-  names: multioption({
-    long: "name",
-    type: array(string),
-    description: "only items with this name; repeatable; a volume may be POOL/NAME, an image an alias or fingerprint",
-  }),
-  project: option({ long: "project", type: optional(string), description: "only this project" }),
-};
+/** What --all and --images mean differ by command: each command's help says it for itself. */
+const SELECTOR_HELP = {
+  backup: {
+    all: "the database, every custom volume and every instance (images only with --images as well)",
+    images: "images: with --all, as well as everything else; alone, only images (a backup takes them only when asked)",
+  },
+  restore: {
+    all: "everything in the repository: the database, volumes, instances, and images if it holds any (the latest of each)",
+    images: "images from the repository",
+  },
+  read: {
+    all: "everything (the default when no selector is given)",
+    images: "images",
+  },
+} as const;
+
+/** The selector flags, with --all and --images described for `command` ("read": list, verify, prune). */
+export function selectorArgs(command: keyof typeof SELECTOR_HELP) {
+  const help = SELECTOR_HELP[command];
+  return {
+    all: flag({ long: "all", description: help.all }),
+    instances: flag({ long: "instances", description: "instances (containers and VMs)" }),
+    instance: flag({ long: "instance", description: "same as --instances" }),
+    volumes: flag({ long: "volumes", description: "custom storage volumes" }),
+    volume: flag({ long: "volume", description: "same as --volumes" }),
+    images: flag({ long: "images", description: help.images }),
+    image: flag({ long: "image", description: "same as --images" }),
+    database: flag({
+      long: "database",
+      description: "the server's configuration: projects, storage pools, networks, profiles (and the SQL dumps)",
+    }),
+    config: flag({ long: "config", description: "same as --database" }),
+    names: multioption({
+      long: "name",
+      type: array(string),
+      description: "only items with this name; repeatable; a volume may be POOL/NAME, an image an alias or fingerprint",
+    }),
+    project: option({ long: "project", type: optional(string), description: "only this project" }),
+  };
+}
 
 export type SelectorValues = {
   all: boolean;

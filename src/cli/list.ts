@@ -18,7 +18,7 @@ export function listCommand(ctx: CliContext) {
       { description: "Every version of one instance, as JSON", command: "incus-backup list --instance --name web --json" },
     ],
     args: {
-      ...selectorArgs,
+      ...selectorArgs("read"),
       ...dirArg,
       json: flag({ long: "json", description: "print a JSON array of versions" }),
     },

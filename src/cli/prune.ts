@@ -6,18 +6,18 @@ import { KINDS, itemLabel } from "../core/selection";
 import { EMPTY_POLICY, RULES, formatLocal, formatPolicy, formatReason, isEmptyPolicy, type RetentionPolicy } from "../core/retention";
 import { parseCount, policyFromEnv, systemTimeZone, timeZoneFromEnv } from "../core/settings";
 import { planCounts, pruneRun, type PrunePlan, type PruneResult } from "../engine/prune";
-import { dirArg, openRepository, selectionOf, selectorArgs } from "./common";
+import { countText, dirArg, openRepository, selectionOf, selectorArgs } from "./common";
 import { err, out, type CliContext } from "./context";
 import { formatBytes, table } from "./format";
 import { reporterFor } from "./progress";
 
 const keepArgs = {
-  keepLast: option({ long: "keep-last", type: optional(string), description: "keep the N newest versions" }),
-  keepHourly: option({ long: "keep-hourly", type: optional(string), description: "keep the newest version of each of the last N hours that have one" }),
-  keepDaily: option({ long: "keep-daily", type: optional(string), description: "keep the newest version of each of the last N days that have one" }),
-  keepWeekly: option({ long: "keep-weekly", type: optional(string), description: "the same for ISO weeks (Monday to Sunday)" }),
-  keepMonthly: option({ long: "keep-monthly", type: optional(string), description: "the same for calendar months" }),
-  keepYearly: option({ long: "keep-yearly", type: optional(string), description: "the same for calendar years" }),
+  keepLast: option({ long: "keep-last", type: optional(countText), description: "keep the N newest versions" }),
+  keepHourly: option({ long: "keep-hourly", type: optional(countText), description: "keep the newest version of each of the last N hours that have one" }),
+  keepDaily: option({ long: "keep-daily", type: optional(countText), description: "keep the newest version of each of the last N days that have one" }),
+  keepWeekly: option({ long: "keep-weekly", type: optional(countText), description: "the same for ISO weeks (Monday to Sunday)" }),
+  keepMonthly: option({ long: "keep-monthly", type: optional(countText), description: "the same for calendar months" }),
+  keepYearly: option({ long: "keep-yearly", type: optional(countText), description: "the same for calendar years" }),
 };
 
 export function pruneCommand(ctx: CliContext) {
@@ -32,7 +32,7 @@ export function pruneCommand(ctx: CliContext) {
       { description: "Apply the scheduled service's policy now", command: "incus exec backup -- incus-backup prune" },
     ],
     args: {
-      ...selectorArgs,
+      ...selectorArgs("read"),
       ...dirArg,
       ...keepArgs,
       dryRun: flag({ long: "dry-run", description: "only list every version as keep or remove, with the rules that keep it" }),

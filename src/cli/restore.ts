@@ -9,7 +9,7 @@ import { KINDS, itemLabel } from "../core/selection";
 import { sizeOf, type RestoreResult } from "../engine/restore";
 import { prepareRestore, runRestore, type DatabasePart } from "../engine/restore_command";
 import { entityLabel, type ConfigResult } from "../engine/config_restore";
-import { checkParallel, checkVersionArg, connect, selfInstance, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
+import { checkParallel, checkStopTimeout, stopTimeoutArg, checkVersionArg, connect, selfInstance, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
 import { confirm } from "./confirm";
 import { out, type CliContext } from "./context";
 import { formatBytes } from "./format";
@@ -29,7 +29,7 @@ export function restoreCommand(ctx: CliContext) {
       { description: "Profiles, networks, pools, projects", command: "incus-backup restore --database --dry-run" },
     ],
     args: {
-      ...selectorArgs,
+      ...selectorArgs("restore"),
       ...dirArg,
       ...socketArg,
       version: option({
@@ -50,11 +50,13 @@ export function restoreCommand(ctx: CliContext) {
       dryRun: flag({ long: "dry-run", description: "print the plan and stop" }),
       force: flag({ long: "force", description: "replace existing things without asking" }),
       noStart: flag({ long: "no-start", description: "leave restored instances stopped" }),
+      ...stopTimeoutArg,
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, false);
       const version = checkVersionArg(a.version);
       const parallel = checkParallel(a.parallel);
+      const stopTimeout = checkStopTimeout(a.stopTimeout);
       if (a.targetName !== undefined) {
         if (selection.kinds.length === 1 && selection.kinds[0] === "instance") checkInstanceName(a.targetName, "--target-name");
         else checkComponent(a.targetName, "--target-name");
@@ -62,7 +64,7 @@ export function restoreCommand(ctx: CliContext) {
       const store = await openRepository(ctx, a.dir);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "restore");
-      const deps = { client, store, reporter, now: ctx.now };
+      const deps = { client, store, reporter, now: ctx.now, ...(stopTimeout === undefined ? {} : { stopTimeout }) };
       try {
         const self = selfInstance(ctx);
         const prepared = await prepareRestore(

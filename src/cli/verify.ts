@@ -18,7 +18,7 @@ export function verifyCommand(ctx: CliContext) {
       { description: "The versions of one day, thoroughly", command: "incus-backup verify --version 20250914 --deep" },
     ],
     args: {
-      ...selectorArgs,
+      ...selectorArgs("read"),
       ...dirArg,
       version: option({ long: "version", type: optional(string), description: "only versions starting with this (YYYYMMDD-HHMMSS or a prefix)" }),
       deep: flag({ long: "deep", description: "also decompress and read each archive, and check backup/index.yaml names the item" }),

@@ -37,7 +37,7 @@ import type { JournalEntry, JournalInstanceRef } from "../repository/journal";
 import { instancesUsingVolume, liveVolumes } from "./discover";
 import { startInstance, stopInstance, waitForServerTasks } from "./power";
 import { takeLock, type LockWait } from "./locking";
-import { slotsOf, type RestoreDeps } from "./restore_deps";
+import { slotsOf, stopOptions, type RestoreDeps } from "./restore_deps";
 
 export type { RestoreDeps } from "./restore_deps";
 
@@ -316,7 +316,7 @@ async function replaceInstance(deps: RestoreDeps, journal: JournalStore, step: E
   try {
     if (current.status !== "Stopped") {
       deps.reporter.itemStep(step.target, "stopping the existing instance");
-      await stopInstance(client, project, name);
+      await stopInstance(client, project, name, stopOptions(deps));
     }
     deps.reporter.itemStep(step.target, "swapping in the restored instance");
     await renameInstance(client, project, name, entry.aside!);
@@ -472,7 +472,7 @@ async function replaceVolumeContents(
     for (const u of entry.stop ?? []) {
       deps.reporter.itemStep(step.target, `stopping ${u.project}/${u.name}`);
       const now = await getInstance(client, u.project, u.name);
-      if (now.status !== "Stopped") await stopInstance(client, u.project, u.name);
+      if (now.status !== "Stopped") await stopInstance(client, u.project, u.name, stopOptions(deps));
     }
   } catch (err) {
     // Nothing of the volume changed yet: undo the stops and throw the import away.
@@ -660,7 +660,7 @@ async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string
     // The contents may be half replaced: replace them again from the complete temporary volume.
     for (const r of e.stop ?? e.restart) {
       const now = await getInstance(deps.client, r.project, r.name).catch(() => undefined);
-      if (now && now.status !== "Stopped") await stopInstance(deps.client, r.project, r.name);
+      if (now && now.status !== "Stopped") await stopInstance(deps.client, r.project, r.name, stopOptions(deps));
     }
     await copyStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp, e.name, { refresh: true, volumeOnly: true });
   }

@@ -10,6 +10,8 @@ export interface RestoreDeps {
   store: Store;
   reporter: Reporter;
   now: () => Date;
+  /** Seconds an instance gets to shut down cleanly before it is forced (restore --stop-timeout). */
+  stopTimeout?: number;
   /** Slots for the two phases of an item (see executePlan); unlimited when absent. */
   slots?: { transfer: Semaphore; make: Semaphore };
 }
@@ -18,4 +20,9 @@ const UNLIMITED = { transfer: new Semaphore(Infinity), make: new Semaphore(Infin
 
 export function slotsOf(deps: RestoreDeps): { transfer: Semaphore; make: Semaphore } {
   return deps.slots ?? UNLIMITED;
+}
+
+/** The stop options of a restore's stops: its --stop-timeout, if given. */
+export function stopOptions(deps: RestoreDeps): { timeout?: number } {
+  return deps.stopTimeout === undefined ? {} : { timeout: deps.stopTimeout };
 }

@@ -3,8 +3,11 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
 
-/** Where Incus packages put the socket: Debian/Ubuntu and Zabbly use the second, some the first. */
-export const DEFAULT_SOCKET_PATHS = ["/run/incus/unix.socket", "/var/lib/incus/unix.socket"] as const;
+/**
+ * Where Incus puts the socket: in its default INCUS_DIR, else in /run/incus (in the backup
+ * container, the proxy device's). deploy/install.sh looks in the same order (a unit test checks it).
+ */
+export const DEFAULT_SOCKET_PATHS = ["/var/lib/incus/unix.socket", "/run/incus/unix.socket"] as const;
 
 export interface SocketChoice {
   /** The path to connect to. */

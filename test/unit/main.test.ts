@@ -73,6 +73,10 @@ describe("usage errors: exit 2, one line on stderr", () => {
     ["restore --version 2025-09", ["restore", "--all", "--version", "2025-09", "--dir", "/tmp"], /invalid --version "2025-09"/],
     ["restore --target-name that is not an instance name", ["restore", "--instances", "--name", "web", "--target-name", "a_b", "--dir", "/tmp"], /invalid --target-name/],
     ["--parallel 0", ["backup", "--all", "--parallel", "0", "--dir", "/tmp"], /--parallel/],
+    ["backup --stop-timeout abc", ["backup", "--all", "--stop", "--stop-timeout", "abc", "--dir", "/tmp"], /^error: --stop-timeout="abc": use a whole number of seconds from 0 to 86400$/],
+    ["restore --stop-timeout -5", ["restore", "--all", "--stop-timeout=-5", "--dir", "/tmp"], /^error: --stop-timeout="-5": use a whole number of seconds/],
+    ["restore --stop-timeout 1.5", ["restore", "--all", "--stop-timeout", "1.5", "--dir", "/tmp"], /^error: --stop-timeout="1\.5"/],
+    ["prune --keep-daily 1.5", ["prune", "--keep-daily", "1.5", "--dir", "/tmp"], /^error: --keep-daily="1\.5": use a whole number from 0 to 1000000$/],
     ["--compression rar", ["backup", "--all", "--compression", "rar", "--dir", "/tmp"], /rar/],
   ])("%s", async (_label, args, message) => {
     const r = await run(args);
@@ -165,6 +169,14 @@ describe("help and version: exit 0, on stdout", () => {
     [["backup", "--help"], /--dir/],
     [["restore", "--help"], /--target-name/],
     [["list", "--help"], /--json/],
+    // Numbers show as numbers: <N>, not <str>.
+    [["prune", "--help"], /--keep-last <N> +- keep the N newest versions[\s\S]*--keep-yearly <N> /],
+    [["restore", "--help"], /--stop-timeout <N> +- seconds an instance gets to shut down cleanly/],
+    [["backup", "--help"], /--stop-timeout <N> /],
+    // --all and --images say what they mean for the command.
+    [["backup", "--help"], /--all +- the database, every custom volume and every instance \(images only with --images as well\)/],
+    [["restore", "--help"], /--all +- everything in the repository: the database, volumes, instances, and images if it holds any/],
+    [["list", "--help"], /--all +- everything \(the default when no selector is given\)/],
     [["--version"], /^\d+\.\d+\.\d+/],
   ])("%j", async (args, text) => {
     const r = await run(args);

@@ -117,6 +117,18 @@ describe("restore exit codes (executePlan)", () => {
     expect(store.journal.all()).toEqual([]);
   });
 
+  it("a replace stops the running original with the --stop-timeout given, else with 60 s", async () => {
+    for (const [given, sent] of [[7, 7], [undefined, 60]] as const) {
+      const { fake, deps, stored } = world();
+      fake.addInstance({ name: "b", status: "Running", config: { "user.origin": "original" } });
+      const replace: Step = { op: "replace", source: stored("b"), target: key("b"), wasRunning: true, start: true };
+      const r = await executePlan(given === undefined ? deps : { ...deps, stopTimeout: given }, plan(replace), signal());
+      expect(r.steps.map((s) => s.ok)).toEqual([true]);
+      const bodies = fake.requests.filter((q) => q.method === "PUT" && q.path === "/1.0/instances/b/state").map((q) => q.body as { action?: string; timeout?: number });
+      expect(bodies.filter((b) => b.action === "stop").map((b) => b.timeout)).toEqual([sent]);
+    }
+  });
+
   it("an archive of another instance than its manifest says: 9, found before anything is uploaded", async () => {
     const { fake, store, deps } = world();
     const v = store.put(manifestFields(key("a"), VERSION), { "instance.tar": backupArchive("other", "none") });

@@ -73,7 +73,8 @@ describe("HashingFileWriter", () => {
     expect(spy.mock.calls.length).toBeGreaterThanOrEqual(1);
     expect(w.entry().size).toBe(chunks * chunk);
     expect(createHash("sha256").update(readFileSync(join(dir, "big"))).digest("hex")).toBe(sum);
-  });
+    // 140 MiB through fdatasync: seconds on a disk busy with other work (a parallel CI job).
+  }, 60_000);
 
   it("fails the next write when a background flush fails (NFS may report a full disk only then)", async () => {
     const proto = await fileHandlePrototype(dir);
@@ -82,7 +83,7 @@ describe("HashingFileWriter", () => {
     w.on("error", () => undefined);
     const chunk = 4 * 1024 * 1024;
     await expect(writeChunks(w, FLUSH_EVERY / chunk + 8, chunk)).rejects.toThrow(/ENOSPC/);
-  });
+  }, 60_000);
 });
 
 describe("first use by runs at once", () => {
