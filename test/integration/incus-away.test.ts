@@ -4,7 +4,7 @@
 // listed; no server-side backup is left that never expires. And a socket the tool may not use
 // gives the documented error: exit 4, one line naming the path.
 import { execFile } from "node:child_process";
-import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -99,7 +99,8 @@ describe("a socket the tool may not use", () => {
     await chmod(base, 0o755);
     repo = join(base, "repo");
     await mkdir(repo);
-    await chown(repo, 65534, 65534);
+    await toolOk(["init", `--dir=${repo}`]);
+    await run("chown", ["-R", "65534:65534", repo]);
   });
   afterAll(() => track.cleanup());
 
