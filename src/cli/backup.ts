@@ -2,13 +2,13 @@
 
 import { command, flag, number, oneOf, option, optional } from "cmd-ts";
 import { ExitCode, UsageError, runExitCode } from "../errors";
-import { COMPRESSIONS, backup, type BackupResult } from "../engine/backup";
+import { COMPRESSIONS, backup, runStatus, type BackupResult } from "../engine/backup";
 import { itemLabel } from "../core/selection";
 import { VERSION } from "../version";
 import { checkParallel, checkStopTimeout, stopTimeoutArg, connect, dirArg, openRepository, selectionOf, selectorArgs, selfInstance, socketArg } from "./common";
 import type { CliContext } from "./context";
 import { err, out } from "./context";
-import { formatBytes, formatDuration } from "./format";
+import { formatBytes, formatDuration, itemJson } from "./format";
 import { reporterFor } from "./progress";
 
 export function backupCommand(ctx: CliContext) {
@@ -39,6 +39,7 @@ export function backupCommand(ctx: CliContext) {
       }),
       ...stopTimeoutArg,
       parallel: option({ long: "parallel", type: optional(number), description: "items backed up at the same time (default: one per CPU, at most 4)" }),
+      json: flag({ long: "json", description: "print the summary as JSON: the version, the status, the exit code, and each item's result" }),
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, ["database", "volume", "instance"], false);
@@ -69,9 +70,10 @@ export function backupCommand(ctx: CliContext) {
         );
         if (!result) {
           err(ctx, "nothing to back up: nothing matches the selection");
+          if (a.json) out(ctx, JSON.stringify({ version: null, status: "ok", exitCode: ExitCode.OK, items: [] }, null, 2));
           return ExitCode.OK;
         }
-        return summarize(ctx, result);
+        return summarize(ctx, result, a.json);
       } finally {
         await client.close();
       }
@@ -79,16 +81,27 @@ export function backupCommand(ctx: CliContext) {
   });
 }
 
-/** Prints the run's summary on stdout and returns the exit code it deserves. */
-function summarize(ctx: CliContext, r: BackupResult): number {
+/** Prints the run's summary on stdout (as JSON with --json) and returns the exit code it deserves. */
+function summarize(ctx: CliContext, r: BackupResult, json: boolean): number {
+  const code = r.interrupted ? ExitCode.Interrupted : runExitCode(r.items);
+  if (json) {
+    const items = r.items.map((i) => ({
+      ...itemJson(i.item),
+      ok: i.ok,
+      ...(i.error === undefined ? {} : { error: i.error }),
+      ...(i.bytes === undefined ? {} : { bytes: i.bytes }),
+      seconds: i.seconds,
+    }));
+    out(ctx, JSON.stringify({ version: r.version, status: runStatus(r), exitCode: code, items }, null, 2));
+    return code;
+  }
   const ok = r.items.filter((i) => i.ok);
   const failed = r.items.filter((i) => !i.ok);
   const bytes = ok.reduce((n, i) => n + (i.bytes ?? 0), 0);
   const seconds = r.items.reduce((n, i) => Math.max(n, i.seconds), 0);
   out(ctx, `backup ${r.version}: ${ok.length} of ${r.items.length} item(s) backed up, ${formatBytes(bytes)}${seconds ? ` (longest item ${formatDuration(seconds)})` : ""}`);
   for (const f of failed) out(ctx, `  failed: ${itemLabel(f.item)}: ${f.error}`);
-  if (r.interrupted) return ExitCode.Interrupted;
-  return runExitCode(r.items);
+  return code;
 }
 
 export function commandLine(ctx: CliContext): string {

@@ -33,3 +33,8 @@ export function table(header: string[], rows: string[][]): string {
       .trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
 }
+
+/** An item as the --json outputs name it: type, project, pool (volumes), name. */
+export function itemJson(k: { kind: string; project: string; pool?: string; name: string }): { type: string; project: string; pool?: string; name: string } {
+  return { type: k.kind, project: k.project, ...(k.pool === undefined ? {} : { pool: k.pool }), name: k.name };
+}

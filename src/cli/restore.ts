@@ -1,7 +1,7 @@
 // `incus-backup restore`: plan, confirm if anything would be replaced, then restore.
 
 import { command, flag, number, option, optional, string } from "cmd-ts";
-import { ExitCode, runExitCode } from "../errors";
+import { ExitCode, NotConfirmedError, runExitCode } from "../errors";
 import type { Plan, Step } from "../core/plan";
 import type { FieldChange } from "../core/config_plan";
 import { checkInstanceName, checkComponent } from "../core/names";
@@ -12,7 +12,7 @@ import { entityLabel, type ConfigResult } from "../engine/config_restore";
 import { checkParallel, checkStopTimeout, stopTimeoutArg, checkVersionArg, connect, selfInstance, dirArg, openRepository, selectionOf, selectorArgs, socketArg } from "./common";
 import { confirm } from "./confirm";
 import { out, type CliContext } from "./context";
-import { formatBytes } from "./format";
+import { formatBytes, itemJson } from "./format";
 import { reporterFor } from "./progress";
 import { commandLine } from "./backup";
 
@@ -51,6 +51,7 @@ export function restoreCommand(ctx: CliContext) {
       force: flag({ long: "force", description: "replace existing things without asking" }),
       noStart: flag({ long: "no-start", description: "leave restored instances stopped" }),
       ...stopTimeoutArg,
+      json: flag({ long: "json", description: "print the plan and the result as one JSON object (no plan text; with --dry-run, only the plan)" }),
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, false);
@@ -84,12 +85,26 @@ export function restoreCommand(ctx: CliContext) {
         if (prepared.pendingRecoveries > 0) {
           reporter.warn(`${prepared.pendingRecoveries} interrupted restore(s) wait for recovery (the next restore or backup does it); the plan below ignores them`);
         }
-        if (prepared.config) printConfigPlan(ctx, prepared.config);
-        printPlan(ctx, prepared.plan);
-        if (a.dryRun) return ExitCode.OK;
+        if (!a.json) {
+          if (prepared.config) printConfigPlan(ctx, prepared.config);
+          printPlan(ctx, prepared.plan);
+        }
+        if (a.dryRun) {
+          if (a.json) out(ctx, JSON.stringify(restoreJson(prepared.plan, prepared.config, undefined), null, 2));
+          return ExitCode.OK;
+        }
+        if (prepared.destructive && a.json && !a.force) {
+          // JSON is for programs: nobody sees a plan to answer for.
+          throw new NotConfirmedError("with --json, a restore that replaces existing things needs --force; nothing was changed", {
+            hint: "see the plan with --dry-run --json",
+          });
+        }
         if (prepared.destructive) await confirm(ctx, "Go ahead and change the existing things marked above?", a.force);
         const done = await runRestore(deps, prepared, { command: commandLine(ctx), parallel }, ctx.signal);
-        return summarize(ctx, done.result, done.config);
+        if (!a.json) return summarize(ctx, done.result, done.config);
+        const code = exitCodeOf(done.result, done.config);
+        out(ctx, JSON.stringify(restoreJson(prepared.plan, prepared.config, { ...done, exitCode: code }), null, 2));
+        return code;
       } finally {
         await client.close();
       }
@@ -179,6 +194,38 @@ function snapshotsLost(snapshots: string[] | undefined): string {
   return ` with its ${snapshots.length} snapshot(s): ${shown}${snapshots.length > 10 ? ", ..." : ""}`;
 }
 
+/** The --json form: the plan (what each step does to what), and the result once run. */
+function restoreJson(plan: Plan, config: DatabasePart | undefined, done: { result: RestoreResult; config?: ConfigResult; exitCode: number } | undefined) {
+  return {
+    plan: plan.steps.map((s) => ({
+      action: s.op,
+      ...itemJson(s.target),
+      version: s.source.manifest.version,
+      ...("start" in s ? { start: s.start } : {}),
+      ...("notes" in s && s.notes?.length ? { notes: s.notes } : {}),
+    })),
+    skipped: plan.skipped.map((s) => ({ ...itemJson(s.item), reason: s.reason })),
+    notes: plan.notes,
+    configuration: config?.plan
+      ? { version: config.version ?? null, actions: config.plan.actions.map((x) => ({ action: x.action, object: entityLabel(x.rec) })), unchanged: config.plan.unchanged }
+      : null,
+    result: done
+      ? {
+          exitCode: done.exitCode,
+          interrupted: done.result.interrupted,
+          items: done.result.steps.map((s) => ({ ...itemJson(s.item), ok: s.ok, ...(s.error === undefined ? {} : { error: s.error }), seconds: s.seconds })),
+          ...(done.config ? { configuration: done.config } : {}),
+        }
+      : null,
+  };
+}
+
+function exitCodeOf(r: RestoreResult, config: ConfigResult | undefined): number {
+  if (r.interrupted) return ExitCode.Interrupted;
+  // Nothing went through: failures of one kind keep their own code (a corrupt backup is 9).
+  return runExitCode(r.steps, config?.failed.length ?? 0, config?.applied ?? 0);
+}
+
 function summarize(ctx: CliContext, r: RestoreResult, config: ConfigResult | undefined): number {
   const ok = r.steps.filter((s) => s.ok);
   const failed = r.steps.filter((s) => !s.ok);
@@ -188,7 +235,5 @@ function summarize(ctx: CliContext, r: RestoreResult, config: ConfigResult | und
   }
   if (r.steps.length > 0) out(ctx, `restore: ${ok.length} of ${r.steps.length} item(s) restored`);
   for (const f of failed) out(ctx, `  failed: ${itemLabel(f.item)}: ${f.error}`);
-  if (r.interrupted) return ExitCode.Interrupted;
-  // Nothing went through: failures of one kind keep their own code (a corrupt backup is 9).
-  return runExitCode(r.steps, config?.failed.length ?? 0, config?.applied ?? 0);
+  return exitCodeOf(r, config);
 }

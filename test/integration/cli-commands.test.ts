@@ -137,4 +137,24 @@ describe.each(labVersions())("the user's commands, as written: Incus %s", (versi
     // Restores write journals and take the lock: still private, with the usual umask.
     expect(await wrongModes(repo)).toEqual([]);
   });
+  it("backup --json and restore --json: summaries a program can read; a replacing restore with --json needs --force", async () => {
+    const dir = await repoDir(track);
+    const b = await run(["backup", "--instances", "--json", `--dir=${dir}`]);
+    const summary = JSON.parse(b.stdout) as { version: string; status: string; exitCode: number; items: Array<Record<string, unknown>> };
+    expect(summary).toMatchObject({ status: "ok", exitCode: 0, items: [{ type: "instance", project: "default", name: "docker01", ok: true }] });
+    expect(summary.version).toMatch(/^\d{8}-\d{6}$/);
+    expect(summary.items[0]!.bytes).toBeGreaterThan(0);
+
+    const args = ["restore", "--instance", "--name", "docker01", "--json", `--dir=${dir}`];
+    const dry = JSON.parse((await run([...args, "--dry-run"])).stdout) as { plan: Array<Record<string, unknown>>; result: unknown };
+    expect(dry.plan).toEqual([expect.objectContaining({ action: "replace", type: "instance", project: "default", name: "docker01", version: summary.version, start: true })]);
+    expect(dry.result).toBeNull();
+    const refused = await tool(args, { socket });
+    expect(refused.code).toBe(6);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toMatch(/with --json, a restore that replaces existing things needs --force; nothing was changed/);
+    const done = JSON.parse((await run([...args, "--force"])).stdout) as { result: { exitCode: number; items: Array<Record<string, unknown>> } };
+    expect(done.result).toMatchObject({ exitCode: 0, items: [{ type: "instance", name: "docker01", ok: true }] });
+    await expectLiveDataAsBackedUp();
+  });
 });
