@@ -84,7 +84,7 @@ BASE_ARGS=(
 	'--dpkgopt=path-exclude=/usr/share/locale/*'
 	# Node.js 20 (bookworm's 18 is too old for undici 7); tini as PID 1; the decompressors that
 	# `verify --deep` runs; tzdata for schedules and retention in local time; busybox for udhcpc.
-	--include=nodejs,ca-certificates,tini,zstd,xz-utils,bzip2,lz4,tzdata,busybox
+	--include=nodejs,ca-certificates,tini,zstd,xz-utils,bzip2,lz4,tzdata,busybox,restic,openssh-client
 	# The build machine's names must not end up in the image.
 	'--customize-hook=rm -f "$1/etc/hostname" "$1/etc/resolv.conf"; : >"$1/etc/resolv.conf"'
 )

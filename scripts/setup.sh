@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(mmdebstrap busybox-static zstd ca-certificates util-linux perl time iproute2 btrfs-progs)
+PACKAGES=(mmdebstrap busybox-static zstd ca-certificates util-linux perl time iproute2 btrfs-progs restic rclone openssh-server openssh-client)
 BACKPORTS=(incus incus-client)
 
 want_packages=1

@@ -45,7 +45,7 @@ export function backupCommand(ctx: CliContext) {
       const selection = selectionOf(a, ["database", "volume", "instance"], false);
       const parallel = checkParallel(a.parallel);
       const stopTimeout = checkStopTimeout(a.stopTimeout);
-      const store = await openRepository(ctx, a.dir);
+      const store = await openRepository(ctx, a);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "backup");
       try {
@@ -54,7 +54,7 @@ export function backupCommand(ctx: CliContext) {
           { client, store, reporter, now: ctx.now, toolVersion: VERSION },
           {
             selection,
-            compression: a.compression ?? "zstd",
+            compression: a.compression ?? store.defaultCompression ?? "zstd",
             snapshots: a.snapshots,
             stop: a.stop,
             ...(stopTimeout === undefined ? {} : { stopTimeout }),

@@ -7,6 +7,7 @@ import { IncusClient } from "../incus/client";
 import { findSocket } from "../incus/socket";
 import { selectionFrom, type Kind, type Selection } from "../core/selection";
 import { openStore } from "../repository/open";
+import { repoSpecFrom, type RepoSpec } from "../core/repo_spec";
 import { checkRepository } from "../engine/locking";
 import type { Store } from "../repository/store";
 import { isVersionPrefix } from "../core/version";
@@ -36,12 +37,20 @@ export function checkStopTimeout(text: string | undefined): number | undefined {
 }
 
 export const dirArg = {
+  repo: option({
+    long: "repo",
+    type: optional(string),
+    description: "the repository: restic:LOCATION (a path, sftp:…, rest:…, s3:…), or a directory (dir:PATH or PATH) (default: $INCUS_BACKUP_REPO, else $INCUS_BACKUP_DIR)",
+  }),
   dir: option({
     long: "dir",
     type: optional(string),
-    description: "the backup repository directory (default: $INCUS_BACKUP_DIR)",
+    description: "the backup repository directory (same as --repo dir:DIR)",
   }),
 };
+
+/** What dirArg gives a command. */
+export type RepoArgs = { repo: string | undefined; dir: string | undefined };
 
 export const socketArg = {
   socket: option({
@@ -123,21 +132,23 @@ export function selectionOf(v: SelectorValues, allKinds: readonly Kind[], defaul
   );
 }
 
-/** The repository directory from --dir or $INCUS_BACKUP_DIR. */
-export function backupDir(ctx: CliContext, dir: string | undefined): string {
-  const d = dir ?? ctx.env.INCUS_BACKUP_DIR;
-  if (d === undefined || d === "") {
-    throw new UsageError("no backup directory: pass --dir DIR or set INCUS_BACKUP_DIR");
-  }
-  return resolve(d);
+/** The repository from --repo, --dir, $INCUS_BACKUP_REPO or $INCUS_BACKUP_DIR (a directory's path made absolute). */
+export function repoSpec(ctx: CliContext, a: RepoArgs): RepoSpec {
+  const spec = repoSpecFrom(a, ctx.env);
+  return spec.backend === "dir" ? { backend: "dir", path: resolve(spec.path) } : spec;
+}
+
+/** Opens the store the arguments name, without checking it is a repository (init, status). */
+export function storeOf(ctx: CliContext, a: RepoArgs): Promise<Store> {
+  return openStore(repoSpec(ctx, a), { create: false, env: ctx.env });
 }
 
 /**
- * The repository at --dir or $INCUS_BACKUP_DIR. It must be one: every command but `init` (which
+ * The repository the arguments name (see repoSpec). It must be one: every command but `init` (which
  * makes one) and `status` (which reports what it finds) refuses any other place with exit 8.
  */
-export async function openRepository(ctx: CliContext, dir: string | undefined): Promise<Store> {
-  const store = await openStore(backupDir(ctx, dir), { create: false });
+export async function openRepository(ctx: CliContext, a: RepoArgs): Promise<Store> {
+  const store = await storeOf(ctx, a);
   await checkRepository(store);
   return store;
 }
@@ -156,6 +167,7 @@ export function checkVersionArg(v: string | undefined): string | undefined {
 
 /** Options that take a value; a bare one at the end or before another flag is a usage error. */
 export const VALUE_OPTIONS = new Set([
+  "--repo",
   "--dir",
   "--socket",
   "--name",
@@ -164,6 +176,7 @@ export const VALUE_OPTIONS = new Set([
   "--compression",
   "--target-name",
   "--parallel",
+  "--read-data",
   "--stop-timeout",
   "--keep-last",
   "--keep-hourly",

@@ -9,7 +9,8 @@ import { settingsFromEnv, systemTimeZone } from "../core/settings";
 import { runDaemon, serviceDeps, type ServiceContext } from "../engine/daemon";
 import type { ItemOutcome, Reporter } from "../engine/reporter";
 import { VERSION } from "../version";
-import { backupDir, connect, dirArg, socketArg } from "./common";
+import { connect, dirArg, repoSpec, socketArg } from "./common";
+import { repoSpecText } from "../core/repo_spec";
 import { openStore } from "../repository/open";
 import type { CliContext } from "./context";
 import { outcomeLine } from "./progress";
@@ -32,11 +33,11 @@ export function daemonCommand(ctx: CliContext) {
       try {
         const settings = settingsFromEnv(ctx.env, system);
         tz = settings.schedule.tz;
-        const dir = backupDir(ctx, a.dir);
+        const spec = repoSpec(ctx, a);
         service = {
-          location: dir,
+          location: repoSpecText(spec),
           // Never made a repository here: `incus-backup init` (deploy/install.sh runs it) does.
-          openStore: () => openStore(dir, { create: false }),
+          openStore: () => openStore(spec, { create: false, env: ctx.env }),
           connect: () => connect(ctx, a.socket),
           now: ctx.now,
           sleep,

@@ -24,7 +24,7 @@ export function listCommand(ctx: CliContext) {
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, true);
-      const repo = await openRepository(ctx, a.dir);
+      const repo = await openRepository(ctx, a);
       const { versions, damaged } = await repo.list(selection.kinds);
       const chosen = versions.filter((v) => matches(selection, v.manifest));
       for (const d of damaged) err(ctx, `warning: damaged backup at ${d.location}: ${d.problem} (run \`incus-backup verify\`)`);

@@ -43,7 +43,7 @@ export function pruneCommand(ctx: CliContext) {
       const { policy, fromSettings } = policyOf(ctx, a);
       const tz = timeZoneFromEnv(ctx.env, systemTimeZone(ctx.env));
       if (fromSettings) err(ctx, `using the policy of the INCUS_BACKUP_KEEP_* settings: ${formatPolicy(policy)}`);
-      const store = await openRepository(ctx, a.dir);
+      const store = await openRepository(ctx, a);
       const reporter = reporterFor(ctx, "prune");
       const done = await pruneRun(
         { store, reporter, now: ctx.now },

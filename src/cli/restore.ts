@@ -62,7 +62,7 @@ export function restoreCommand(ctx: CliContext) {
         if (selection.kinds.length === 1 && selection.kinds[0] === "instance") checkInstanceName(a.targetName, "--target-name");
         else checkComponent(a.targetName, "--target-name");
       }
-      const store = await openRepository(ctx, a.dir);
+      const store = await openRepository(ctx, a);
       const client = connect(ctx, a.socket);
       const reporter = reporterFor(ctx, "restore");
       const deps = { client, store, reporter, now: ctx.now, ...(stopTimeout === undefined ? {} : { stopTimeout }) };

@@ -7,7 +7,8 @@ import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } 
 import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
 import { gatherStatus, type StatusReport } from "../engine/status";
 import { pidAlive } from "../repository/lock";
-import { backupDir, dirArg } from "./common";
+import { dirArg, repoSpec } from "./common";
+import { repoSpecText } from "../core/repo_spec";
 import { openStore } from "../repository/open";
 import { out, type CliContext } from "./context";
 import { formatBytes, formatDuration } from "./format";
@@ -28,7 +29,8 @@ export function statusCommand(ctx: CliContext) {
       json: flag({ long: "json", description: "print the status as JSON" }),
     },
     handler: async (a): Promise<number> => {
-      const dir = backupDir(ctx, a.dir);
+      const spec = repoSpec(ctx, a);
+      const dir = repoSpecText(spec);
       const system = systemTimeZone(ctx.env);
       let settings: Settings | undefined;
       let settingsError: string | undefined;
@@ -50,7 +52,7 @@ export function statusCommand(ctx: CliContext) {
       }
       const report = await gatherStatus({
         location: dir,
-        open: () => openStore(dir, { create: false }),
+        open: () => openStore(spec, { create: false, env: ctx.env }),
         now: ctx.now(),
         tz,
         host: hostname(),

@@ -12,7 +12,7 @@ export function unlockCommand(ctx: CliContext) {
     description: "Remove the repository lock. Only for a lock whose run is known to be gone (stale locks are taken over anyway).",
     args: { ...dirArg },
     handler: async (a): Promise<number> => {
-      const store = await openRepository(ctx, a.dir);
+      const store = await openRepository(ctx, a);
       const info = await store.forceUnlock();
       err(ctx, info ? `removed the lock: it was ${describeLock(info)}` : "the repository was not locked");
       return ExitCode.OK;

@@ -1,7 +1,7 @@
 // `incus-backup verify`: check backups against their manifests, and optionally read them to the end.
 
 import { command, flag, option, optional, string } from "cmd-ts";
-import { ExitCode } from "../errors";
+import { ExitCode, UsageError } from "../errors";
 import { KINDS, itemLabel } from "../core/selection";
 import { verifyRun } from "../engine/verify";
 import { checkVersionArg, dirArg, openRepository, selectionOf, selectorArgs } from "./common";
@@ -22,13 +22,24 @@ export function verifyCommand(ctx: CliContext) {
       ...dirArg,
       version: option({ long: "version", type: optional(string), description: "only versions starting with this (YYYYMMDD-HHMMSS or a prefix)" }),
       deep: flag({ long: "deep", description: "also decompress and read each archive, and check backup/index.yaml names the item" }),
+      readData: option({
+        long: "read-data",
+        type: optional(string),
+        description: "restic repositories: restic check also reads this share of all data: all, a percentage (10%) or a part (1/5)",
+      }),
       json: flag({ long: "json", description: "print the results as JSON" }),
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, true);
       const version = checkVersionArg(a.version);
-      const store = await openRepository(ctx, a.dir);
-      const results = await verifyRun(store, { selection, ...(version === undefined ? {} : { version }), deep: a.deep, reporter: reporterFor(ctx, "verify") }, ctx.signal);
+      const readData = checkReadData(a.readData);
+      const store = await openRepository(ctx, a);
+      if (readData !== undefined && !store.checkStructure) throw new UsageError("--read-data is for restic repositories (a directory's files are all read by verify)");
+      const results = await verifyRun(
+        store,
+        { selection, ...(version === undefined ? {} : { version }), deep: a.deep, ...(readData === undefined ? {} : { readData }), reporter: reporterFor(ctx, "verify") },
+        ctx.signal,
+      );
       const failed = results.filter((r) => !r.ok);
       if (a.json) {
         out(ctx, JSON.stringify(results.map((r) => ({ type: r.item.kind, project: r.item.project, ...(r.item.pool ? { pool: r.item.pool } : {}), name: r.item.name, version: r.version, ok: r.ok, problems: r.problems, size: r.bytes, path: r.location })), null, 2));
@@ -43,4 +54,15 @@ export function verifyCommand(ctx: CliContext) {
       return failed.every((f) => f.uncheckable) ? ExitCode.Repository : ExitCode.Integrity;
     },
   });
+}
+
+/** --read-data: all, a percentage from 0.1% to 100%, or n/m (restic's --read-data-subset forms). */
+export function checkReadData(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (v === "all") return v;
+  const pct = /^(\d+(?:\.\d+)?)%$/.exec(v);
+  if (pct && Number(pct[1]) > 0 && Number(pct[1]) <= 100) return v;
+  const part = /^(\d+)\/(\d+)$/.exec(v);
+  if (part && Number(part[1]) >= 1 && Number(part[1]) <= Number(part[2])) return v;
+  throw new UsageError(`--read-data=${JSON.stringify(v)}: use all, a percentage such as 10%, or a part such as 1/5`);
 }

@@ -14,6 +14,8 @@ export interface FileEntry {
   name: string;
   size: number;
   sha256: string;
+  /** Where the backend keeps the bytes, when the name is not enough (restic: the file's snapshot id). */
+  ref?: string;
 }
 
 export interface Manifest extends ItemKey {
@@ -51,6 +53,7 @@ export function manifestProblem(m: unknown): string | undefined {
     }
     if (typeof e.size !== "number" || !Number.isSafeInteger(e.size) || e.size < 0) return `file ${e.name}: bad size`;
     if (typeof e.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(e.sha256)) return `file ${e.name}: bad sha256`;
+    if (e.ref !== undefined && (typeof e.ref !== "string" || !/^[0-9a-f]{8,64}$/.test(e.ref))) return `file ${e.name}: bad ref`;
   }
   return undefined;
 }

@@ -300,7 +300,7 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
       deps,
       {
         selection: { kinds: scheduledKinds(ctx.settings), names: [] },
-        compression: "zstd",
+        compression: store.defaultCompression ?? "zstd",
         snapshots: false,
         stop: false,
         parallel: ctx.settings.parallel ?? defaultParallel(),

@@ -38,6 +38,7 @@ export async function takeLock(store: Store, command: string, reporter: Pick<Rep
  */
 export async function checkRepository(store: Store, expectedId?: string): Promise<void> {
   if (!(await store.isInitialized())) {
+    if (store.notRepositoryError) throw store.notRepositoryError();
     throw new RepositoryError(`${store.location} is not an incus-backup repository (is the NAS mounted?); nothing was written`, {
       hint: `make a new one with \`incus-backup init --dir ${store.location}\``,
     });

@@ -1,6 +1,6 @@
 // Prune: plan which versions a retention policy removes, remove them, and record the result for status.
 
-import { errorMessage, InterruptedError, NotFoundError } from "../errors";
+import { errorMessage, InterruptedError, LockedError, NotFoundError } from "../errors";
 import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { planRetention, type ItemRetention, type RetentionPolicy } from "../core/retention";
@@ -66,14 +66,27 @@ export interface PruneResult {
  */
 export async function applyPrune(store: Store, plan: PrunePlan, reporter: Reporter, signal: AbortSignal): Promise<PruneResult> {
   const result: PruneResult = { removed: [], failed: [], kept: planCounts(plan).keep, interrupted: false };
-  for (const item of plan.items) {
-    for (const d of item.decisions) {
-      if (d.keep) continue;
+  const doomed = plan.items.flatMap((item) => item.decisions.filter((d) => !d.keep).map((d) => ({ label: itemLabel(item.key), d })));
+  if (store.deleteVersions && doomed.length > 0) {
+    if (signal.aborted) return { ...result, interrupted: true };
+    try {
+      await store.deleteVersions(doomed.map(({ d }) => d.entry.entry));
+      for (const { label, d } of doomed) {
+        result.removed.push({ label, version: d.entry.version, bytes: d.entry.entry.size });
+        reporter.info(`removed ${label} ${d.entry.version}`);
+      }
+    } catch (err) {
+      // Another restic holds the repository: nothing was removed, and the run says who (exit 7).
+      if (err instanceof LockedError) throw err;
+      for (const { label, d } of doomed) result.failed.push({ label, version: d.entry.version, error: errorMessage(err) });
+      reporter.warn(`could not remove ${doomed.length} version(s): ${errorMessage(err)}`);
+    }
+  } else {
+    for (const { label, d } of doomed) {
       if (signal.aborted) {
         result.interrupted = true;
         return result;
       }
-      const label = itemLabel(item.key);
       try {
         await store.deleteVersion(d.entry.entry);
         result.removed.push({ label, version: d.entry.version, bytes: d.entry.entry.size });
@@ -82,6 +95,17 @@ export async function applyPrune(store: Store, plan: PrunePlan, reporter: Report
         result.failed.push({ label, version: d.entry.version, error: errorMessage(err) });
         reporter.warn(`could not remove ${label} ${d.entry.version}: ${errorMessage(err)}`);
       }
+    }
+  }
+  // Where deleting leaves the data in place (restic's forget), free its space now.
+  if (store.reclaim && result.removed.length > 0 && !signal.aborted) {
+    try {
+      reporter.info(`freeing the space of the removed versions (${store.location})`);
+      const freed = await store.reclaim(signal);
+      reporter.info(`freed: ${freed}`);
+    } catch (err) {
+      if (signal.aborted) result.interrupted = true;
+      else reporter.warn(`could not free the space of the removed versions: ${errorMessage(err)}`);
     }
   }
   return result;

@@ -1,7 +1,7 @@
 // Checks backups: every file against its manifest (size, sha256) and, deeply, that archives read to the end.
 
 import { createHash } from "node:crypto";
-import { RepositoryError, errorMessage } from "../errors";
+import { IntegrityError, RepositoryError, errorMessage } from "../errors";
 import { itemId, matches, type ItemKey, type Selection } from "../core/selection";
 import type { DamagedVersion, Store, StoredVersion } from "../repository/store";
 import { readArchive } from "./archive";
@@ -30,9 +30,15 @@ export interface VerifyResult {
  */
 export async function verifyRun(
   store: Store,
-  opts: { selection: Selection; version?: string; deep: boolean; reporter: Reporter },
+  opts: { selection: Selection; version?: string; deep: boolean; readData?: string; reporter: Reporter },
   signal: AbortSignal,
 ): Promise<VerifyResult[]> {
+  if (store.checkStructure) {
+    // restic check: the repository's own structure (and a share of its data, if asked) first.
+    opts.reporter.info(`checking the repository's structure${opts.readData ? ` and reading ${opts.readData === "all" ? "all" : opts.readData} of its data` : ""} (${store.location})`);
+    const problems = await store.checkStructure(opts.readData, signal);
+    if (problems.length > 0) throw new IntegrityError(problems.join("; "));
+  }
   const listing = await store.list(opts.selection.kinds);
   const pick = (key: ItemKey, v: string) => matches(opts.selection, key) && (opts.version === undefined || v.startsWith(opts.version));
   const versions = listing.versions.filter((v) => pick(v.manifest, v.manifest.version));
@@ -63,7 +69,9 @@ export async function verifyVersions(
     for (const f of v.manifest.files) {
       options.reporter.itemStep(item, `checking ${f.name}`);
       try {
-        await store.verifyFile(v, f, options.signal);
+        // A store that checked its own structure needs the data read only when asked to (--deep).
+        if (store.checkStructure && !options.deep) await store.checkFileSize(v, f);
+        else await store.verifyFile(v, f, options.signal);
       } catch (err) {
         problems.push(errorMessage(err));
       }

@@ -420,9 +420,10 @@ export class DirectoryStore implements Store {
 
   /**
    * Removes the records of runs none of whose versions is left, keeping the newest `keep` records
-   * whatever they hold (the recent history `status` shows). Returns how many were removed.
+   * whatever they hold (the recent history `status` shows). Returns how many were removed. `live`
+   * gives the versions left when they are kept elsewhere (a restic repository's state directory).
    */
-  async pruneRunRecords(keep = 30): Promise<number> {
+  async pruneRunRecords(keep = 30, live?: ReadonlySet<string>): Promise<number> {
     const dir = join(this.root, RUNS_DIR);
     let names: string[];
     try {
@@ -430,8 +431,8 @@ export class DirectoryStore implements Store {
     } catch {
       return 0;
     }
-    const live = new Set((await this.list()).versions.map((v) => v.manifest.version));
-    const old = names.slice(0, Math.max(0, names.length - keep)).filter((n) => !live.has(n.slice(0, -".json".length)));
+    const left = live ?? new Set((await this.list()).versions.map((v) => v.manifest.version));
+    const old = names.slice(0, Math.max(0, names.length - keep)).filter((n) => !left.has(n.slice(0, -".json".length)));
     for (const n of old) await rm(join(dir, n), { force: true });
     return old.length;
   }

@@ -1,13 +1,23 @@
-// Opening a store from what the user gave: for now a directory (--dir, INCUS_BACKUP_DIR).
+// Opening a store from what the user gave (see core/repo_spec.ts): a directory, or a restic repository.
 
 import { resolve } from "node:path";
+import type { RepoSpec } from "../core/repo_spec";
 import { DirectoryStore } from "./directory";
+import { ResticStore } from "./restic/store";
 import type { Store } from "./store";
 
+/** Where a restic repository's local state (runs, journal, service state, lock) lives by default. */
+export const DEFAULT_STATE_DIR = "/var/lib/incus-backup";
+
 /**
- * Opens the store at `location`. The place must exist; with `create`, an empty one is made a
- * repository, and a non-empty one that is not a repository is refused either way.
+ * Opens the store `spec` names. A directory must exist; with `create`, an empty one is made a
+ * repository, and a non-empty one that is not a repository is refused either way. A restic
+ * repository is opened lazily: the first call that needs it runs restic.
  */
-export async function openStore(location: string, options: { create: boolean }): Promise<Store> {
-  return (await DirectoryStore.open(resolve(location), options)).repo;
+export async function openStore(where: RepoSpec | string, options: { create: boolean; env?: NodeJS.ProcessEnv }): Promise<Store> {
+  const spec: RepoSpec = typeof where === "string" ? { backend: "dir", path: where } : where;
+  if (spec.backend === "dir") return (await DirectoryStore.open(resolve(spec.path), options)).repo;
+  const env = options.env ?? process.env;
+  const location = /^[a-z0-9]+:/i.test(spec.location) ? spec.location : resolve(spec.location);
+  return new ResticStore({ repository: location, binary: env.INCUS_BACKUP_RESTIC || "restic", env }, env.INCUS_BACKUP_STATE_DIR || DEFAULT_STATE_DIR);
 }

@@ -157,6 +157,11 @@ export interface JournalStore {
 export interface Store {
   /** Where the store is, for people: a path, a URL. */
   readonly location: string;
+  /**
+   * The compression a backup asks Incus for when the user names none: zstd for a directory; none
+   * for a store that compresses and deduplicates itself (restic: a compressed tar barely dedups).
+   */
+  readonly defaultCompression?: string;
 
   /** Whether the store has been made a repository of this tool (opening an empty place does not make it one). */
   isInitialized(): Promise<boolean>;
@@ -170,6 +175,8 @@ export interface Store {
   repositoryId(): Promise<string | undefined>;
   /** The id, made now for a repository initialised before repositories had one. */
   ensureId(): Promise<string>;
+  /** The error for a place that is not a repository, where the directory's wording (an unmounted NAS) does not fit. */
+  notRepositoryError?(): Error;
   /** Fails early, with a clear RepositoryError, if nothing can be written. */
   checkWritable(): Promise<void>;
 
@@ -222,4 +229,18 @@ export interface Store {
   forceUnlock(): Promise<LockInfo | undefined>;
 
   readonly journal: JournalStore;
+
+  /**
+   * A store that checks its own structure (restic check): verify runs it, and then needs only a
+   * file's presence (checkFileSize) unless it reads the data (--deep). `readData`: "all" or a
+   * subset as restic takes it ("10%", "1/5"). Returns the problems found.
+   */
+  checkStructure?(readData?: string, signal?: AbortSignal): Promise<string[]>;
+  /**
+   * Deletes several versions at once where one call per version is costly (restic: two `forget`
+   * calls in all, the manifests first). Same guarantee as deleteVersion; all or none are reported.
+   */
+  deleteVersions?(vs: ReadonlyArray<StoredVersion | DamagedVersion>): Promise<void>;
+  /** Frees the space of deleted versions where deleting does not (restic prune); returns what it freed, for people. */
+  reclaim?(signal?: AbortSignal): Promise<string>;
 }

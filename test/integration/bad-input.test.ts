@@ -78,14 +78,18 @@ describe("bad input", () => {
     await expectNothingChanged();
   });
 
-  it("no --dir and no INCUS_BACKUP_DIR: usage error naming both", async () => {
-    const both = /no backup directory: pass --dir DIR or set INCUS_BACKUP_DIR/;
+  it("no --repo, --dir, INCUS_BACKUP_REPO or INCUS_BACKUP_DIR: usage error naming them", async () => {
+    const both = /no repository: pass --repo \(restic:LOCATION or a directory\) or --dir DIR, or set INCUS_BACKUP_REPO or INCUS_BACKUP_DIR/;
     await refused(["backup", "--instances", "--name", name], USAGE, both);
     await refused(["backup", "--all"], USAGE, both, { env: { INCUS_BACKUP_DIR: "" } });
     await refused(["list"], USAGE, both);
     await refused(["restore", "--instance", "--name", name, "--force"], USAGE, both);
     await refused(["backup", "--all", "--dir"], USAGE, /option --dir needs a value/);
     await refused(["backup", "--all", "--dir="], USAGE, /option --dir needs a value/);
+    await refused(["backup", "--all", "--repo"], USAGE, /option --repo needs a value/);
+    await refused(["backup", "--all", "--repo=restic:"], USAGE, /--repo=restic: needs a restic repository after the colon/);
+    await refused(["list", "--repo=sftp:backup@nas:/srv/restic"], USAGE, /for a restic repository write restic:sftp:backup@nas:\/srv\/restic/);
+    await refused(["list", "--repo=/a", "--dir=/b"], USAGE, /give --repo or --dir, not both/);
     await expectNothingChanged();
   });
 

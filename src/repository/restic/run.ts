@@ -1,0 +1,156 @@
+// Running the `restic` binary: its environment (the repository and the password come from the
+// environment, never the command line), its JSON output, and its failures as the tool's errors.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { AppError, InterruptedError, LockedError, RepositoryError } from "../../errors";
+
+export interface ResticTarget {
+  /** The restic repository string: a path, sftp:…, rest:…, s3:… */
+  repository: string;
+  /** The binary (default "restic", found in PATH). */
+  binary: string;
+  /** The environment restic gets: ours (RESTIC_PASSWORD_FILE, AWS_* …), with RESTIC_REPOSITORY set. */
+  env: NodeJS.ProcessEnv;
+}
+
+/** The password variables restic reads; one of them must be set (restic would otherwise read stdin). */
+export const PASSWORD_VARIABLES = ["RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_PASSWORD"] as const;
+
+/** The repository string for people: credentials in a URL (rest:https://user:secret@host/) are left out. */
+export function displayRepository(repository: string): string {
+  return repository.replace(/^((?:rest:)?[a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1");
+}
+
+/** Throws a one-line RepositoryError when restic has no way to get the password. */
+export function checkPassword(env: NodeJS.ProcessEnv, repository: string): void {
+  if (PASSWORD_VARIABLES.some((v) => (env[v] ?? "") !== "")) return;
+  throw new RepositoryError(`no password for the restic repository ${displayRepository(repository)}: set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD_COMMAND)`);
+}
+
+export function resticEnv(target: ResticTarget): NodeJS.ProcessEnv {
+  return { ...target.env, RESTIC_REPOSITORY: target.repository, RESTIC_PROGRESS_FPS: "0.2" };
+}
+
+/** The last "Fatal: …" line restic printed, else its last line: the reason, for one-line errors. */
+export function resticReason(stderr: string): string {
+  const lines = stderr
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
+  const fatal = [...lines].reverse().find((l) => l.startsWith("Fatal:"));
+  const line = fatal ?? lines[lines.length - 1] ?? "no message";
+  return line.replace(/^Fatal:\s*/, "");
+}
+
+/**
+ * What a failed restic call means for the tool. Exit codes 10, 11 and 12 are restic's from 0.17;
+ * 0.14 exits 1 for all of them, so its messages are recognised as well.
+ */
+export function resticError(what: string, code: number | null, stderr: string, repository: string): AppError {
+  const where = displayRepository(repository);
+  const reason = resticReason(stderr);
+  if (code === 130 || code === null) return new InterruptedError(`restic ${what} was interrupted`);
+  if (code === 10 || /Is there a repository at the following location\?|repository does not exist|unable to open config file/i.test(stderr)) {
+    return new RepositoryError(`there is no restic repository at ${where}`, { hint: `Make one with: incus-backup init --repo restic:${where}` });
+  }
+  if (code === 12 || /wrong password or no key found/i.test(stderr)) {
+    return new RepositoryError(`wrong password for the restic repository ${where} (from RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND)`);
+  }
+  if (code === 11 || /repository is already locked/i.test(stderr)) {
+    const holder = /locked (?:exclusively )?by (PID \d+ on \S+ by [^\n(]+(?:\([^)]*\))?)/i.exec(stderr)?.[1]?.trim();
+    return new LockedError(`the restic repository ${where} is locked${holder ? ` by ${holder}` : ""} (restic ${what})`, {
+      hint: "Wait for that run to end; a stale lock of a run that died is removed by `incus-backup unlock`.",
+    });
+  }
+  return new RepositoryError(`restic ${what} failed (exit ${code}) on ${where}: ${reason}`);
+}
+
+/** The failure of spawning restic at all: a missing binary, most of the time. */
+export function spawnError(err: NodeJS.ErrnoException, binary: string): RepositoryError {
+  if (err.code === "ENOENT") return new RepositoryError(`restic is not installed: no "${binary}" in PATH (apt-get install restic)`);
+  return new RepositoryError(`cannot run ${binary}: ${err.message}`);
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Keeps the last `limit` characters of a stream (stderr can be long on a retrying backend). */
+function collect(stream: NodeJS.ReadableStream | null, limit: number): () => string {
+  let text = "";
+  stream?.setEncoding("utf8");
+  stream?.on("data", (d: string) => {
+    text += d;
+    if (text.length > limit * 2) text = text.slice(-limit);
+  });
+  return () => text.slice(-limit);
+}
+
+/** Starts restic with `args`; stdin is /dev/null unless `stdin` is "pipe". */
+export function startRestic(target: ResticTarget, args: string[], options: { stdin?: "pipe" | "ignore"; signal?: AbortSignal } = {}): ChildProcess {
+  checkPassword(target.env, target.repository);
+  return spawn(target.binary, args, {
+    env: resticEnv(target),
+    stdio: [options.stdin ?? "ignore", "pipe", "pipe"],
+  });
+}
+
+/** Waits for a started restic, turning a spawn failure or a non-zero exit into the tool's error. */
+export function finished(child: ChildProcess, target: ResticTarget, what: string, stderr: () => string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let spawnFailed: NodeJS.ErrnoException | undefined;
+    child.once("error", (err: NodeJS.ErrnoException) => {
+      spawnFailed = err;
+    });
+    child.once("close", (code) => {
+      if (spawnFailed) return reject(spawnError(spawnFailed, target.binary));
+      if (code === 0) return resolve();
+      reject(resticError(what, code, stderr(), target.repository));
+    });
+  });
+}
+
+/**
+ * Runs restic to the end and returns its output (small outputs only: JSON listings, reports).
+ * An aborted signal stops it with SIGINT, restic's clean way out (it removes its lock).
+ */
+export async function runRestic(target: ResticTarget, args: string[], options: { signal?: AbortSignal; input?: string | Buffer } = {}): Promise<RunResult> {
+  const child = startRestic(target, args, { stdin: options.input === undefined ? "ignore" : "pipe" });
+  const stdout = collect(child.stdout, 64 * 1024 * 1024);
+  const stderr = collect(child.stderr, 64 * 1024);
+  const onAbort = () => child.kill("SIGINT");
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.input !== undefined) {
+    child.stdin?.on("error", () => undefined);
+    child.stdin?.end(options.input);
+  }
+  try {
+    await finished(child, target, args[0] ?? "", stderr);
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+  }
+  if (options.signal?.aborted) throw new InterruptedError();
+  return { stdout: stdout(), stderr: stderr() };
+}
+
+/** The JSON lines restic printed (backup --json prints one object per line; others print one document). */
+export function jsonLines(stdout: string): unknown[] {
+  const out: unknown[] = [];
+  for (const line of stdout.split("\n")) {
+    const t = line.trim();
+    if (!t.startsWith("{") && !t.startsWith("[")) continue;
+    try {
+      out.push(JSON.parse(t));
+    } catch {
+      // restic mixes the odd plain line into --json output (warnings): skip it.
+    }
+  }
+  return out;
+}
+
+/** restic's version, as [major, minor, patch], from `restic version`. */
+export function parseResticVersion(text: string): [number, number, number] | undefined {
+  const m = /restic (\d+)\.(\d+)\.(\d+)/.exec(text);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
+}

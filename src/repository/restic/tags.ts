@@ -1,0 +1,94 @@
+// How versions live in a restic repository: every file of a version is one `backup --stdin`
+// snapshot, and the version becomes visible only with its manifest snapshot, saved last, whose tags
+// carry the manifest itself (so `list` is one `restic snapshots` call, not one call per version).
+
+import { deflateRawSync, inflateRawSync } from "node:zlib";
+import { manifestProblem, type Manifest } from "../../core/manifest";
+import type { ItemKey } from "../../core/selection";
+import type { Version } from "../../core/version";
+
+/** Every snapshot this tool makes has this tag; anything else in the repository is left alone. */
+export const TOOL_TAG = "incus-backup";
+export const DATA_TAG = "incus-backup-data";
+export const MANIFEST_TAG = "incus-backup-manifest";
+const ITEM_PREFIX = "item=";
+const VERSION_PREFIX = "version=";
+const FILE_PREFIX = "file=";
+const MANIFEST_PREFIX = "m=";
+/** A command-line argument may be at most 128 KiB (MAX_ARG_STRLEN); the manifest tag stays well below. */
+export const MAX_MANIFEST_TAG = 100 * 1024;
+
+/** A snapshot as `restic snapshots --json` lists it (the fields used here, on 0.14 and newer). */
+export interface ResticSnapshot {
+  id: string;
+  short_id?: string;
+  time: string;
+  hostname?: string;
+  tags?: string[] | null;
+  paths?: string[];
+}
+
+/** Tags are split at commas by restic; names are URI-encoded, which leaves none. */
+function tagSafe(text: string): string {
+  return encodeURIComponent(text);
+}
+
+/** An item as a tag value: kind/project/pool/name, each part URI-encoded (readable in `restic snapshots`). */
+export function itemTag(key: ItemKey): string {
+  return [key.kind, key.project, key.kind === "volume" ? (key.pool ?? "") : "", key.name].map(tagSafe).join("/");
+}
+
+export function dataTags(key: ItemKey, version: Version, file: string): string[] {
+  return [TOOL_TAG, DATA_TAG, `${ITEM_PREFIX}${itemTag(key)}`, `${VERSION_PREFIX}${version}`, `${FILE_PREFIX}${tagSafe(file)}`];
+}
+
+/** The manifest snapshot's tags, or undefined when the manifest is too large to be a tag. */
+export function manifestTags(manifest: Manifest): string[] | undefined {
+  const packed = deflateRawSync(Buffer.from(JSON.stringify(manifest))).toString("base64url");
+  if (packed.length > MAX_MANIFEST_TAG) return undefined;
+  return [TOOL_TAG, MANIFEST_TAG, `${ITEM_PREFIX}${itemTag(manifest)}`, `${VERSION_PREFIX}${manifest.version}`, `${MANIFEST_PREFIX}${packed}`];
+}
+
+export function tagValue(s: ResticSnapshot, prefix: string): string | undefined {
+  const t = (s.tags ?? []).find((x) => x.startsWith(prefix));
+  return t === undefined ? undefined : t.slice(prefix.length);
+}
+
+export function isManifestSnapshot(s: ResticSnapshot): boolean {
+  return (s.tags ?? []).includes(MANIFEST_TAG);
+}
+
+export function isDataSnapshot(s: ResticSnapshot): boolean {
+  return (s.tags ?? []).includes(DATA_TAG);
+}
+
+export function snapshotVersion(s: ResticSnapshot): string | undefined {
+  return tagValue(s, VERSION_PREFIX);
+}
+
+export function snapshotItem(s: ResticSnapshot): string | undefined {
+  return tagValue(s, ITEM_PREFIX);
+}
+
+/** The manifest a manifest snapshot carries, checked; or the problem with it. */
+export function manifestOf(s: ResticSnapshot): Manifest | string {
+  const packed = tagValue(s, MANIFEST_PREFIX);
+  if (packed === undefined) return "the manifest snapshot has no manifest tag";
+  let m: unknown;
+  try {
+    m = JSON.parse(inflateRawSync(Buffer.from(packed, "base64url")).toString("utf8"));
+  } catch {
+    return "the manifest tag cannot be decoded";
+  }
+  const problem = manifestProblem(m);
+  if (problem) return `manifest: ${problem}`;
+  const manifest = m as Manifest;
+  if (snapshotVersion(s) !== manifest.version || snapshotItem(s) !== itemTag(manifest)) return "the manifest describes another item or version than its tags";
+  for (const f of manifest.files) if (typeof f.ref !== "string" || !/^[0-9a-f]{8,64}$/.test(f.ref)) return `file ${f.name} has no snapshot id`;
+  return manifest;
+}
+
+/** Whether a (full) snapshot id is the one a reference names (0.14 reports 8-character ids). */
+export function refMatches(ref: string, s: ResticSnapshot): boolean {
+  return s.id.startsWith(ref);
+}

@@ -1,0 +1,106 @@
+// The restic store against the real restic binary and a local repository (no Incus): a version is
+// listed only once committed, streamed back byte for byte and checked, and what a writer that died
+// left is never listed and is cleaned up by the next run.
+
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { ResticStore } from "../../src/repository/restic/store";
+import { ExitCode } from "../../src/errors";
+import type { ItemKey } from "../../src/core/selection";
+import { tempDir } from "../unit/helpers/repo";
+import { resticBinaries } from "./helpers/restic";
+
+const binaries = await resticBinaries();
+
+async function store(binary: string): Promise<{ s: ResticStore; dir: string; env: NodeJS.ProcessEnv }> {
+  const dir = await tempDir();
+  await writeFile(join(dir, "pw"), "unit-test-password\n");
+  const env = { PATH: process.env.PATH, HOME: dir, RESTIC_PASSWORD_FILE: join(dir, "pw"), RESTIC_CACHE_DIR: join(dir, "cache") };
+  const s = new ResticStore({ repository: join(dir, "repo"), binary, env }, join(dir, "state"));
+  return { s, dir, env };
+}
+
+const key: ItemKey = { kind: "volume", project: "default", pool: "default", name: "data" };
+const manifest = (version: string) => ({
+  format: 1 as const,
+  kind: key.kind,
+  project: key.project,
+  pool: key.pool,
+  name: key.name,
+  version,
+  created: new Date().toISOString(),
+  tool: { name: "incus-backup" as const, version: "test" },
+  server: {},
+  options: {},
+});
+
+describe.each(binaries)("restic store, restic $version", ({ binary }) => {
+  it("makes a repository once, lists a version only once committed, and streams it back checked", { timeout: 60_000 }, async () => {
+    const { s } = await store(binary);
+    expect(await s.isInitialized()).toBe(false);
+    await expect(s.list()).rejects.toMatchObject({ exitCode: ExitCode.Repository });
+    expect(await s.initialize()).toBe(true);
+    expect(await s.initialize()).toBe(false);
+    expect(await s.repositoryId()).toMatch(/^[0-9a-f]{64}$/);
+
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    const w = await s.begin(key, "20250914-030000");
+    const sink = await w.createFile("volume.tar");
+    await pipeline(Readable.from([data.subarray(0, 1000), data.subarray(1000)]), sink);
+    w.addFile(sink.entry());
+    await w.writeFile("note.json", "{}\n");
+    expect((await s.list()).versions).toEqual([]);
+    const v = await w.commit(manifest("20250914-030000"));
+
+    const listed = await s.list();
+    expect(listed.damaged).toEqual([]);
+    expect(listed.versions.map((x) => [x.manifest.version, x.size])).toEqual([["20250914-030000", data.length + 3]]);
+    expect(listed.versions[0]!.location).toBe(v.location);
+    const file = listed.versions[0]!.manifest.files[0]!;
+    expect(file.sha256).toBe(createHash("sha256").update(data).digest("hex"));
+    const f = await s.openFile(listed.versions[0]!, file);
+    const back: Buffer[] = [];
+    for await (const c of f.stream) back.push(c as Buffer);
+    await f.checked;
+    expect(Buffer.concat(back).equals(data)).toBe(true);
+    expect((await s.readSmallFile(listed.versions[0]!, listed.versions[0]!.manifest.files[1]!)).toString()).toBe("{}\n");
+
+    // A file whose stored bytes differ from the manifest fails its check, never passes quietly.
+    const lie = { ...file, sha256: "0".repeat(64) };
+    await expect(s.verifyFile(listed.versions[0]!, lie)).rejects.toMatchObject({ exitCode: ExitCode.Integrity });
+
+    await s.deleteVersions(listed.versions);
+    expect((await s.list()).versions).toEqual([]);
+  });
+
+  it("never lists what an aborted or killed writer left, and cleans it up", { timeout: 60_000 }, async () => {
+    const { s } = await store(binary);
+    await s.initialize();
+    // Aborted half-way: restic is stopped before its input ends, so it saves nothing.
+    const a = await s.begin(key, "20250914-030000");
+    const sink = await a.createFile("volume.tar");
+    sink.write(randomBytes(1024 * 1024));
+    await a.abort();
+    // Died after its data was stored but before the manifest (as a kill -9 would leave it).
+    const b = await s.begin(key, "20250914-030001");
+    const done = await b.writeFile("volume.tar", randomBytes(4096));
+    expect(done.ref).toMatch(/^[0-9a-f]{8,64}$/);
+    expect(await s.list()).toEqual({ versions: [], damaged: [] });
+    const removed = await s.cleanupTemp();
+    expect(removed).toHaveLength(1);
+    expect(removed[0]).toContain("20250914-030001");
+    expect(await s.cleanupTemp()).toEqual([]);
+  });
+
+  it("refuses a wrong password with exit 8 and one line", { timeout: 60_000 }, async () => {
+    const { s, dir, env } = await store(binary);
+    await s.initialize();
+    await writeFile(join(dir, "wrong"), "not-the-password\n");
+    const other = new ResticStore({ repository: join(dir, "repo"), binary, env: { ...env, RESTIC_PASSWORD_FILE: join(dir, "wrong") } }, join(dir, "state"));
+    await expect(other.list()).rejects.toMatchObject({ exitCode: ExitCode.Repository, message: `wrong password for the restic repository ${join(dir, "repo")} (from RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND)` });
+  });
+});

@@ -1,0 +1,68 @@
+// restic's failures as the tool's errors, on 0.14 (exit 1 and a message) and 0.17+ (exit codes).
+
+import { describe, expect, it } from "vitest";
+import { ExitCode, LockedError, RepositoryError } from "../../../../src/errors";
+import { checkPassword, displayRepository, jsonLines, parseResticVersion, resticError, resticReason } from "../../../../src/repository/restic/run";
+
+describe("resticError", () => {
+  const where = "/srv/restic";
+  it.each<[string, number, string, string]>([
+    ["no repository (0.14)", 1, "Fatal: unable to open config file: stat /srv/restic/config: no such file or directory\nIs there a repository at the following location?\n/srv/restic", "there is no restic repository at /srv/restic"],
+    ["no repository (0.17+)", 10, "Fatal: repository does not exist: unable to open config file", "there is no restic repository at /srv/restic"],
+    ["wrong password (0.14)", 1, "Fatal: wrong password or no key found", "wrong password for the restic repository /srv/restic (from RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND)"],
+    ["wrong password (0.17.1+)", 12, "Fatal: wrong password or no key found", "wrong password for the restic repository /srv/restic (from RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND)"],
+    ["anything else", 1, "some warning\nFatal: unable to save snapshot: disk full", "restic backup failed (exit 1) on /srv/restic: unable to save snapshot: disk full"],
+  ])("%s", (_name, code, stderr, message) => {
+    const e = resticError("backup", code, stderr, where);
+    expect(e).toBeInstanceOf(RepositoryError);
+    expect(e.message).toBe(message);
+    expect(e.exitCode).toBe(ExitCode.Repository);
+  });
+
+  it.each<[number, string]>([
+    [1, "unable to create lock in backend: repository is already locked exclusively by PID 4242 on nas by root (UID 0, GID 0)\nlock was created at 2025-09-14 03:00:00 (1m0s ago)\nstorage ID 1234abcd"],
+    [11, "Fatal: unable to create lock in backend: repository is already locked exclusively by PID 4242 on nas by root (UID 0, GID 0)"],
+  ])("a lock (exit %d) is exit 7 and names its holder", (code, stderr) => {
+    const e = resticError("forget", code, stderr, where);
+    expect(e).toBeInstanceOf(LockedError);
+    expect(e.message).toBe("the restic repository /srv/restic is locked by PID 4242 on nas by root (UID 0, GID 0) (restic forget)");
+  });
+
+  it("an interrupted restic is an interruption", () => {
+    expect(resticError("dump", 130, "", where).exitCode).toBe(ExitCode.Interrupted);
+  });
+
+  it("the reason is the last Fatal line", () => {
+    expect(resticReason("a\nFatal: first\nb\n")).toBe("first");
+    expect(resticReason("only a line\n")).toBe("only a line");
+    expect(resticReason("")).toBe("no message");
+  });
+});
+
+describe("restic helpers", () => {
+  it("leave credentials out of the repository shown", () => {
+    expect(displayRepository("rest:https://user:secret@backup.example:8000/incus")).toBe("rest:https://backup.example:8000/incus");
+    expect(displayRepository("sftp:backup@nas:/srv/restic")).toBe("sftp:backup@nas:/srv/restic");
+    expect(displayRepository("/srv/restic")).toBe("/srv/restic");
+  });
+
+  it("want a password from the environment, never stdin", () => {
+    expect(() => checkPassword({}, "/r")).toThrow("no password for the restic repository /r: set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD_COMMAND)");
+    expect(() => checkPassword({ RESTIC_PASSWORD_FILE: "" }, "/r")).toThrow(RepositoryError);
+    expect(() => checkPassword({ RESTIC_PASSWORD_FILE: "/etc/pw" }, "/r")).not.toThrow();
+    expect(() => checkPassword({ RESTIC_PASSWORD_COMMAND: "cat /etc/pw" }, "/r")).not.toThrow();
+  });
+
+  it("read JSON lines and skip plain ones", () => {
+    expect(jsonLines('{"message_type":"status"}\nwarning: x\n{"message_type":"summary","snapshot_id":"0123abcd"}\n{broken\n')).toEqual([
+      { message_type: "status" },
+      { message_type: "summary", snapshot_id: "0123abcd" },
+    ]);
+  });
+
+  it("read restic's version", () => {
+    expect(parseResticVersion("restic 0.14.0 compiled with go1.19.8 on linux/amd64")).toEqual([0, 14, 0]);
+    expect(parseResticVersion("restic 0.18.0 compiled with go1.24.4 on linux/amd64")).toEqual([0, 18, 0]);
+    expect(parseResticVersion("nope")).toBeUndefined();
+  });
+});
