@@ -1,7 +1,8 @@
 // restic for the tests: the host's (Debian 12: 0.14) and the image's (Debian trixie: 0.18, taken
 // from the image base that image/build.sh makes), and repositories made the way users make them.
-import { execFile } from "node:child_process";
-import { chmod, readdir, writeFile } from "node:fs/promises";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { chmod, copyFile, mkdir, readFile, readdir, writeFile } from "node:fs/promises";
+import { connect, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -96,4 +97,110 @@ export async function resticCli(r: ResticRepo, restic: Restic, args: string[]): 
 /** This tool's snapshots in the repository (both data and manifests). */
 export async function toolSnapshots(r: ResticRepo, restic: Restic): Promise<Array<{ id: string; tags: string[] }>> {
   return (JSON.parse((await resticCli(r, restic, ["snapshots", "--json", "--tag", "incus-backup"])) || "[]") as Array<{ id: string; tags: string[] }> | null) ?? [];
+}
+
+/** A port nobody listens on now, on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitListening(port: number, what: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((res) => {
+      const s = connect(port, "127.0.0.1", () => {
+        s.destroy();
+        res(true);
+      });
+      s.once("error", () => res(false));
+    });
+    if (ok) return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`${what} does not listen on 127.0.0.1:${port}`);
+}
+
+export interface RestServer {
+  location: string;
+  /** Stops the server (the remote goes away); `start` brings it back on the same port and data. */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+/** restic's REST protocol from `rclone serve restic` on 127.0.0.1, its data in a temp dir; stopped by track.cleanup(). */
+export async function restServer(track: Tracker): Promise<RestServer> {
+  const dir = await tempDir(track, "ibk-rest-");
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const stop = async () => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null) return;
+    c.kill("SIGKILL");
+    await new Promise((res) => c.once("close", res));
+  };
+  const start = async () => {
+    child = spawn("rclone", ["serve", "restic", "--addr", `127.0.0.1:${port}`, join(dir, "data")], { stdio: "ignore" });
+    await waitListening(port, "rclone serve restic");
+  };
+  track.defer(stop);
+  await start();
+  return { location: `rest:http://127.0.0.1:${port}/`, stop, start };
+}
+
+export interface SftpServer {
+  /** The restic location of a repository path on it. */
+  location(path: string): string;
+  /** PATH for the tool: an `ssh` that knows this server (its port, key and host key) and nothing else. */
+  path: string;
+}
+
+/**
+ * A private sshd on 127.0.0.1 (key login, internal-sftp), in a mount namespace of its own whose
+ * /run is private (sshd wants /run/sshd; the machine's /run is left alone); stopped by track.cleanup().
+ */
+export async function sftpServer(track: Tracker): Promise<SftpServer> {
+  const dir = await tempDir(track, "ibk-sftp-");
+  const port = await freePort();
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "hostkey")]);
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "userkey")]);
+  await copyFile(join(dir, "userkey.pub"), join(dir, "authorized_keys"));
+  const config = [
+    "ListenAddress 127.0.0.1",
+    `Port ${port}`,
+    `HostKey ${join(dir, "hostkey")}`,
+    `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "UsePAM no",
+    "StrictModes no",
+    "PermitRootLogin prohibit-password",
+    `PidFile ${join(dir, "sshd.pid")}`,
+    "Subsystem sftp internal-sftp",
+  ];
+  await writeFile(join(dir, "sshd_config"), config.join("\n") + "\n");
+  const hostKey = (await readFile(join(dir, "hostkey.pub"), "utf8")).split(" ").slice(0, 2).join(" ");
+  await writeFile(join(dir, "known_hosts"), `[127.0.0.1]:${port} ${hostKey}\n`);
+  const client = [`Host 127.0.0.1`, `  Port ${port}`, `  IdentityFile ${join(dir, "userkey")}`, `  UserKnownHostsFile ${join(dir, "known_hosts")}`, "  StrictHostKeyChecking yes", "  BatchMode yes"];
+  await writeFile(join(dir, "ssh_config"), client.join("\n") + "\n");
+  await mkdir(join(dir, "bin"));
+  await writeFile(join(dir, "bin", "ssh"), `#!/bin/sh\nexec /usr/bin/ssh -F ${join(dir, "ssh_config")} "$@"\n`, { mode: 0o755 });
+  const sshd = spawn(
+    "unshare",
+    ["-m", "--propagation", "private", "sh", "-c", `mount -t tmpfs none /run && mkdir -m 755 /run/sshd && exec /usr/sbin/sshd -D -f ${join(dir, "sshd_config")} -E ${join(dir, "sshd.log")}`],
+    { stdio: "ignore" },
+  );
+  track.defer(async () => {
+    if (sshd.exitCode !== null) return;
+    sshd.kill("SIGTERM");
+    await new Promise((res) => sshd.once("close", res));
+  });
+  await waitListening(port, "sshd");
+  return { location: (path) => `sftp:root@127.0.0.1:${path}`, path: `${join(dir, "bin")}:${process.env.PATH ?? "/usr/bin:/bin"}` };
 }
