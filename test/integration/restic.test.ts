@@ -7,7 +7,8 @@ import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, tracker, uniqueName, writeTestData } from "../lab/lab";
-import { killTool } from "./helpers/faults";
+import { FaultProxy, killTool, reached, req } from "./helpers/faults";
+import { duplicateMacs, temporaryLeftovers } from "./helpers/realistic";
 import { macsOf, launchRealistic, snapshotNames } from "./helpers/realistic";
 import { resticBinaries, resticCli, resticRepo, toolSnapshots } from "./helpers/restic";
 import { instanceStatus, isolatedServer } from "./helpers/server";
@@ -204,5 +205,40 @@ describe.each(matrix)("restic backend: Incus %s, restic %s", (version, _restic, 
     const snaps = await toolSnapshots(r, restic);
     expect(snaps.filter((s) => s.tags.includes("incus-backup-data"))).toHaveLength(1);
     console.log(`${tag} after kill -9: ${b.stderr.trim().split("\n")[0]}`);
+  });
+
+  it("kill -9 during a replacing restore, at three points: the next restore finishes it, the data is the backup's, it runs, nothing is left", async () => {
+    const socket = labSocket(version);
+    const on = { socket };
+    const r = await resticRepo(track, restic);
+    const name = uniqueName("rs-kr");
+    await launchRealistic(name, { socket, track, pool: "btrfs", snapshots: 1 });
+    const data = await writeTestData(name, "/root/data", { sizeMiB: 2, socket });
+    await toolOk(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env });
+    const leftoversBefore = await temporaryLeftovers(socket);
+    const proxy = await FaultProxy.start(socket);
+    track.defer(() => proxy.close());
+    const path = (p: string) => new RegExp(`^${p.replace(/\./g, "\\.")}(\\?|$)`);
+    const points: Array<[string, () => ReturnType<FaultProxy["holdRequest"]>]> = [
+      ["half the upload sent", () => proxy.holdUploadAfter(req("POST", path("/1.0/instances")), 512 << 10)],
+      ["the original renamed aside", () => proxy.holdRequest(req("PUT", /^\/1\.0\/instances\/ibk-old-[0-9a-f]{8}(\?|$)/))],
+      ["before the original is deleted", () => proxy.holdRequest(req("DELETE", /^\/1\.0\/instances\/ibk-old-[0-9a-f]{8}(\?|$)/))],
+    ];
+    const args = ["restore", "--instance", "--name", name, "--force", `--repo=${r.repo}`];
+    for (const [point, hold] of points) {
+      await incusOk(["exec", name, "--", "sh", "-c", "echo live >/root/data/live && sync"], on);
+      const at = hold();
+      const run = startTool(args, { socket: proxy.path, env: r.env });
+      await reached(run, at, point);
+      await killTool(run);
+      proxy.dropHeld();
+      const next = await tool(args, { socket, env: r.env, timeoutMs: 300_000 });
+      expect(next.code, `${point}: ${next.stderr}`).toBe(0);
+      expect(await checksumTree(name, "/root/data", on), point).toEqual(data);
+      expect(await instanceStatus(name, on), point).toBe("Running");
+      expect(await temporaryLeftovers(socket, leftoversBefore), point).toEqual([]);
+      expect(await duplicateMacs(socket), point).toEqual([]);
+      console.log(`${tag} kill during a restore at "${point}": recovered (${next.stderr.split("\n").find((l) => /interrupted restore/.test(l)) ?? "nothing to recover"})`);
+    }
   });
 });
