@@ -22,8 +22,9 @@ export function daemonCommand(ctx: CliContext) {
       "Run the scheduled service in the foreground (the incus-backup container's main process): back up and prune on INCUS_BACKUP_SCHEDULE, " +
       "verify on INCUS_BACKUP_VERIFY_SCHEDULE, catch up once after downtime, notify INCUS_BACKUP_NOTIFY_URL. Logs one timestamped line per event on stdout. " +
       "Settings: INCUS_BACKUP_SCHEDULE, INCUS_BACKUP_TZ, INCUS_BACKUP_KEEP_{LAST,HOURLY,DAILY,WEEKLY,MONTHLY,YEARLY}, INCUS_BACKUP_IMAGES, INCUS_BACKUP_PARALLEL, " +
-      "INCUS_BACKUP_NOTIFY_URL, INCUS_BACKUP_NOTIFY (failure|always), INCUS_BACKUP_CATCHUP, INCUS_BACKUP_VERIFY_SCHEDULE, INCUS_BACKUP_VERIFY_DEEP, INCUS_BACKUP_SELF, " +
-      "INCUS_BACKUP_REPOSITORY_ID (the id `incus-backup init` printed: a directory holding another repository, or none, is refused; deploy/install.sh sets it).",
+      "INCUS_BACKUP_NOTIFY_URL, INCUS_BACKUP_NOTIFY (failure|always), INCUS_BACKUP_CATCHUP, INCUS_BACKUP_VERIFY_SCHEDULE, INCUS_BACKUP_VERIFY_DEEP, " +
+      "INCUS_BACKUP_VERIFY_READ_DATA (restic: the share of the data restic check reads, all, N% or n/m; a part n/m moves on to the next part each time), INCUS_BACKUP_SELF, " +
+      "INCUS_BACKUP_REPO (restic:LOCATION or a directory; else INCUS_BACKUP_DIR), INCUS_BACKUP_REPOSITORY_ID (the id `incus-backup init` printed: a directory holding another repository, or none, is refused; deploy/install.sh sets it).",
     args: { ...dirArg, ...socketArg },
     handler: async (a): Promise<number> => {
       const system = systemTimeZone(ctx.env);

@@ -2,6 +2,7 @@
 
 import { command, flag, option, optional, string } from "cmd-ts";
 import { ExitCode, UsageError } from "../errors";
+import { parseReadData } from "../core/settings";
 import { KINDS, itemLabel } from "../core/selection";
 import { verifyRun } from "../engine/verify";
 import { checkVersionArg, dirArg, openRepository, selectionOf, selectorArgs } from "./common";
@@ -58,11 +59,5 @@ export function verifyCommand(ctx: CliContext) {
 
 /** --read-data: all, a percentage from 0.1% to 100%, or n/m (restic's --read-data-subset forms). */
 export function checkReadData(v: string | undefined): string | undefined {
-  if (v === undefined) return undefined;
-  if (v === "all") return v;
-  const pct = /^(\d+(?:\.\d+)?)%$/.exec(v);
-  if (pct && Number(pct[1]) > 0 && Number(pct[1]) <= 100) return v;
-  const part = /^(\d+)\/(\d+)$/.exec(v);
-  if (part && Number(part[1]) >= 1 && Number(part[1]) <= Number(part[2])) return v;
-  throw new UsageError(`--read-data=${JSON.stringify(v)}: use all, a percentage such as 10%, or a part such as 1/5`);
+  return parseReadData(v, "--read-data");
 }

@@ -22,7 +22,8 @@ export interface Settings {
   notify: { url: string; when: NotifyWhen } | undefined;
   /** One run at start-up when a scheduled time passed while the daemon was not running. */
   catchUp: boolean;
-  verify: { schedule: Schedule; deep: boolean } | undefined;
+  /** readData: restic repositories, restic check reads this share of the data (n/m: part n first, the next part each time). */
+  verify: { schedule: Schedule; deep: boolean; readData?: string } | undefined;
   /** The backup container itself ("project/name"): scheduled runs leave it out. */
   self: { project: string; name: string } | undefined;
   /** Streamed backups where the server has them; INCUS_BACKUP_DIRECT=0 turns them off, as for `backup`. */
@@ -49,6 +50,7 @@ export const ENV = {
   catchUp: "INCUS_BACKUP_CATCHUP",
   verifySchedule: "INCUS_BACKUP_VERIFY_SCHEDULE",
   verifyDeep: "INCUS_BACKUP_VERIFY_DEEP",
+  verifyReadData: "INCUS_BACKUP_VERIFY_READ_DATA",
   self: "INCUS_BACKUP_SELF",
   repositoryId: "INCUS_BACKUP_REPOSITORY_ID",
   keep: (rule: string) => `INCUS_BACKUP_KEEP_${rule.toUpperCase()}`,
@@ -137,7 +139,11 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     notify = { url, when };
   }
   const verifyText = value(env, ENV.verifySchedule);
-  const verify = verifyText === undefined ? undefined : { schedule: parseSchedule(verifyText, tz, ENV.verifySchedule), deep: parseBool(value(env, ENV.verifyDeep), ENV.verifyDeep, false) };
+  const readData = parseReadData(value(env, ENV.verifyReadData), ENV.verifyReadData);
+  const verify =
+    verifyText === undefined
+      ? undefined
+      : { schedule: parseSchedule(verifyText, tz, ENV.verifySchedule), deep: parseBool(value(env, ENV.verifyDeep), ENV.verifyDeep, false), ...(readData === undefined ? {} : { readData }) };
   const selfText = value(env, ENV.self);
   let self: Settings["self"];
   if (selfText !== undefined) {
@@ -177,4 +183,28 @@ export function redactUrl(url: string): string {
   } catch {
     return "(invalid URL)";
   }
+}
+
+/** A share of a restic repository's data to read: all, a percentage (0 < N <= 100) or a part n/m (1 <= n <= m). */
+export function parseReadData(v: string | undefined, name: string): string | undefined {
+  if (v === undefined) return undefined;
+  if (v === "all") return v;
+  const pct = /^(\d+(?:\.\d+)?)%$/.exec(v);
+  if (pct && Number(pct[1]) > 0 && Number(pct[1]) <= 100) return v;
+  const part = /^(\d+)\/(\d+)$/.exec(v);
+  if (part && Number(part[1]) >= 1 && Number(part[1]) <= Number(part[2])) return v;
+  throw new UsageError(`${name}=${JSON.stringify(v)}: use all, a percentage such as 10%, or a part such as 1/5`);
+}
+
+/**
+ * The share a scheduled verify reads: a part n/m rotates, so that m verifies read all the data
+ * (the part after the one the last verify read, from n at first); anything else is as given.
+ */
+export function nextReadData(setting: string, last: string | undefined): string {
+  const part = /^(\d+)\/(\d+)$/.exec(setting);
+  if (!part) return setting;
+  const m = Number(part[2]);
+  const prev = last === undefined ? undefined : /^(\d+)\/(\d+)$/.exec(last);
+  if (!prev || Number(prev[2]) !== m) return setting;
+  return `${(Number(prev[1]) % m) + 1}/${m}`;
 }

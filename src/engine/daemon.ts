@@ -5,7 +5,7 @@ import type { IncusClient } from "../incus/client";
 import { KINDS, itemLabel, type Kind } from "../core/selection";
 import { formatLocal, formatPolicy, isEmptyPolicy } from "../core/retention";
 import { missedRun } from "../core/schedule";
-import { redactUrl, type Settings } from "../core/settings";
+import { nextReadData, redactUrl, type Settings } from "../core/settings";
 import type { Store } from "../repository/store";
 import { backup, runStatus } from "./backup";
 import { checkRepository } from "./locking";
@@ -68,6 +68,8 @@ export interface VerifyRecord {
   ok: number;
   failed: Array<{ label: string; version: string; problems: string[] }>;
   interrupted: boolean;
+  /** The share of a restic repository's data restic check read (INCUS_BACKUP_VERIFY_READ_DATA). */
+  readData?: string;
 }
 
 export const DAEMON_STATE = "daemon";
@@ -376,12 +378,24 @@ export async function scheduledVerify(ctx: ServiceContext, trigger: Trigger, slo
   const summary: RunSummary = { kind: "verify", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
   try {
     const store = await checkedStore(ctx);
-    const results = await verifyRun(store, { selection: { kinds: [...KINDS], names: [] }, deep, reporter: ctx.verifyReporter }, signal);
+    const setting = ctx.settings.verify?.readData;
+    // Only a store that checks its own data (restic) reads a share; a directory's verify reads every file anyway.
+    const readData = setting === undefined || !store.checkStructure ? undefined : nextReadData(setting, (await store.readState<VerifyRecord>(VERIFY_STATE))?.readData);
+    const results = await verifyRun(store, { selection: { kinds: [...KINDS], names: [] }, deep, ...(readData === undefined ? {} : { readData }), reporter: ctx.verifyReporter }, signal);
     const failed = results.filter((x) => !x.ok).map((r) => ({ label: itemLabel(r.item), version: r.version, problems: r.problems }));
     const checked = results.length;
     summary.verify = { checked, failed, deep };
     summary.status = signal.aborted ? "interrupted" : failed.length === 0 ? "ok" : "failed";
-    const record: VerifyRecord = { started: summary.started, finished: ctx.now().toISOString(), deep, checked, ok: checked - failed.length, failed, interrupted: signal.aborted };
+    const record: VerifyRecord = {
+      started: summary.started,
+      finished: ctx.now().toISOString(),
+      deep,
+      checked,
+      ok: checked - failed.length,
+      failed,
+      interrupted: signal.aborted,
+      ...(readData === undefined ? {} : { readData }),
+    };
     await store.saveState(VERIFY_STATE, record).catch((err: unknown) => ctx.log(`warning: could not save the verify record: ${errorMessage(err)}`));
   } catch (err) {
     summary.status = signal.aborted ? "interrupted" : "failed";

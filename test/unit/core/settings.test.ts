@@ -1,7 +1,7 @@
 // The service settings from INCUS_BACKUP_* variables: defaults, checks, and URLs fit for logs.
 
 import { describe, expect, it } from "vitest";
-import { DEFAULT_POLICY, policyFromEnv, redactUrl, settingsFromEnv } from "../../../src/core/settings";
+import { DEFAULT_POLICY, nextReadData, policyFromEnv, redactUrl, settingsFromEnv } from "../../../src/core/settings";
 import { EMPTY_POLICY } from "../../../src/core/retention";
 import { UsageError } from "../../../src/errors";
 
@@ -97,5 +97,24 @@ describe("redactUrl", () => {
     ["nonsense", "(invalid URL)"],
   ])("%s -> %s", (url, shown) => {
     expect(redactUrl(url)).toBe(shown);
+  });
+});
+
+describe("INCUS_BACKUP_VERIFY_READ_DATA", () => {
+  it("is read with the verify schedule, and checked", () => {
+    const s = settingsFromEnv({ INCUS_BACKUP_VERIFY_SCHEDULE: "0 5 * * 0", INCUS_BACKUP_VERIFY_READ_DATA: "1/4" }, "UTC");
+    expect(s.verify?.readData).toBe("1/4");
+    expect(() => settingsFromEnv({ INCUS_BACKUP_VERIFY_SCHEDULE: "0 5 * * 0", INCUS_BACKUP_VERIFY_READ_DATA: "5/4" }, "UTC")).toThrow(
+      'INCUS_BACKUP_VERIFY_READ_DATA="5/4": use all, a percentage such as 10%, or a part such as 1/5',
+    );
+  });
+
+  it("a part rotates, so that m scheduled verifies read all the data", () => {
+    expect(nextReadData("1/4", undefined)).toBe("1/4");
+    expect(nextReadData("1/4", "1/4")).toBe("2/4");
+    expect(nextReadData("1/4", "4/4")).toBe("1/4");
+    expect(nextReadData("2/4", "3/5")).toBe("2/4");
+    expect(nextReadData("10%", "1/4")).toBe("10%");
+    expect(nextReadData("all", undefined)).toBe("all");
   });
 });
