@@ -1,5 +1,6 @@
 // `incus-backup backup`: back up instances and custom volumes into the repository.
 
+import { displayRepository } from "../repository/restic/run";
 import { command, flag, number, oneOf, option, optional } from "cmd-ts";
 import { ExitCode, UsageError, runExitCode } from "../errors";
 import { COMPRESSIONS, backup, runStatus, type BackupResult } from "../engine/backup";
@@ -105,5 +106,6 @@ function summarize(ctx: CliContext, r: BackupResult, json: boolean): number {
 }
 
 export function commandLine(ctx: CliContext): string {
-  return ctx.argv.join(" ");
+  // A repository URL may carry credentials (rest:https://user:secret@host/): never into a record or a log.
+  return ctx.argv.map((a) => displayRepository(a)).join(" ");
 }

@@ -42,7 +42,12 @@ export function repoSpecFrom(args: { repo?: string | undefined; dir?: string | u
   throw new UsageError("no repository: pass --repo (restic:LOCATION or a directory) or --dir DIR, or set INCUS_BACKUP_REPO or INCUS_BACKUP_DIR");
 }
 
-/** The spec as the user would write it again (for messages and deploy). */
+/** Text for people with the credentials of any URL in it left out (rest:https://user:secret@host/ → rest:https://host/). */
+export function withoutCredentials(text: string): string {
+  return text.replace(/((?:rest:)?[a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/gi, "$1");
+}
+
+/** The spec as the user would write it again, for people: credentials in a URL are left out. */
 export function repoSpecText(spec: RepoSpec): string {
-  return spec.backend === "restic" ? `restic:${spec.location}` : spec.path;
+  return spec.backend === "restic" ? `restic:${withoutCredentials(spec.location)}` : spec.path;
 }

@@ -2,6 +2,7 @@
 // environment, never the command line), its JSON output, and its failures as the tool's errors.
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { withoutCredentials } from "../../core/repo_spec";
 import { AppError, InterruptedError, LockedError, RepositoryError } from "../../errors";
 
 export interface ResticTarget {
@@ -18,7 +19,7 @@ export const PASSWORD_VARIABLES = ["RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMM
 
 /** The repository string for people: credentials in a URL (rest:https://user:secret@host/) are left out. */
 export function displayRepository(repository: string): string {
-  return repository.replace(/^((?:rest:)?[a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1");
+  return withoutCredentials(repository);
 }
 
 /** Throws a one-line RepositoryError when restic has no way to get the password. */
@@ -39,7 +40,7 @@ export function resticReason(stderr: string): string {
     .filter((l) => l !== "");
   const fatal = [...lines].reverse().find((l) => l.startsWith("Fatal:"));
   const line = fatal ?? lines[lines.length - 1] ?? "no message";
-  return line.replace(/^Fatal:\s*/, "");
+  return displayRepository(line.replace(/^Fatal:\s*/, ""));
 }
 
 /**

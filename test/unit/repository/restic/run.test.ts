@@ -66,3 +66,10 @@ describe("restic helpers", () => {
     expect(parseResticVersion("nope")).toBeUndefined();
   });
 });
+
+describe("displayRepository in a command line", () => {
+  it("drops credentials wherever the URL is in an argument", () => {
+    expect(displayRepository("--repo=restic:rest:https://user:secret@nas:8000/incus")).toBe("--repo=restic:rest:https://nas:8000/incus");
+    expect(displayRepository("--all")).toBe("--all");
+  });
+});
