@@ -48,6 +48,8 @@ import {
 
 /** The stdin file name of a manifest snapshot (flat: restic 0.18.0 fails on a "/" in it). */
 const MANIFEST_NAME = "manifest.json";
+/** How long a listing of the snapshots is reused within one process (see snapshots()). */
+const SNAPSHOTS_FRESH_MS = 10_000;
 /** Data snapshots of other hosts that no manifest names are left alone this long (their run may be under way). */
 const FOREIGN_ORPHAN_AGE_MS = 24 * 3600_000;
 
@@ -64,6 +66,7 @@ export class ResticStore implements Store {
   /** Snapshot ids behind each listed version's location (deleteVersion, checkFileSize). */
   private readonly known = new Map<string, Known>();
   private dataIds: string[] = [];
+  private listed: { at: number; snaps: ResticSnapshot[] } | undefined;
   private readonly host = hostname();
 
   constructor(
@@ -157,11 +160,24 @@ export class ResticStore implements Store {
     await (await this.state()).checkWritable();
   }
 
-  /** All of this tool's snapshots: one `restic snapshots` call. */
+  /**
+   * All of this tool's snapshots: one `restic snapshots` call. Each call costs the repository's
+   * opening (most of a second), so a listing is reused for a few seconds until this process writes
+   * or forgets something (a backup lists at its start for cleanup and again to order its items).
+   */
   private async snapshots(): Promise<ResticSnapshot[]> {
+    if (this.listed && Date.now() - this.listed.at < SNAPSHOTS_FRESH_MS) return this.listed.snaps;
+    this.listed = undefined;
     const { stdout } = await runRestic(this.target, ["snapshots", "--json", "--no-lock", "--tag", TOOL_TAG]);
     const parsed = JSON.parse(stdout.trim() === "" ? "[]" : stdout) as ResticSnapshot[] | null;
-    return (parsed ?? []).filter((s) => typeof s?.id === "string");
+    const snaps = (parsed ?? []).filter((s) => typeof s?.id === "string");
+    this.listed = { at: Date.now(), snaps };
+    return snaps;
+  }
+
+  /** Called before anything is written or forgotten: the next listing asks restic again. */
+  changed(): void {
+    this.listed = undefined;
   }
 
   async list(kinds: readonly Kind[] = KINDS): Promise<Listing> {
@@ -295,6 +311,7 @@ export class ResticStore implements Store {
 
   async forget(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
+    this.changed();
     await runRestic(this.target, ["forget", ...ids]);
   }
 
@@ -389,8 +406,13 @@ export class ResticStore implements Store {
 
   /** Saves `input` (small) as a snapshot; returns its id. */
   async saveSmall(name: string, tags: string[], input: string | Buffer): Promise<string> {
-    const { stdout } = await runRestic(this.target, backupArgs(name, tags, this.host), { input });
-    return snapshotIdOf(stdout, "backup");
+    this.changed();
+    try {
+      const { stdout } = await runRestic(this.target, backupArgs(name, tags, this.host), { input });
+      return snapshotIdOf(stdout, "backup");
+    } finally {
+      this.changed();
+    }
   }
 
   get hostName(): string {
@@ -453,12 +475,13 @@ class ResticFileSink extends Writable {
   private exited = false;
 
   constructor(
-    store: ResticStore,
+    private readonly store: ResticStore,
     private readonly name: string,
     tags: string[],
     private readonly tee: Hash | undefined,
   ) {
     super({ highWaterMark: 1024 * 1024 });
+    store.changed();
     this.child = startRestic(store.target, backupArgs(name, tags, store.hostName), { stdin: "pipe" });
     this.stdout = collectText(this.child.stdout);
     const stderr = collectText(this.child.stderr);
@@ -501,6 +524,7 @@ class ResticFileSink extends Writable {
     this.child.stdin!.end();
     this.exit
       .then(() => {
+        this.store.changed();
         this.ref = snapshotIdOf(this.stdout(), "backup");
         const summary = jsonLines(this.stdout()).find((l) => (l as { message_type?: string }).message_type === "summary") as { total_bytes_processed?: unknown };
         if (typeof summary.total_bytes_processed === "number" && summary.total_bytes_processed !== this.size) {
