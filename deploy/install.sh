@@ -5,14 +5,29 @@ set -euo pipefail
 usage() {
 	cat <<'EOF'
 usage: deploy/install.sh --dir HOSTPATH [options]
+       deploy/install.sh [--dir HOSTPATH] --repo restic:LOCATION --restic-password-file FILE [options]
 
 Creates (or updates) an unprivileged container that backs up this Incus host on a schedule into
-HOSTPATH (a NAS mount, say), and prunes old versions. Safe to run again: it changes what the
-options say, upgrades the container when the incus-backup image was rebuilt (image/build.sh),
-and keeps the settings and the backups. The options given are the whole configuration: an option
-left out goes back to its default.
+HOSTPATH (a NAS mount, say) or a restic repository, and prunes old versions. Safe to run again: it
+changes what the options say, upgrades the container when the incus-backup image was rebuilt
+(image/build.sh), and keeps the settings and the backups. The options given are the whole
+configuration: an option left out goes back to its default (the restic secrets below excepted).
 
-  --dir HOSTPATH       the backup directory on the host (required); mounted at /backups
+  --dir HOSTPATH       the backup directory on the host, mounted at /backups (required without
+                       --repo; with a local restic repository, the directory that holds it)
+  --repo restic:LOCATION
+                       back up into a restic repository instead of the directory: a path under
+                       /backups (--dir /mnt/nas --repo restic:/backups/restic), or sftp:...,
+                       rest:..., s3:..., any location restic takes (put no password in it)
+  --restic-password-file FILE
+                       the restic repository's password (required the first time; later runs keep
+                       the installed one when it is left out). Stored in the container's state
+                       volume, never on a command line or in the Incus config.
+  --restic-env-file FILE
+                       backend credentials for restic, KEY=VALUE lines in shell syntax
+                       (AWS_ACCESS_KEY_ID=..., RESTIC_REST_PASSWORD=...), stored the same way
+  --ssh-dir DIR        for sftp: a directory with the ssh private key, config and known_hosts;
+                       copied to the state volume, where the container's /root/.ssh points
   --name NAME          the container (default: backup); its profile is incus-backup, or
                        incus-backup-NAME for another name
   --schedule CRON      when to back up (default: "0 3 * * *"), in the host's time zone
@@ -33,6 +48,11 @@ left out goes back to its default.
                        idmap  raw.idmap "both 0 0": the container's root is the host's root on
                               HOSTPATH (and only its root; the container stays unprivileged)
                        auto   (default) shift, and idmap when the start fails, saying why
+
+With a restic repository the container gets a custom storage volume, NAME-state in the pool of its
+root disk, at /var/lib/incus-backup: the tool's local state (runs, journal, service state, lock)
+and, under secrets/ (0700, files 0600), restic-password, restic.env and ssh/. It survives image
+upgrades and uninstall.sh. Keep the password somewhere off this host too: without it no restore.
 
 Other settings are environment.INCUS_BACKUP_* keys this script leaves alone, e.g.
   incus config set backup environment.INCUS_BACKUP_NOTIFY=always
@@ -59,6 +79,14 @@ IMAGES=false
 NOTIFY_URL=""
 SOCKET=""
 NAS_MODE=auto
+REPO=""
+PASSWORD_FILE=""
+ENV_FILE=""
+SSH_DIR=""
+# The restic backend's local state and secrets, in the container (a custom volume: it survives
+# upgrades). The tool's default INCUS_BACKUP_STATE_DIR.
+STATE_DIR=/var/lib/incus-backup
+SECRETS=$STATE_DIR/secrets
 
 log() { printf '%s\n' "$*"; }
 die() {
@@ -85,6 +113,10 @@ while [ $# -gt 0 ]; do
 	shift
 	case $opt in
 	--dir) need "$opt" "$val"; DIR=$val ;;
+	--repo) need "$opt" "$val"; REPO=$val ;;
+	--restic-password-file) need "$opt" "$val"; PASSWORD_FILE=$val ;;
+	--restic-env-file) need "$opt" "$val"; ENV_FILE=$val ;;
+	--ssh-dir) need "$opt" "$val"; SSH_DIR=$val ;;
 	--name) need "$opt" "$val"; NAME=$val ;;
 	--schedule) need "$opt" "$val"; SCHEDULE=$val ;;
 	--keep-last) KEEP_LAST=$val ;;
@@ -107,9 +139,47 @@ done
 
 # --- checks, before anything changes ------------------------------------------------------------
 
-[ -n "$DIR" ] || die "--dir HOSTPATH is required (see --help)"
-case $DIR in /*) ;; *) DIR=$(realpath -m -- "$DIR") ;; esac
-[ -d "$DIR" ] || die "--dir $DIR is not a directory on this host (is the NAS mounted?)"
+[ -n "$DIR" ] || [ -n "$REPO" ] || die "--dir HOSTPATH (or --repo restic:LOCATION) is required (see --help)"
+if [ -n "$DIR" ]; then
+	case $DIR in /*) ;; *) DIR=$(realpath -m -- "$DIR") ;; esac
+	[ -d "$DIR" ] || die "--dir $DIR is not a directory on this host (is the NAS mounted?)"
+fi
+LOCATION=""
+if [ -n "$REPO" ]; then
+	case $REPO in
+	restic:?*) LOCATION=${REPO#restic:} ;;
+	*) die "--repo must be restic:LOCATION (a directory is --dir HOSTPATH)" ;;
+	esac
+	# Everything in environment.* ends up in the database dumps the tool backs up.
+	[[ ! $LOCATION =~ ://[^/@]*:[^/@]*@ ]] ||
+		die "--repo: put no password in the location (it would be in the Incus config); use --restic-env-file (RESTIC_REST_PASSWORD=..., AWS_SECRET_ACCESS_KEY=...)"
+	if [[ ! $LOCATION =~ ^[a-z0-9]+: ]] || [[ $LOCATION == local:* ]]; then
+		# A path in the container: only the NAS mount survives an upgrade of the container.
+		path=${LOCATION#local:}
+		[ -n "$DIR" ] || die "--repo restic:$LOCATION is a local path: it needs --dir HOSTPATH, mounted at /backups, to hold it"
+		[[ $path == /* ]] && path=$(realpath -ms -- "$path")
+		[[ $path == /backups/?* ]] || die "--repo restic:$LOCATION: a local restic repository must be under /backups (--dir HOSTPATH is mounted there)"
+	fi
+else
+	for o in "--restic-password-file:$PASSWORD_FILE" "--restic-env-file:$ENV_FILE" "--ssh-dir:$SSH_DIR"; do
+		[ -z "${o#*:}" ] || die "${o%%:*} is for a restic repository: it needs --repo restic:LOCATION"
+	done
+fi
+if [ -n "$PASSWORD_FILE" ]; then
+	[ -f "$PASSWORD_FILE" ] && [ -r "$PASSWORD_FILE" ] || die "--restic-password-file $PASSWORD_FILE is not a readable file"
+	grep -q '[^[:space:]]' "$PASSWORD_FILE" || die "--restic-password-file $PASSWORD_FILE is empty"
+fi
+if [ -n "$ENV_FILE" ]; then
+	[ -f "$ENV_FILE" ] && [ -r "$ENV_FILE" ] || die "--restic-env-file $ENV_FILE is not a readable file"
+	# Line numbers only: the values are secrets.
+	bad=$(grep -nvE '^[[:space:]]*(#.*)?$|^(export[[:space:]]+)?[A-Za-z_][A-Za-z0-9_]*=' "$ENV_FILE" | cut -d: -f1 | head -n 1 || :)
+	[ -z "$bad" ] || die "--restic-env-file $ENV_FILE: line $bad is not KEY=VALUE"
+	sh -n "$ENV_FILE" 2>/dev/null || die "--restic-env-file $ENV_FILE is not valid shell syntax (quote values with spaces or \$ in single quotes)"
+fi
+if [ -n "$SSH_DIR" ]; then
+	[ -d "$SSH_DIR" ] && [ -r "$SSH_DIR" ] || die "--ssh-dir $SSH_DIR is not a readable directory"
+	[ -n "$(find "$SSH_DIR" -type f -print -quit)" ] || die "--ssh-dir $SSH_DIR holds no files"
+fi
 [[ $NAME =~ ^[a-zA-Z][a-zA-Z0-9-]{0,61}[a-zA-Z0-9]$|^[a-zA-Z]$ ]] || die "--name $NAME is not a valid instance name"
 for k in KEEP_LAST KEEP_HOURLY KEEP_DAILY KEEP_WEEKLY KEEP_MONTHLY KEEP_YEARLY; do
 	[[ ${!k} =~ ^[0-9]+$ ]] || die "--$(echo "${k,,}" | tr _ -) must be a whole number, not '${!k}'"
@@ -125,6 +195,12 @@ case $NOTIFY_URL in "" | http://* | https://*) ;; *) die "--notify-url must be a
 command -v incus >/dev/null || die "the incus CLI is not installed"
 incus info >/dev/null 2>&1 || die "the incus CLI cannot reach Incus (are you root or in the incus-admin group?)"
 incus image info "$IMAGE" >/dev/null 2>&1 || die "no image '$IMAGE' in Incus: build and import it first with image/build.sh"
+if [ -n "$REPO" ] && [ -z "$PASSWORD_FILE" ]; then
+	# Kept from an earlier restic install: the state volume and the variable that points into it.
+	[ "$(incus config get "$NAME" environment.RESTIC_PASSWORD_FILE 2>/dev/null)" = "$SECRETS/restic-password" ] &&
+		[ -n "$(incus config device get "$NAME" state source 2>/dev/null)" ] ||
+		die "--restic-password-file FILE is required to set up a restic repository (later runs keep the installed one)"
+fi
 
 if [ -z "$SOCKET" ]; then
 	# The tool's order (src/incus/socket.ts, a unit test holds the two together): $INCUS_SOCKET,
@@ -169,7 +245,7 @@ profile_yaml() { # MODE
 	local shift_line=""
 	[ "$1" = shift ] && shift_line='    shift: "true"'
 	cat <<EOF
-description: $(yaml_str "incus-backup: the Incus socket and the backup directory for the container $NAME")
+description: $(yaml_str "incus-backup: the Incus socket${DIR:+ and the backup directory} for the container $NAME")
 config: {}
 devices:
   incus-socket:
@@ -180,6 +256,8 @@ devices:
     uid: "0"
     gid: "0"
     mode: "0660"
+EOF
+	[ -z "$DIR" ] || cat <<EOF
   backups:
     type: disk
     source: $(yaml_str "$DIR")
@@ -232,9 +310,10 @@ EXISTS=0
 incus info "$NAME" >/dev/null 2>&1 && EXISTS=1
 BEFORE=$(snapshot)
 
-# The NAS mode to try first: auto tries shift.
+# The NAS mode to try first: auto tries shift. Without a directory there is nothing to mount.
 MODE=$NAS_MODE
 [ "$MODE" = auto ] && MODE="shift"
+[ -n "$DIR" ] || MODE=none
 [ "$EXISTS" = 1 ] && ! profile_matches "$MODE" && stop
 apply_profile "$MODE"
 
@@ -247,6 +326,42 @@ else
 	# (Incus 7.0 indents YAML lists, 6.0 does not.)
 	profiles=$(incus config show "$NAME" | sed -n '/^profiles:/,/^[a-z]/p' | sed -n 's/^[[:space:]]*- //p')
 	grep -qx "$PROFILE" <<<"$profiles" || incus profile add "$NAME" "$PROFILE" >/dev/null
+fi
+
+# The storage pool of the container's root disk (the device with path /, its own or a profile's).
+root_pool() {
+	incus config show "$NAME" --expanded | awk '
+		function flush() { if (path == "/" && pool != "" && !found) { print pool; found = 1 } path = ""; pool = "" }
+		/^devices:/ { d = 1; next }
+		d && /^[^ ]/ { flush(); d = 0 }
+		d && /^  [^ ]/ { flush(); next }
+		d && $1 == "path:" { path = $2 }
+		d && $1 == "pool:" { pool = $2 }
+		END { flush() }'
+}
+
+# The restic backend keeps its local state (and this script the secrets) in a custom volume: it
+# survives an upgrade (a new root filesystem), a re-created container and uninstall.sh.
+STATE_DONE=""
+if [ -n "$REPO" ]; then
+	STATE_VOLUME=$(incus config device get "$NAME" state source 2>/dev/null || :)
+	if [ -n "$STATE_VOLUME" ]; then
+		STATE_POOL=$(incus config device get "$NAME" state pool)
+		STATE_DONE="in use"
+	else
+		STATE_POOL=$(root_pool)
+		[ -n "$STATE_POOL" ] || die "cannot tell the storage pool of $NAME's root disk for its state volume"
+		STATE_VOLUME=$NAME-state
+		STATE_DONE="in use"
+		if ! incus storage volume show "$STATE_POOL" "$STATE_VOLUME" >/dev/null 2>&1; then
+			incus storage volume create "$STATE_POOL" "$STATE_VOLUME" >/dev/null </dev/null
+			STATE_DONE=created
+		fi
+		# Attached while it is stopped: the volume's first mount in an unprivileged container.
+		stop
+		incus config device add "$NAME" state disk "pool=$STATE_POOL" "source=$STATE_VOLUME" "path=$STATE_DIR" >/dev/null </dev/null
+		[ "$STATE_DONE" = created ] || STATE_DONE="attached"
+	fi
 fi
 
 set_env() { # KEY VALUE: set, or unset when VALUE is empty
@@ -265,7 +380,17 @@ set_env INCUS_BACKUP_KEEP_MONTHLY "$KEEP_MONTHLY"
 set_env INCUS_BACKUP_KEEP_YEARLY "$KEEP_YEARLY"
 set_env INCUS_BACKUP_IMAGES "$IMAGES"
 set_env INCUS_BACKUP_NOTIFY_URL "$NOTIFY_URL"
-set_env INCUS_BACKUP_DIR /backups
+if [ -n "$REPO" ]; then
+	# The repository and where restic reads its password: paths, never a secret (everything in
+	# environment.* is in the database dumps the tool backs up).
+	set_env INCUS_BACKUP_REPO "$REPO"
+	set_env INCUS_BACKUP_DIR ""
+	set_env RESTIC_PASSWORD_FILE "$SECRETS/restic-password"
+else
+	set_env INCUS_BACKUP_REPO ""
+	set_env INCUS_BACKUP_DIR /backups
+	set_env RESTIC_PASSWORD_FILE ""
+fi
 # Scheduled runs leave the backup container itself out: it holds no data of its own.
 set_env INCUS_BACKUP_SELF "$PROJECT/$NAME"
 # The host's time zone, unless an admin chose another one.
@@ -287,12 +412,17 @@ set_mode() { # MODE: the container's side of the NAS mode
 	elif [ -n "$(incus config get "$NAME" raw.idmap)" ]; then
 		incus config unset "$NAME" raw.idmap
 	fi
-	[ "$(incus config get "$NAME" user.incus-backup.nas-mode)" = "$1" ] || incus config set "$NAME" user.incus-backup.nas-mode="$1"
+	if [ "$1" = none ]; then
+		[ -z "$(incus config get "$NAME" user.incus-backup.nas-mode)" ] || incus config unset "$NAME" user.incus-backup.nas-mode
+	else
+		[ "$(incus config get "$NAME" user.incus-backup.nas-mode)" = "$1" ] || incus config set "$NAME" user.incus-backup.nas-mode="$1"
+	fi
 }
 set_mode "$MODE"
 
 # A rebuilt image upgrades the container: a new root filesystem, the same config, devices and
-# settings. The state (last runs, schedule bookkeeping) is on the NAS, so it survives.
+# settings. The state (last runs, schedule bookkeeping) is on the NAS, or for restic in the state
+# volume with the secrets, so it survives.
 want=$(incus image info "$IMAGE" | sed -n 's/^Fingerprint: //p')
 have=$(incus config get "$NAME" volatile.base_image)
 if [ "$CONTAINER_DONE" != created ] && [ -n "$want" ] && [ "$want" != "$have" ]; then
@@ -327,15 +457,81 @@ if [ "$(status)" != RUNNING ]; then
 	fi
 fi
 
+# --- restic secrets ------------------------------------------------------------------------------
+
+# Into the state volume, with `incus file push` from the file or through stdin: never on a command
+# line, in a log or in the Incus config. The container runs, so the volume is mounted (a push into
+# a stopped container would land in its root filesystem, which an upgrade replaces).
+RESTART=0
+SECRETS_DONE=""
+in_ct() { incus exec "$NAME" -- "$@" </dev/null; }
+# sha256 of FILE (or of the files under DIR, names and contents) in the container; empty if none.
+digest_ct() { # PATH
+	in_ct sh -c 'if [ -f "$1" ]; then sha256sum <"$1"; elif [ -d "$1" ]; then cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum | sha256sum; fi' - "$1" 2>/dev/null | cut -d' ' -f1 || :
+}
+digest_dir() { (cd "$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0r sha256sum | sha256sum | cut -d' ' -f1); }
+push_secret() { # FILE NAME: 0600 root in secrets/, replaced in one rename; fails if unchanged
+	[ "$(sha256sum <"$1" | cut -d' ' -f1)" != "$(digest_ct "$SECRETS/$2")" ] || return 1
+	incus file push --uid 0 --gid 0 --mode 0600 "$1" "$NAME$SECRETS/.$2.new" </dev/null >/dev/null ||
+		die "cannot copy $1 into $NAME"
+	in_ct mv -f "$SECRETS/.$2.new" "$SECRETS/$2"
+}
+push_ssh() { # DIR: its files into secrets/ssh (0700, files 0600); fails if unchanged
+	[ "$(digest_dir "$1")" != "$(digest_ct "$SECRETS/ssh")" ] || return 1
+	(cd "$1" && find . -type f -print0 | tar --null -T - --owner=0 --group=0 --numeric-owner -cf -) |
+		incus exec "$NAME" -- sh -ec 'cd "$1"; rm -rf .ssh.new .ssh.old; mkdir -m 0700 .ssh.new
+			tar -xf - -C .ssh.new --no-same-owner --no-same-permissions
+			find .ssh.new -type d -exec chmod 0700 {} +; find .ssh.new -type f -exec chmod 0600 {} +
+			[ ! -e ssh ] || mv ssh .ssh.old; mv .ssh.new ssh; rm -rf .ssh.old' - "$SECRETS" ||
+		die "cannot copy $1 into $NAME"
+}
+if [ -n "$REPO" ]; then
+	in_ct awk -v p="$STATE_DIR" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo ||
+		die "the state volume $STATE_POOL/$STATE_VOLUME is not mounted at $STATE_DIR in $NAME"
+	in_ct sh -c 'chmod 0700 "$1" && mkdir -p -m 0700 "$1/secrets" && chmod 0700 "$1/secrets"' - "$STATE_DIR"
+	secrets_done=()
+	if [ -n "$PASSWORD_FILE" ]; then
+		# restic reads the file at every call: no restart for a new one.
+		if push_secret "$PASSWORD_FILE" restic-password; then secrets_done+=("restic password installed"); else secrets_done+=("restic password unchanged"); fi
+	elif in_ct test -s "$SECRETS/restic-password"; then
+		secrets_done+=("restic password kept")
+	else
+		die "no restic password in $NAME ($SECRETS/restic-password): pass --restic-password-file FILE"
+	fi
+	# The wrapper loads restic.env, and ssh finds /root/.ssh, when the daemon starts: a restart.
+	if [ -n "$ENV_FILE" ]; then
+		if push_secret "$ENV_FILE" restic.env; then secrets_done+=("restic.env installed"); RESTART=1; else secrets_done+=("restic.env unchanged"); fi
+	elif in_ct test -e "$SECRETS/restic.env"; then
+		secrets_done+=("restic.env kept")
+	fi
+	if [ -n "$SSH_DIR" ]; then
+		if push_ssh "$SSH_DIR"; then secrets_done+=("ssh installed"); RESTART=1; else secrets_done+=("ssh unchanged"); fi
+	elif in_ct test -d "$SECRETS/ssh"; then
+		secrets_done+=("ssh kept")
+	fi
+	SECRETS_DONE=$(IFS=,; printf '%s' "${secrets_done[*]}" | sed 's/,/, /g')
+fi
+
 # --- repository ----------------------------------------------------------------------------------
 
 # `init` is the only thing that makes a repository (runs and the service never do: an empty
-# directory where the backups should be is more often a NAS that is not mounted). The service is
-# pinned to this repository's id, so it refuses an empty or another directory in its place later.
-where=$(df -P "$DIR" 2>/dev/null | awk 'NR == 2 { print $1 " mounted at " $6 }' || :)
-[ -z "$where" ] || log "backup directory $DIR is on $where"
-if ! init=$(incus exec "$NAME" -- incus-backup init --dir /backups --json </dev/null 2>&1); then
-	die "cannot make $DIR a backup repository: $(grep -m 1 '^error:' <<<"$init" || printf '%s' "$init")"
+# directory where the backups should be is more often a NAS that is not mounted; a restic
+# repository is never made implicitly either). The service is pinned to this repository's id, so
+# it refuses an empty or another directory (or restic repository) in its place later.
+if [ -n "$DIR" ]; then
+	where=$(df -P "$DIR" 2>/dev/null | awk 'NR == 2 { print $1 " mounted at " $6 }' || :)
+	[ -z "$where" ] || log "backup directory $DIR is on $where"
+fi
+if [ -n "$REPO" ]; then
+	REPO_SHOWN=$REPO
+	if ! init=$(incus exec "$NAME" -- incus-backup init --repo "$REPO" --json </dev/null 2>&1); then
+		die "cannot make or open the restic repository $REPO: $(grep -m 1 '^error:' <<<"$init" || printf '%s' "$init")"
+	fi
+else
+	REPO_SHOWN=$DIR
+	if ! init=$(incus exec "$NAME" -- incus-backup init --dir /backups --json </dev/null 2>&1); then
+		die "cannot make $DIR a backup repository: $(grep -m 1 '^error:' <<<"$init" || printf '%s' "$init")"
+	fi
 fi
 REPO_ID=$(sed -n 's/^ *"id": "\([0-9a-f]*\)".*/\1/p' <<<"$init")
 [ -n "$REPO_ID" ] || die "incus-backup init printed no repository id: $init"
@@ -344,15 +540,24 @@ grep -q '"created": true' <<<"$init" && REPO_DONE="created (id $REPO_ID)"
 if [ "$(incus config get "$NAME" environment.INCUS_BACKUP_REPOSITORY_ID)" != "$REPO_ID" ]; then
 	# A new pin: the daemon reads it at start-up.
 	incus config set "$NAME" "environment.INCUS_BACKUP_REPOSITORY_ID=$REPO_ID"
+	RESTART=1
+fi
+if [ "$RESTART" = 1 ]; then
+	[ "$CONTAINER_DONE" != unchanged ] || CONTAINER_DONE=updated
 	stop
 	err=$(start) || die "cannot start $NAME: $err"
 fi
 
 # --- report ------------------------------------------------------------------------------------
 
-log "profile $PROFILE: $PROFILE_DONE (Incus socket $SOCKET, backups $DIR at /backups, NAS mode $MODE)"
+if [ -n "$DIR" ]; then
+	log "profile $PROFILE: $PROFILE_DONE (Incus socket $SOCKET, backups $DIR at /backups, NAS mode $MODE)"
+else
+	log "profile $PROFILE: $PROFILE_DONE (Incus socket $SOCKET, no backup directory)"
+fi
 log "container $NAME: $CONTAINER_DONE, running image ${want:0:12}, unprivileged"
-log "repository $DIR: $REPO_DONE"
+[ -z "$REPO" ] || log "state volume $STATE_POOL/$STATE_VOLUME: $STATE_DONE, at $STATE_DIR ($SECRETS_DONE)"
+log "repository $REPO_SHOWN: $REPO_DONE"
 keep="last $KEEP_LAST, hourly $KEEP_HOURLY, daily $KEEP_DAILY, weekly $KEEP_WEEKLY, monthly $KEEP_MONTHLY, yearly $KEEP_YEARLY"
 log "settings: schedule \"$SCHEDULE\", keep $keep, images $IMAGES${NOTIFY_URL:+, notify $(redact "$NOTIFY_URL")}"
 log ""
@@ -375,3 +580,9 @@ log ""
 log "Back up now:  incus exec $NAME -- incus-backup backup --all"
 log "Restore:      incus exec $NAME -- incus-backup restore --instance --name NAME --force"
 log "Service log:  incus console $NAME --show-log"
+if [ -n "$REPO" ]; then
+	log ""
+	log "IMPORTANT: keep the restic password somewhere off this host too (a password manager, a safe)."
+	log "Without it no restore from $REPO is possible. Incus keeps it only in the storage volume"
+	log "$STATE_POOL/$STATE_VOLUME ($SECRETS/restic-password in $NAME), which a lost host loses with it."
+fi

@@ -31,7 +31,7 @@ import { itemId, itemLabel, matches, unmatchedNames, type ItemKey, type Selectio
 import type { Version } from "../core/version";
 import type { Store, VersionWriter } from "../repository/store";
 import type { JournalEntry } from "../repository/journal";
-import { liveInstances, liveVolumes, rootPool, type LiveInstance, type LiveVolume } from "./discover";
+import { liveInstances, liveVolumes, rootPool, usedOnlyBy, type LiveInstance, type LiveVolume } from "./discover";
 import { startInstance, stopInstance, waitForServerTasks } from "./power";
 import { runPool, Semaphore } from "./pool";
 import { PzstdHeaderWriter } from "./zstd_frames";
@@ -112,8 +112,15 @@ export async function backup(deps: BackupDeps, opts: BackupRunOptions, signal: A
   }
 }
 
-function isSelf(self: { project: string; name: string } | undefined, item: ItemKey): boolean {
-  return self !== undefined && item.kind === "instance" && item.project === self.project && item.name === self.name;
+/**
+ * The backup container, and the volumes only it uses (its state volume, with the restic password
+ * and the run records): left out of backups unless named. A copy of the password inside the
+ * repository it opens would be of no use, and in a directory it would be in the clear.
+ */
+function isSelf(self: { project: string; name: string } | undefined, item: LiveItem): boolean {
+  if (self === undefined) return false;
+  if (item.kind === "instance") return item.project === self.project && item.name === self.name;
+  return item.kind === "volume" && usedOnlyBy(item.volume, self);
 }
 
 /**

@@ -68,3 +68,18 @@ export function instancesUsingVolume(instances: readonly Instance[], volume: Sto
     return Object.values(devices).some((d) => d.type === "disk" && d.pool === pool && d.source === volume.name);
   });
 }
+
+/**
+ * Whether a volume is used by the given instance and nothing else (its used_by names only it):
+ * the backup container's own state volume, which holds secrets such as the restic password.
+ */
+export function usedOnlyBy(volume: StorageVolume, who: { project: string; name: string }): boolean {
+  const refs = volume.used_by ?? [];
+  return (
+    refs.length > 0 &&
+    refs.every((ref) => {
+      const u = new URL(ref, "http://incus");
+      return u.pathname === `/1.0/instances/${encodeURIComponent(who.name)}` && (u.searchParams.get("project") ?? "default") === who.project;
+    })
+  );
+}

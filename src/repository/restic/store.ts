@@ -312,7 +312,22 @@ export class ResticStore implements Store {
   async forget(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
     this.changed();
-    await runRestic(this.target, ["forget", ...ids]);
+    await this.exclusively(() => runRestic(this.target, ["forget", ...ids]));
+  }
+
+  /**
+   * Runs a command that needs restic's exclusive lock. restic does not take over a stale lock (a
+   * restic that was killed, or whose parent was: it dies of the broken pipe) by itself; on a lock
+   * conflict `restic unlock` removes the stale ones (a live process's lock stays) and it is tried once more.
+   */
+  private async exclusively<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof LockedError)) throw err;
+      await runRestic(this.target, ["unlock"]);
+      return run();
+    }
   }
 
   /**
@@ -349,7 +364,7 @@ export class ResticStore implements Store {
 
   /** `restic prune`: frees the space of forgotten snapshots (prune and the service run it after forgetting). */
   async reclaim(signal?: AbortSignal): Promise<string> {
-    const { stdout } = await runRestic(this.target, ["prune"], signal === undefined ? {} : { signal });
+    const { stdout } = await this.exclusively(() => runRestic(this.target, ["prune"], signal === undefined ? {} : { signal }));
     // "total prune:  12 blobs / 3.456 MiB" (0.14 to 0.18)
     const freed = /total prune:\s+\d+ blobs \/ ([\d.]+ \S+)/.exec(stdout)?.[1];
     return freed === undefined ? "done" : `${freed} of unused data`;
