@@ -10,8 +10,13 @@
 // to the repository (against one full backup), the peak RSS of the tool and of restic (sampled),
 // and the fixed cost of one tiny item.
 //
+// With --by-hand it also times the same pipeline by hand, in the same runs: `incus export NAME FIFO
+// --compression none` read by `restic backup --stdin` (into a repository of its own), and for the
+// restore `restic dump` into a FIFO read by `incus import`, one instance after the other: what a
+// tool built on these calls can at best reach on this machine.
+//
 // Usage: node bench/restic.mjs [--instances N] [--size MiB] [--runs R] [--change PCT] [--mix mixed|cheap]
-//        [--restic BINARY] [--lab 6.0|7.0] [--json FILE]
+//        [--restic BINARY] [--lab 6.0|7.0] [--by-hand] [--json FILE]
 // Needs the built bundle (npm run build), restic, and what the tests need (root, Incus, see test/lab).
 
 import { spawn, spawnSync } from "node:child_process";
@@ -21,7 +26,7 @@ import { join } from "node:path";
 import { bundle, labEnv, run } from "./lib.mjs";
 
 function parseArgs(argv) {
-  const o = { instances: 2, size: 600, runs: 7, change: 5, mix: "mixed", restic: "restic", lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", json: undefined };
+  const o = { instances: 2, size: 600, runs: 7, change: 5, mix: "mixed", restic: "restic", lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", byHand: false, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -37,6 +42,7 @@ function parseArgs(argv) {
     else if (a === "--restic") o.restic = v();
     else if (a === "--lab") o.lab = v();
     else if (a === "--json") o.json = v();
+    else if (a === "--by-hand") o.byHand = true;
     else throw new Error(`unknown argument ${a} (see the comment at the top of bench/restic.mjs)`);
   }
   if (!(o.instances >= 1 && o.size >= 10 && o.runs >= 2 && o.change > 0 && o.change < 50)) throw new Error("--instances >= 1, --size >= 10, --runs >= 2, 0 < --change < 50");
@@ -129,6 +135,20 @@ async function main() {
     await incus("launch", "busybox", tiny);
     await incus("stop", tiny);
     await run(process.execPath, [bundle, "init", `--repo=${repo}`], env);
+    const handRepo = join(work, "by-hand");
+    const handEnv = { ...env, RESTIC_REPOSITORY: handRepo };
+    if (o.byHand) await run(o.restic, ["init"], handEnv);
+    // By hand: each instance exported uncompressed into a FIFO that restic reads, one after the other.
+    const byHand = async () => {
+      const t0 = performance.now();
+      for (const n of names) {
+        const fifo = join(work, "fifo");
+        rmSync(fifo, { force: true });
+        spawnSync("mkfifo", [fifo]);
+        await Promise.all([incus("export", n, fifo, "--compression", "none", "--instance-only"), run("sh", ["-c", `exec "$0" backup --stdin --stdin-filename ${n}.tar --host bench <"$1" >/dev/null`, o.restic, fifo], handEnv)]);
+      }
+      return (performance.now() - t0) / 1000;
+    };
     const nameArgs = names.flatMap((n) => ["--name", n]);
 
     // Rewrites about o.change % of each instance: equal parts of both files, at random places.
@@ -170,11 +190,12 @@ async function main() {
         loop = await doLoop();
         t = await doTool();
       }
+      const hand = o.byHand ? await byHand() : undefined;
       const added = du(repoPath) - before;
       if (r === 0) full = added;
       exportBytes = du(exp);
-      runs.push({ run: r + 1, tool: t.seconds, loop, ratio: t.seconds / loop, addedMiB: mib(added), addedOfFull: added / full, toolRssMiB: t.tool, resticRssMiB: t.restic });
-      log(`run ${r + 1}: backup ${t.seconds.toFixed(2)} s vs export loop ${loop.toFixed(2)} s (${(t.seconds / loop).toFixed(2)}), added ${mib(added).toFixed(1)} MiB (${((100 * added) / full).toFixed(1)}% of the first), RSS tool ${t.tool.toFixed(0)} MiB, restic ${t.restic.toFixed(0)} MiB`);
+      runs.push({ run: r + 1, tool: t.seconds, loop, ratio: t.seconds / loop, ...(hand === undefined ? {} : { byHand: hand }), addedMiB: mib(added), addedOfFull: added / full, toolRssMiB: t.tool, resticRssMiB: t.restic });
+      log(`run ${r + 1}: backup ${t.seconds.toFixed(2)} s vs export loop ${loop.toFixed(2)} s (${(t.seconds / loop).toFixed(2)})${hand === undefined ? "" : `, by hand ${hand.toFixed(2)} s (${(hand / loop).toFixed(2)})`}, added ${mib(added).toFixed(1)} MiB (${((100 * added) / full).toFixed(1)}% of the first), RSS tool ${t.tool.toFixed(0)} MiB, restic ${t.restic.toFixed(0)} MiB`);
     }
     const repoBytes = du(repoPath);
 
@@ -188,6 +209,20 @@ async function main() {
     const t0 = performance.now();
     for (const f of readdirSync(join(work, "export"))) await incus("import", join(work, "export", f));
     const importLoop = (performance.now() - t0) / 1000;
+    let handRestore;
+    if (o.byHand) {
+      await deleteAll();
+      const snaps = JSON.parse((await run(o.restic, ["snapshots", "--json", "--latest", "1"], handEnv)).out);
+      const t2 = performance.now();
+      for (const n of names) {
+        const snap = snaps.find((x) => x.paths[0] === `/${n}.tar`);
+        const fifo = join(work, "fifo");
+        rmSync(fifo, { force: true });
+        spawnSync("mkfifo", [fifo]);
+        await Promise.all([run("sh", ["-c", `exec "$0" dump ${snap.id} /${n}.tar >"$1"`, o.restic, fifo], handEnv), incus("import", fifo)]);
+      }
+      handRestore = (performance.now() - t2) / 1000;
+    }
     log(`restore ${rt.seconds.toFixed(2)} s vs import loop ${importLoop.toFixed(2)} s (${(rt.seconds / importLoop).toFixed(2)}), RSS tool ${rt.tool.toFixed(0)} MiB, restic ${rt.restic.toFixed(0)} MiB`);
 
     // The fixed cost of an item: one tiny (1 MiB) instance.
@@ -212,15 +247,17 @@ async function main() {
       repositoryMiB: mib(repoBytes),
       repositoryOfFull: repoBytes / full,
       directoryBackendOfFull: (o.runs * exportBytes) / full,
-      restore: { tool: rt.seconds, importLoop, ratio: rt.seconds / importLoop },
+      restore: { tool: rt.seconds, importLoop, ratio: rt.seconds / importLoop, ...(handRestore === undefined ? {} : { byHand: handRestore }) },
       peakRssMiB: { tool: Math.max(rt.tool, ...runs.map((x) => x.toolRssMiB)), restic: Math.max(rt.restic, ...runs.map((x) => x.resticRssMiB)) },
       tinyItem: { tool: tinyTool.seconds, export: tinyExport },
     };
     console.log(`\nrestic backend vs incus, ${o.instances} x ${o.size} MiB (${o.mix}), ${o.change}% changed per run, Incus ${summary.incus}, restic ${resticVersion}`);
-    console.log(`first backup:   ${runs[0].tool.toFixed(2)} s vs ${runs[0].loop.toFixed(2)} s = ${runs[0].ratio.toFixed(2)}`);
+    const handOf = (x) => (x.byHand === undefined ? "" : ` (by hand ${x.byHand.toFixed(2)} s = ${(x.byHand / x.loop).toFixed(2)}; the tool is ${(x.tool / x.byHand).toFixed(2)} x by hand)`);
+    console.log(`first backup:   ${runs[0].tool.toFixed(2)} s vs ${runs[0].loop.toFixed(2)} s = ${runs[0].ratio.toFixed(2)}${handOf(runs[0])}`);
+    if (o.byHand) console.log(`next by hand:   ${next.map((x) => (x.byHand / x.loop).toFixed(2)).join(" ")} of the loop (the tool: ${next.map((x) => (x.tool / x.byHand).toFixed(2)).join(" ")} x by hand)`);
     console.log(`next backups:   ${next.map((x) => x.ratio.toFixed(2)).join(" ")} (mean ${summary.nextAvg.ratio.toFixed(2)}), each adding ${next.map((x) => (100 * x.addedOfFull).toFixed(1) + "%").join(" ")} of the first`);
     console.log(`repository after ${o.runs} runs: ${summary.repositoryMiB.toFixed(0)} MiB = ${summary.repositoryOfFull.toFixed(2)} x the first backup (${o.runs} zstd exports: ${summary.directoryBackendOfFull.toFixed(2)} x)`);
-    console.log(`restore:        ${rt.seconds.toFixed(2)} s vs ${importLoop.toFixed(2)} s = ${summary.restore.ratio.toFixed(2)}`);
+    console.log(`restore:        ${rt.seconds.toFixed(2)} s vs ${importLoop.toFixed(2)} s = ${summary.restore.ratio.toFixed(2)}${handRestore === undefined ? "" : ` (by hand ${handRestore.toFixed(2)} s = ${(handRestore / importLoop).toFixed(2)}; the tool is ${(rt.seconds / handRestore).toFixed(2)} x by hand)`}`);
     console.log(`peak RSS:       tool ${summary.peakRssMiB.tool.toFixed(0)} MiB, restic ${summary.peakRssMiB.restic.toFixed(0)} MiB`);
     console.log(`one tiny item:  ${tinyTool.seconds.toFixed(2)} s vs export ${tinyExport.toFixed(2)} s`);
     if (o.json) writeFileSync(o.json, JSON.stringify(summary, null, 2) + "\n");

@@ -73,7 +73,7 @@ describe.each(matrix)("restic backend: Incus %s, restic %s", (version, _restic, 
     expect(v.stdout).toMatch(/verify: 1 of 1 version\(s\) ok \(deep\)/);
   });
 
-  it("disaster recovery: backup --all of one server, restore --all onto a freshly installed one", async () => {
+  it("disaster recovery: backup --all --images of one server, restore --all onto a freshly installed one", async () => {
     const source = await isolatedServer(track, { version });
     const r = await resticRepo(track, restic);
     const name = uniqueName("rs-dr");
@@ -85,18 +85,22 @@ describe.each(matrix)("restic backend: Incus %s, restic %s", (version, _restic, 
     await incusOk(["profile", "create", "rs-extra"], { socket: source });
     await incusOk(["profile", "set", "rs-extra", "user.from", "restic"], { socket: source });
 
-    await toolOk(["backup", "--all", `--repo=${r.repo}`], { socket: source, env: r.env, timeoutMs: 300_000 });
+    const fingerprint = (await incusOk(["image", "list", "busybox", "-f", "csv", "-c", "F"], { socket: source })).trim();
+    await toolOk(["backup", "--all", "--images", `--repo=${r.repo}`], { socket: source, env: r.env, timeoutMs: 300_000 });
     const rows = await list(r.repo, r.env);
-    expect(rows.map((x) => x.type).sort()).toEqual(["database", "instance", "volume"]);
+    expect(rows.map((x) => x.type).sort()).toEqual(["database", "image", "instance", "volume"]);
 
-    // The first server is gone; a new one has nothing but what an install makes.
+    // The first server is gone; a new one has nothing but what an install makes (the lab's new
+    // servers get the test image: it goes, so that the restore brings it back).
     const target = await isolatedServer(track, { version });
+    await incusOk(["image", "delete", "busybox"], { socket: target });
     const res = await toolOk(["restore", "--all", "--force", `--repo=${r.repo}`], { socket: target, env: r.env, timeoutMs: 300_000 });
     console.log(`${tag} disaster recovery:\n${res.stdout.trim()}`);
     expect(await instanceStatus(name, { socket: target })).toBe("Running");
     expect(await checksumTree(name, "/root/data", { socket: target })).toEqual(data);
     expect(await checksumTree(name, "/mnt/vol", { socket: target })).toEqual(volumeData);
     expect((await incusOk(["profile", "get", "rs-extra", "user.from"], { socket: target })).trim()).toBe("restic");
+    expect((await incusOk(["image", "list", "-f", "csv", "-c", "F"], { socket: target })).trim()).toBe(fingerprint);
   });
 
   it("retention: prune keeps what the policy says, forgets the rest in restic and frees the space", async () => {
