@@ -81,7 +81,18 @@ install_packages() {
 	apt-get update -q
 	# Without --no-install-recommends, incus pulls QEMU and a desktop stack.
 	apt-get install -y -q --no-install-recommends -t bookworm-backports "${BACKPORTS[@]}"
-	apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+	# openssh-server is for the tests' own sshd on 127.0.0.1: installing it must not start one on
+	# the machine, so services stay down while apt runs (policy-rc.d, Debian's switch for that).
+	local policy=/usr/sbin/policy-rc.d made=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		made=1
+	fi
+	local rc=0
+	apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" || rc=$?
+	[ "$made" = 0 ] || rm -f "$policy"
+	return "$rc"
 }
 
 install_npm() {
