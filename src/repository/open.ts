@@ -3,6 +3,7 @@
 import { resolve } from "node:path";
 import type { RepoSpec } from "../core/repo_spec";
 import { DirectoryStore } from "./directory";
+import { parseConnectTimeout } from "./restic/run";
 import { ResticStore } from "./restic/store";
 import type { Store } from "./store";
 
@@ -19,5 +20,8 @@ export async function openStore(where: RepoSpec | string, options: { create: boo
   if (spec.backend === "dir") return (await DirectoryStore.open(resolve(spec.path), options)).repo;
   const env = options.env ?? process.env;
   const location = /^[a-z0-9]+:/i.test(spec.location) ? spec.location : resolve(spec.location);
-  return new ResticStore({ repository: location, binary: env.INCUS_BACKUP_RESTIC || "restic", env }, env.INCUS_BACKUP_STATE_DIR || DEFAULT_STATE_DIR);
+  return new ResticStore(
+    { repository: location, binary: env.INCUS_BACKUP_RESTIC || "restic", env, connectTimeoutMs: parseConnectTimeout(env.INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT) },
+    env.INCUS_BACKUP_STATE_DIR || DEFAULT_STATE_DIR,
+  );
 }

@@ -80,18 +80,32 @@ describe.each(matrix)("restic %s over remotes (Incus %s)", (_v, version, restic)
     expect(await list(r.repo, r.env)).toHaveLength(1);
     expect((await toolOk(["verify", "--deep", `--repo=${r.repo}`], { env: r.env })).stdout).toMatch(/1 of 1 version\(s\) ok \(deep\)/);
 
-    // Gone for good: the admin stops the run (restic would retry for 15 minutes); nothing is listed.
+    // Gone for good once restic is in (its lock is there): the admin stops the run (restic would
+    // retry for 15 minutes, and again to remove its lock); the tool is out within seconds, and
+    // nothing is listed.
     const second = startTool(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env, timeoutMs: 600_000 });
-    for (let i = 0; i < 300 && !(await resticRunning(name)); i++) await sleep(50);
+    for (let i = 0; i < 300 && !((await resticRunning(name)) && (await server.locks()) > 0); i++) await sleep(50);
     await server.stop();
     await sleep(2000);
+    const stopAt = Date.now();
     second.child.kill("SIGTERM");
     const stopped = await second.done;
     expect(stopped.code, stopped.stderr).toBe(130);
+    expect(Date.now() - stopAt).toBeLessThan(30_000);
     for (let i = 0; i < 100 && (await resticRunning(name)); i++) await sleep(100);
     expect(await resticRunning(name)).toBe(false);
     await server.start();
     expect(await list(r.repo, r.env)).toHaveLength(1);
+
+    // Gone before the run starts: it fails (0.14 at once, 0.18 after retrying for
+    // INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT) and says the server cannot be reached.
+    await server.stop();
+    const env = { ...r.env, INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT: "3" };
+    const away = await startTool(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env, timeoutMs: 120_000 }).done;
+    expect(away.code, away.stderr).toBe(8);
+    expect(away.stderr).toMatch(/cannot reach the restic repository at rest:http:\/\/127\.0\.0\.1:\d+\/.*connect: connection refused/);
+    await server.start();
+
     // The next run removes whatever the stopped one left, and adds its own version.
     await toolOk(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env });
     expect(await list(r.repo, r.env)).toHaveLength(2);

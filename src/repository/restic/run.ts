@@ -3,7 +3,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { withoutCredentials } from "../../core/repo_spec";
-import { AppError, InterruptedError, LockedError, RepositoryError } from "../../errors";
+import { AppError, InterruptedError, LockedError, RepositoryError, UsageError } from "../../errors";
 
 export interface ResticTarget {
   /** The restic repository string: a path, sftp:…, rest:…, s3:… */
@@ -12,7 +12,27 @@ export interface ResticTarget {
   binary: string;
   /** The environment restic gets: ours (RESTIC_PASSWORD_FILE, AWS_* …), with RESTIC_REPOSITORY set. */
   env: NodeJS.ProcessEnv;
+  /**
+   * How long the first contact may retry a server it cannot reach before the run gives up (ms;
+   * default CONNECT_TIMEOUT_MS). Later calls keep restic's own retries (up to 15 minutes), which
+   * ride out a blip in the middle of a backup.
+   */
+  connectTimeoutMs?: number;
 }
+
+/** The default of INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT: 60 s. */
+export const CONNECT_TIMEOUT_MS = 60_000;
+
+/** INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT (seconds) in ms; unset is the default. */
+export function parseConnectTimeout(value: string | undefined): number {
+  if (value === undefined || value === "") return CONNECT_TIMEOUT_MS;
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new UsageError(`INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT must be a number of seconds above 0, not "${value}"`);
+  return Math.round(seconds * 1000);
+}
+
+/** restic 0.17+ retrying a backend call ("Stat(<config/>) returned error, retrying after 1.2s: …"). */
+const RETRYING = /returned error, retrying after [^:]*: (.*)/;
 
 /** The password variables restic reads; one of them must be set (restic would otherwise read stdin). */
 export const PASSWORD_VARIABLES = ["RESTIC_PASSWORD_FILE", "RESTIC_PASSWORD_COMMAND", "RESTIC_PASSWORD"] as const;
@@ -43,6 +63,10 @@ export function resticReason(stderr: string): string {
   return displayRepository(line.replace(/^Fatal:\s*/, ""));
 }
 
+/** What restic's backends print when the server cannot be reached at all (REST, S3, sftp over ssh). */
+const UNREACHABLE =
+  /(?:connect: connection refused|connect to host [^\n]*(?:Connection refused|Connection timed out|No route to host)|no such host|network is unreachable|i\/o timeout|unable to start the sftp session[^\n]*|Could not resolve hostname [^\n]*)/i;
+
 /**
  * What a failed restic call means for the tool. Exit codes 10, 11 and 12 are restic's from 0.17;
  * 0.14 exits 1 for all of them, so its messages are recognised as well.
@@ -51,6 +75,14 @@ export function resticError(what: string, code: number | null, stderr: string, r
   const where = displayRepository(repository);
   const reason = resticReason(stderr);
   if (code === 130 || code === null) return new InterruptedError(`restic ${what} was interrupted`);
+  // Before "no repository": restic 0.14 says "Is there a repository…?" under any failure to open
+  // the config, including a server that is down.
+  const unreachable = UNREACHABLE.exec(stderr);
+  if (unreachable) {
+    return new RepositoryError(`cannot reach the restic repository at ${where}: ${unreachable[0].trim()}`, {
+      hint: "check that the server is up and reachable from this container",
+    });
+  }
   if (code === 10 || /Is there a repository at the following location\?|repository does not exist|unable to open config file/i.test(stderr)) {
     return new RepositoryError(`there is no restic repository at ${where}`, { hint: `Make one with: incus-backup init --repo restic:${where}` });
   }
@@ -78,7 +110,7 @@ export interface RunResult {
 }
 
 /** Keeps the last `limit` characters of a stream (stderr can be long on a retrying backend). */
-function collect(stream: NodeJS.ReadableStream | null, limit: number): () => string {
+export function collect(stream: NodeJS.ReadableStream | null, limit: number): () => string {
   let text = "";
   stream?.setEncoding("utf8");
   stream?.on("data", (d: string) => {
@@ -114,25 +146,88 @@ export function finished(child: ChildProcess, target: ResticTarget, what: string
 
 /**
  * Runs restic to the end and returns its output (small outputs only: JSON listings, reports).
- * An aborted signal stops it with SIGINT, restic's clean way out (it removes its lock).
+ * An aborted signal, or `timeoutMs` passing, stops it (stopRestic).
  */
-export async function runRestic(target: ResticTarget, args: string[], options: { signal?: AbortSignal; input?: string | Buffer } = {}): Promise<RunResult> {
+export async function runRestic(
+  target: ResticTarget,
+  args: string[],
+  options: { signal?: AbortSignal; input?: string | Buffer; timeoutMs?: number; firstContact?: boolean } = {},
+): Promise<RunResult> {
   const child = startRestic(target, args, { stdin: options.input === undefined ? "ignore" : "pipe" });
   const stdout = collect(child.stdout, 64 * 1024 * 1024);
   const stderr = collect(child.stderr, 64 * 1024);
-  const onAbort = () => child.kill("SIGINT");
+  let timedOut = false;
+  // First contact: a server restic cannot reach is given connectTimeoutMs, not restic's 15 minutes.
+  let unreachable: string | undefined;
+  let giveUp: NodeJS.Timeout | undefined;
+  if (options.firstContact) {
+    let rest = "";
+    child.stderr?.on("data", (d: string | Buffer) => {
+      if (giveUp !== undefined) return;
+      const lines = (rest + d.toString()).split("\n");
+      rest = lines.pop() ?? "";
+      const retry = lines.map((l) => RETRYING.exec(l)).find((m) => m !== null);
+      if (!retry) return;
+      giveUp = setTimeout(() => {
+        unreachable = displayRepository(retry[1]!.trim());
+        stopRestic(child);
+      }, target.connectTimeoutMs ?? CONNECT_TIMEOUT_MS);
+    });
+  }
+  const onAbort = () => stopRestic(child);
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+  const timer =
+    options.timeoutMs === undefined
+      ? undefined
+      : setTimeout(() => {
+          timedOut = true;
+          stopRestic(child);
+        }, options.timeoutMs);
   if (options.input !== undefined) {
     child.stdin?.on("error", () => undefined);
     child.stdin?.end(options.input);
   }
   try {
     await finished(child, target, args[0] ?? "", stderr);
+  } catch (err) {
+    if (unreachable !== undefined) {
+      const seconds = Math.round((target.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) / 1000);
+      throw new RepositoryError(`cannot reach the restic repository at ${displayRepository(target.repository)} (retried for ${seconds} s): ${unreachable}`, {
+        hint: "check that the server is up and reachable from this container; INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT sets how long to retry",
+      });
+    }
+    if (timedOut) throw new RepositoryError(`restic ${args[0] ?? ""} took longer than ${Math.round(options.timeoutMs! / 1000)} s on ${displayRepository(target.repository)} and was stopped`);
+    throw err;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
+    clearTimeout(timer);
+    clearTimeout(giveUp);
   }
   if (options.signal?.aborted) throw new InterruptedError();
   return { stdout: stdout(), stderr: stderr() };
+}
+
+/** How long a restic asked to stop may take before it is killed (ms). */
+export const STOP_GRACE_MS = 5_000;
+
+/**
+ * Stops a restic that is still running. SIGINT is its clean way out: no snapshot, its lock
+ * removed. But removing the lock needs the repository, and on a server that went away restic
+ * retries for many minutes, so after STOP_GRACE_MS it is killed; the lock it leaves is stale,
+ * and the next exclusive call clears it (`restic unlock`).
+ */
+export function stopRestic(child: ChildProcess): void {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill("SIGINT");
+  // restic 0.18 waits for its stdin to close after SIGINT; closing it at once could let an
+  // unfinished backup read an end of input first, so give the signal a moment.
+  setTimeout(() => child.stdin?.destroy(), 500).unref();
+  const kill = setTimeout(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  }, STOP_GRACE_MS);
+  kill.unref();
+  child.once("close", () => clearTimeout(kill));
 }
 
 /** The JSON lines restic printed (backup --json prints one object per line; others print one document). */

@@ -32,7 +32,7 @@ import type {
   StoredVersion,
   VersionWriter,
 } from "../store";
-import { displayRepository, finished, jsonLines, resticError, runRestic, startRestic, type ResticTarget } from "./run";
+import { collect, displayRepository, finished, jsonLines, resticError, runRestic, startRestic, stopRestic, type ResticTarget } from "./run";
 import {
   TOOL_TAG,
   dataTags,
@@ -90,7 +90,7 @@ export class ResticStore implements Store {
   private config(): Promise<{ id: string } | undefined> {
     this.configP ??= (async () => {
       try {
-        const { stdout } = await runRestic(this.target, ["cat", "config", "--no-lock"]);
+        const { stdout } = await runRestic(this.target, ["cat", "config", "--no-lock"], { firstContact: true });
         const c = JSON.parse(stdout) as { id?: unknown };
         if (typeof c.id !== "string" || !/^[0-9a-f]{8,64}$/.test(c.id)) throw new RepositoryError(`${this.location}: restic printed a config without an id`);
         return { id: c.id };
@@ -112,7 +112,7 @@ export class ResticStore implements Store {
   /** `restic init`; a repository made meanwhile (by another init) counts as success. */
   async initialize(): Promise<boolean> {
     try {
-      await runRestic(this.target, ["init"]);
+      await runRestic(this.target, ["init"], { firstContact: true });
     } catch (err) {
       this.configP = undefined;
       if (await this.isInitialized()) return false;
@@ -168,7 +168,7 @@ export class ResticStore implements Store {
   private async snapshots(): Promise<ResticSnapshot[]> {
     if (this.listed && Date.now() - this.listed.at < SNAPSHOTS_FRESH_MS) return this.listed.snaps;
     this.listed = undefined;
-    const { stdout } = await runRestic(this.target, ["snapshots", "--json", "--no-lock", "--tag", TOOL_TAG]);
+    const { stdout } = await runRestic(this.target, ["snapshots", "--json", "--no-lock", "--tag", TOOL_TAG], { firstContact: true });
     const parsed = JSON.parse(stdout.trim() === "" ? "[]" : stdout) as ResticSnapshot[] | null;
     const snaps = (parsed ?? []).filter((s) => typeof s?.id === "string");
     this.listed = { at: Date.now(), snaps };
@@ -228,7 +228,7 @@ export class ResticStore implements Store {
     await this.checkFileSize(v, file);
     const where = `${v.location}: ${file.name}`;
     const child = startRestic(this.target, ["dump", "--no-lock", file.ref!, `/${file.name}`]);
-    const stderr = collectText(child.stderr);
+    const stderr = collect(child.stderr, 64 * 1024);
     const exit = finished(child, this.target, "dump", stderr);
     exit.catch(() => undefined);
     const hash = createHash("sha256");
@@ -262,7 +262,7 @@ export class ResticStore implements Store {
     stream.on("close", () => {
       // Read to the end or given up early: either way restic has nothing more to do.
       settle.reject(new InterruptedError(`${where}: not read to the end`));
-      stopChild(child);
+      stopRestic(child);
     });
     exit.catch((err: unknown) => stream.destroy(err as Error));
     const onAbort = () => stream.destroy(new InterruptedError());
@@ -309,10 +309,10 @@ export class ResticStore implements Store {
     for (const v of vs) this.known.delete(v.location);
   }
 
-  async forget(ids: string[]): Promise<void> {
+  async forget(ids: string[], options: { timeoutMs?: number } = {}): Promise<void> {
     if (ids.length === 0) return;
     this.changed();
-    await this.exclusively(() => runRestic(this.target, ["forget", ...ids]));
+    await this.exclusively(() => runRestic(this.target, ["forget", ...ids], options));
   }
 
   /**
@@ -461,23 +461,11 @@ function keyOfTag(tag: string | undefined): ItemKey | undefined {
   return { kind: kind as Kind, project, name, ...(pool === "" ? {} : { pool }) };
 }
 
-function collectText(stream: Readable | null): () => string {
-  let text = "";
-  stream?.setEncoding("utf8");
-  stream?.on("data", (d: string) => {
-    text = (text + d).slice(-64 * 1024);
-  });
-  return () => text;
-}
-
-/** Stops a restic that is still running: SIGINT is its clean way out (no snapshot, lock removed). */
-function stopChild(child: ChildProcess): void {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill("SIGINT");
-  // restic 0.18 waits for its stdin to close after SIGINT; closing it at once could let an
-  // unfinished backup read an end of input first, so give the signal a moment.
-  setTimeout(() => child.stdin?.destroy(), 500).unref();
-}
+/**
+ * A failed writer forgets what it stored at once, but only for this long: when the failure is
+ * the server going away, restic would retry for many minutes, and the next run tidies up anyway.
+ */
+const TIDY_TIMEOUT_MS = 10_000;
 
 /** One file streamed into `restic backup --stdin`, hashed and sized on the way. */
 class ResticFileSink extends Writable {
@@ -498,8 +486,8 @@ class ResticFileSink extends Writable {
     super({ highWaterMark: 1024 * 1024 });
     store.changed();
     this.child = startRestic(store.target, backupArgs(name, tags, store.hostName), { stdin: "pipe" });
-    this.stdout = collectText(this.child.stdout);
-    const stderr = collectText(this.child.stderr);
+    this.stdout = collect(this.child.stdout, 64 * 1024 * 1024);
+    const stderr = collect(this.child.stderr, 64 * 1024);
     this.exit = finished(this.child, store.target, "backup", stderr);
     this.exit.then(
       () => (this.exited = true),
@@ -550,7 +538,7 @@ class ResticFileSink extends Writable {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    if (!this.exited) stopChild(this.child);
+    if (!this.exited) stopRestic(this.child);
     this.exit.then(
       () => done(err),
       () => done(err),
@@ -592,7 +580,7 @@ class ResticVersionWriter implements VersionWriter {
     await new Promise<void>((resolve) => (sink.closed ? resolve() : sink.once("close", () => resolve())));
     const ref = sink.snapshot();
     // Left behind if this fails: the next run's cleanup takes it (no manifest names it).
-    if (ref !== undefined) await this.store.forget([ref]).catch(() => undefined);
+    if (ref !== undefined) await this.store.forget([ref], { timeoutMs: TIDY_TIMEOUT_MS }).catch(() => undefined);
   }
 
   addFile(entry: FileEntry): void {
@@ -632,6 +620,6 @@ class ResticVersionWriter implements VersionWriter {
       const ref = sink.snapshot();
       if (ref !== undefined) refs.push(ref);
     }
-    await this.store.forget(refs).catch(() => undefined);
+    await this.store.forget(refs, { timeoutMs: TIDY_TIMEOUT_MS }).catch(() => undefined);
   }
 }

@@ -131,6 +131,8 @@ export interface RestServer {
   /** Stops the server (the remote goes away); `start` brings it back on the same port and data. */
   stop(): Promise<void>;
   start(): Promise<void>;
+  /** How many restic locks the repository holds now (one appears once a restic has opened it). */
+  locks(): Promise<number>;
 }
 
 /** restic's REST protocol from `rclone serve restic` on 127.0.0.1, its data in a temp dir; stopped by track.cleanup(). */
@@ -151,7 +153,8 @@ export async function restServer(track: Tracker): Promise<RestServer> {
   };
   track.defer(stop);
   await start();
-  return { location: `rest:http://127.0.0.1:${port}/`, stop, start };
+  const locks = async () => (await readdir(join(dir, "data", "locks")).catch(() => [])).length;
+  return { location: `rest:http://127.0.0.1:${port}/`, stop, start, locks };
 }
 
 export interface SftpServer {

@@ -1,8 +1,11 @@
 // restic's failures as the tool's errors, on 0.14 (exit 1 and a message) and 0.17+ (exit codes).
 
 import { describe, expect, it } from "vitest";
-import { ExitCode, LockedError, RepositoryError } from "../../../../src/errors";
-import { checkPassword, displayRepository, jsonLines, parseResticVersion, resticError, resticReason } from "../../../../src/repository/restic/run";
+import { ExitCode, LockedError, RepositoryError, UsageError } from "../../../../src/errors";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { CONNECT_TIMEOUT_MS, checkPassword, displayRepository, jsonLines, parseConnectTimeout, parseResticVersion, resticError, resticReason, runRestic } from "../../../../src/repository/restic/run";
 
 describe("resticError", () => {
   const where = "/srv/restic";
@@ -26,6 +29,25 @@ describe("resticError", () => {
     const e = resticError("forget", code, stderr, where);
     expect(e).toBeInstanceOf(LockedError);
     expect(e.message).toBe("the restic repository /srv/restic is locked by PID 4242 on nas by root (UID 0, GID 0) (restic forget)");
+  });
+
+  it.each<[string, string, string]>([
+    [
+      "a REST server that is down (0.14 asks whether there is a repository)",
+      'Fatal: unable to open config file: client.Head: Head "http://127.0.0.1:1/config": dial tcp 127.0.0.1:1: connect: connection refused\nIs there a repository at the following location?\nrest:http://127.0.0.1:1/',
+      "connect: connection refused",
+    ],
+    [
+      "an sshd that is down",
+      "subprocess ssh: ssh: connect to host 127.0.0.1 port 1: Connection refused\nFatal: unable to open repository at sftp:root@127.0.0.1:/r: unable to start the sftp session, error: EOF",
+      "connect to host 127.0.0.1 port 1: Connection refused",
+    ],
+    ["a name that does not resolve", 'Fatal: unable to open config file: Head "https://nas.invalid/config": dial tcp: lookup nas.invalid: no such host', "no such host"],
+  ])("%s: cannot reach, not 'no repository'", (_name, stderr, reason) => {
+    const e = resticError("snapshots", 1, stderr, "rest:http://127.0.0.1:1/");
+    expect(e).toBeInstanceOf(RepositoryError);
+    expect(e.message).toBe(`cannot reach the restic repository at rest:http://127.0.0.1:1/: ${reason}`);
+    expect(e.exitCode).toBe(ExitCode.Repository);
   });
 
   it("an interrupted restic is an interruption", () => {
@@ -71,5 +93,45 @@ describe("displayRepository in a command line", () => {
   it("drops credentials wherever the URL is in an argument", () => {
     expect(displayRepository("--repo=restic:rest:https://user:secret@nas:8000/incus")).toBe("--repo=restic:rest:https://nas:8000/incus");
     expect(displayRepository("--all")).toBe("--all");
+  });
+});
+
+describe("first contact with a server restic cannot reach", () => {
+  it("INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT is seconds above 0, 60 by default", () => {
+    expect(parseConnectTimeout(undefined)).toBe(CONNECT_TIMEOUT_MS);
+    expect(parseConnectTimeout("")).toBe(60_000);
+    expect(parseConnectTimeout("2.5")).toBe(2500);
+    expect(() => parseConnectTimeout("0")).toThrow(/must be a number of seconds above 0, not "0"/);
+    expect(() => parseConnectTimeout("soon")).toThrow(UsageError);
+  });
+
+  // A stand-in for restic 0.18 retrying a server that is down: it says so on stderr, then waits.
+  async function retryingRestic(): Promise<{ binary: string; dir: string }> {
+    const dir = await mkdtemp(join(tmpdir(), "ibk-fake-restic-"));
+    const binary = join(dir, "restic");
+    const line = 'Stat(<config/>) returned error, retrying after 1.2s: Head \\"http://:***@127.0.0.1:9/config\\": dial tcp 127.0.0.1:9: connect: connection refused';
+    await writeFile(binary, `#!/bin/sh\necho "${line}" >&2\nexec sleep 30\n`, { mode: 0o755 });
+    return { binary, dir };
+  }
+
+  it("gives up after the connect timeout, naming the reason", async () => {
+    const { binary, dir } = await retryingRestic();
+    const target = { repository: "rest:http://127.0.0.1:9/", binary, env: { RESTIC_PASSWORD: "x" }, connectTimeoutMs: 200 };
+    const started = Date.now();
+    const err = await runRestic(target, ["cat", "config"], { firstContact: true }).catch((e: unknown) => e);
+    await rm(dir, { recursive: true, force: true });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(err).toBeInstanceOf(RepositoryError);
+    expect((err as Error).message).toBe(
+      'cannot reach the restic repository at rest:http://127.0.0.1:9/ (retried for 0 s): Head "http://127.0.0.1:9/config": dial tcp 127.0.0.1:9: connect: connection refused',
+    );
+  });
+
+  it("later calls keep restic's own retries", async () => {
+    const { binary, dir } = await retryingRestic();
+    const target = { repository: "rest:http://127.0.0.1:9/", binary, env: { RESTIC_PASSWORD: "x" }, connectTimeoutMs: 200 };
+    const err = await runRestic(target, ["forget", "abc"], { timeoutMs: 1500 }).catch((e: unknown) => e);
+    await rm(dir, { recursive: true, force: true });
+    expect((err as Error).message).toBe("restic forget took longer than 2 s on rest:http://127.0.0.1:9/ and was stopped");
   });
 });
