@@ -97,10 +97,14 @@ const results = await Promise.all(
 );
 
 const seconds = {};
+const tests = [];
 for (const r of results) {
   try {
     const json = JSON.parse(readFileSync(r.report, "utf8"));
-    for (const t of json.testResults) seconds[relative(root, t.name)] = Math.round((t.endTime - t.startTime) / 100) / 10;
+    for (const t of json.testResults) {
+      seconds[relative(root, t.name)] = Math.round((t.endTime - t.startTime) / 100) / 10;
+      for (const a of t.assertionResults ?? []) tests.push({ file: relative(testDir, t.name), name: a.fullName ?? a.title, seconds: (a.duration ?? 0) / 1000 });
+    }
   } catch {
     // a group that did not get to write its report failed, and says so above
   }
@@ -112,6 +116,11 @@ for (const r of results) {
   const mine = r.g.files.reduce((n, f) => n + (seconds[f] ?? 0), 0);
   console.log(`  ${label(r.g)} exit ${r.code}, ${r.g.files.length} file(s), ${mine.toFixed(1)} s of tests`);
 }
+// Where the time goes (issue 21): every file, slowest first, and the slowest tests.
+console.log("\nseconds per file:");
+for (const [f, t] of Object.entries(seconds).sort(([, a], [, b]) => b - a)) console.log(`  ${t.toFixed(1).padStart(7)}  ${f.replace("test/integration/", "")}`);
+console.log("slowest tests:");
+for (const t of tests.sort((a, b) => b.seconds - a.seconds).slice(0, 25)) console.log(`  ${t.seconds.toFixed(1).padStart(7)}  ${t.file}: ${t.name}`);
 for (const r of results.filter((x) => x.code !== 0 && groupCount > 1)) {
   console.log(`\n${label(r.g)} failed (exit ${r.code}); its last ${r.g.tail.length} lines again:`);
   for (const l of r.g.tail) console.log(`${label(r.g)} ${l}`);
