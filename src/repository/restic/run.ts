@@ -67,6 +67,13 @@ export function resticReason(stderr: string): string {
 const UNREACHABLE =
   /(?:connect: connection refused|connect to host [^\n]*(?:Connection refused|Connection timed out|No route to host)|no such host|network is unreachable|i\/o timeout|unable to start the sftp session[^\n]*|Could not resolve hostname [^\n]*)/i;
 
+/** A server restic could not reach; `retriedMs` when the tool stopped restic's retries. */
+function unreachableError(where: string, reason: string, retriedMs?: number): RepositoryError {
+  const retried = retriedMs === undefined ? "" : ` (retried for ${Math.round(retriedMs / 1000)} s)`;
+  const hint = `check that the server is up and reachable from this container${retriedMs === undefined ? "" : "; INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT sets how long to retry"}`;
+  return new RepositoryError(`cannot reach the restic repository at ${where}${retried}: ${reason}`, { hint });
+}
+
 /**
  * What a failed restic call means for the tool. Exit codes 10, 11 and 12 are restic's from 0.17;
  * 0.14 exits 1 for all of them, so its messages are recognised as well.
@@ -78,11 +85,7 @@ export function resticError(what: string, code: number | null, stderr: string, r
   // Before "no repository": restic 0.14 says "Is there a repository…?" under any failure to open
   // the config, including a server that is down.
   const unreachable = UNREACHABLE.exec(stderr);
-  if (unreachable) {
-    return new RepositoryError(`cannot reach the restic repository at ${where}: ${unreachable[0].trim()}`, {
-      hint: "check that the server is up and reachable from this container",
-    });
-  }
+  if (unreachable) return unreachableError(where, unreachable[0].trim());
   if (code === 10 || /Is there a repository at the following location\?|repository does not exist|unable to open config file/i.test(stderr)) {
     return new RepositoryError(`there is no restic repository at ${where}`, { hint: `Make one with: incus-backup init --repo restic:${where}` });
   }
@@ -156,34 +159,32 @@ export async function runRestic(
   const child = startRestic(target, args, { stdin: options.input === undefined ? "ignore" : "pipe" });
   const stdout = collect(child.stdout, 64 * 1024 * 1024);
   const stderr = collect(child.stderr, 64 * 1024);
-  let timedOut = false;
+  // Set when the tool stops restic itself: the error the call then ends with.
+  let stopped: AppError | undefined;
+  const stopWith = (err: AppError) => {
+    stopped ??= err;
+    stopRestic(child);
+  };
+  const where = displayRepository(target.repository);
+  const timers: NodeJS.Timeout[] = [];
   // First contact: a server restic cannot reach is given connectTimeoutMs, not restic's 15 minutes.
-  let unreachable: string | undefined;
-  let giveUp: NodeJS.Timeout | undefined;
   if (options.firstContact) {
-    let rest = "";
-    child.stderr?.on("data", (d: string | Buffer) => {
-      if (giveUp !== undefined) return;
-      const lines = (rest + d.toString()).split("\n");
-      rest = lines.pop() ?? "";
-      const retry = lines.map((l) => RETRYING.exec(l)).find((m) => m !== null);
+    const connectMs = target.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+    const watch = () => {
+      const retry = RETRYING.exec(stderr());
       if (!retry) return;
-      giveUp = setTimeout(() => {
-        unreachable = displayRepository(retry[1]!.trim());
-        stopRestic(child);
-      }, target.connectTimeoutMs ?? CONNECT_TIMEOUT_MS);
-    });
+      child.stderr?.off("data", watch);
+      timers.push(setTimeout(() => stopWith(unreachableError(where, displayRepository(retry[1]!.trim()), connectMs)), connectMs));
+    };
+    child.stderr?.on("data", watch);
+  }
+  if (options.timeoutMs !== undefined) {
+    const ms = options.timeoutMs;
+    timers.push(setTimeout(() => stopWith(new RepositoryError(`restic ${args[0] ?? ""} took longer than ${Math.round(ms / 1000)} s on ${where} and was stopped`)), ms));
   }
   const onAbort = () => stopRestic(child);
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
-  const timer =
-    options.timeoutMs === undefined
-      ? undefined
-      : setTimeout(() => {
-          timedOut = true;
-          stopRestic(child);
-        }, options.timeoutMs);
   if (options.input !== undefined) {
     child.stdin?.on("error", () => undefined);
     child.stdin?.end(options.input);
@@ -191,18 +192,10 @@ export async function runRestic(
   try {
     await finished(child, target, args[0] ?? "", stderr);
   } catch (err) {
-    if (unreachable !== undefined) {
-      const seconds = Math.round((target.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) / 1000);
-      throw new RepositoryError(`cannot reach the restic repository at ${displayRepository(target.repository)} (retried for ${seconds} s): ${unreachable}`, {
-        hint: "check that the server is up and reachable from this container; INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT sets how long to retry",
-      });
-    }
-    if (timedOut) throw new RepositoryError(`restic ${args[0] ?? ""} took longer than ${Math.round(options.timeoutMs! / 1000)} s on ${displayRepository(target.repository)} and was stopped`);
-    throw err;
+    throw stopped ?? err;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
-    clearTimeout(timer);
-    clearTimeout(giveUp);
+    for (const t of timers) clearTimeout(t);
   }
   if (options.signal?.aborted) throw new InterruptedError();
   return { stdout: stdout(), stderr: stderr() };
