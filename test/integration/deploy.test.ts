@@ -64,6 +64,8 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   let socket: string;
   let webData: Manifest;
   let imageFingerprint: string;
+  /** The second of each minute the scheduled runs start at (set by the schedule test). */
+  let runSecond = 0;
   const on = () => ({ socket });
 
   /** install.sh (or uninstall.sh) in the lab, with the lab's incus CLI pointed at our server. */
@@ -191,8 +193,12 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     // Notifications on every run: a setting install.sh leaves alone, kept across re-runs.
     await incusOk(["config", "set", name, "environment.INCUS_BACKUP_NOTIFY=always"], on());
     const installedAt = new Date();
+    // Once a minute, at a second about 15 s from now (cron's sixth field): the first scheduled
+    // run comes soon after the receiver is up instead of at the next whole minute.
+    runSecond = (installedAt.getUTCSeconds() + 15) % 60;
+    const schedule = `${runSecond} * * * * *`;
     const r = await deploy("install.sh", [
-      "--dir", nas, "--name", name, "--nas-mode", "shift", "--schedule", "* * * * *",
+      "--dir", nas, "--name", name, "--nas-mode", "shift", "--schedule", schedule,
       "--keep-last", "2", "--keep-daily", "0", "--keep-weekly", "0", "--keep-monthly", "0",
       "--notify-url", `http://127.0.0.1:8099/hook/${secret}`,
     ]);
@@ -200,10 +206,11 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(r.stdout).toMatch(/notify http:\/\/127\.0\.0\.1:8099\/…/);
     expect(r.stdout).not.toContain(secret);
     const c = await config(name);
-    expect(c.config["environment.INCUS_BACKUP_SCHEDULE"]).toBe("* * * * *");
+    expect(c.config["environment.INCUS_BACKUP_SCHEDULE"]).toBe(schedule);
     expect(c.config["environment.INCUS_BACKUP_NOTIFY"]).toBe("always");
     const status = await tool(name, ["status"]);
-    expect(status.stdout).toMatch(/^next run .*\(schedule "\* \* \* \* \*"/m);
+    expect(status.stdout).toContain(`(schedule "${schedule}"`);
+    expect(status.stdout).toMatch(/^next run /m);
     expect(status.stdout).toMatch(/^policy +keep last 2$/m);
 
     // The receiver: a tiny server on 127.0.0.1 inside the backup container itself.
@@ -267,11 +274,11 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   });
 
   it("incus stop returns within 5 s when idle", async () => {
-    // Idle: no run in progress, and not near the minute when the next one starts.
+    // Idle: no run in progress, and not near the second when the next one starts.
     for (let i = 0; i < 70; i++) {
-      const sec = new Date().getSeconds();
+      const untilRun = (runSecond - new Date().getUTCSeconds() + 60) % 60;
       const locked = (await labShell(`test -e ${nas}/lock.json`, { allowFail: true })).code === 0;
-      if (!locked && sec >= 5 && sec <= 45) break;
+      if (!locked && untilRun >= 15 && untilRun <= 55) break;
       await new Promise((res) => setTimeout(res, 1000));
     }
     const t0 = performance.now();
