@@ -5,6 +5,7 @@ import { VERSION } from "../version";
 import { backupCommand } from "./backup";
 import type { CliContext } from "./context";
 import { daemonCommand } from "./daemon";
+import { filesCommand } from "./files";
 import { initCommand } from "./init";
 import { listCommand } from "./list";
 import { pruneCommand } from "./prune";
@@ -25,6 +26,7 @@ export function buildApp(ctx: CliContext) {
       backup: backupCommand(ctx),
       restore: restoreCommand(ctx),
       list: listCommand(ctx),
+      files: filesCommand(ctx),
       verify: verifyCommand(ctx),
       prune: pruneCommand(ctx),
       daemon: daemonCommand(ctx),

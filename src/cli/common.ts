@@ -173,6 +173,8 @@ export const VALUE_OPTIONS = new Set([
   "--name",
   "--project",
   "--version",
+  "--snapshot",
+  "--find",
   "--compression",
   "--target-name",
   "--parallel",

@@ -68,7 +68,7 @@ export function archiveChecker(name: string, signal?: AbortSignal): ArchiveCheck
   return { sink: d.input, result };
 }
 
-interface Decompressor {
+export interface Decompressor {
   /** Compressed bytes in. */
   input: PassThrough;
   /** The tar out. */
@@ -79,7 +79,7 @@ interface Decompressor {
 }
 
 /** A decompressor for an archive, chosen by its file name's suffix; undefined if unknown. `label` names it in errors. */
-function decompressor(name: string, label = name): Decompressor | undefined {
+export function decompressor(name: string, label = name): Decompressor | undefined {
   const tool = TOOLS.find((t) => name.endsWith(t.suffix));
   if (!tool) return undefined;
   const input = new PassThrough({ highWaterMark: 1 << 20 });

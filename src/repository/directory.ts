@@ -30,6 +30,9 @@ import {
 } from "./layout";
 import { MANIFEST_FILE, SUMS_FILE, manifestProblem, type FileEntry, type Manifest } from "../core/manifest";
 
+/** A version's file catalog, named after its archive (instance.tar.zst.catalog.gz). */
+const CATALOG_SUFFIX = ".catalog.gz";
+
 /** Read size for streaming a stored file (uploads read 1 MiB at a time, see incus/transfer.ts). */
 const READ_BLOCK = 1024 * 1024;
 
@@ -287,6 +290,20 @@ export class DirectoryStore implements Store {
   async streamFile(entry: StoredVersion, file: FileEntry, signal?: AbortSignal): Promise<Readable> {
     await this.checkFileSize(entry, file);
     return createReadStream(join(entry.location, file.name), { highWaterMark: READ_BLOCK, ...(signal === undefined ? {} : { signal }) });
+  }
+
+  /** Beside the archive in the version's directory: removed with the version. */
+  async readCatalog(entry: StoredVersion, file: FileEntry): Promise<Buffer | undefined> {
+    return readFile(join(entry.location, `${file.name}${CATALOG_SUFFIX}`)).catch(() => undefined);
+  }
+
+  async saveCatalog(entry: StoredVersion, file: FileEntry, data: Buffer): Promise<void> {
+    const path = join(entry.location, `${file.name}${CATALOG_SUFFIX}`);
+    try {
+      await writeFileAtomic(path, data);
+    } catch (err) {
+      throw fsError("write", path, err);
+    }
   }
 
   async readSmallFile(entry: StoredVersion, file: FileEntry): Promise<Buffer> {

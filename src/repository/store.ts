@@ -243,4 +243,13 @@ export interface Store {
   deleteVersions?(vs: ReadonlyArray<StoredVersion | DamagedVersion>): Promise<void>;
   /** Frees the space of deleted versions where deleting does not (restic prune); returns what it freed, for people. */
   reclaim?(signal?: AbortSignal): Promise<string>;
+
+  /**
+   * The file catalog kept for an archive of a version (engine/catalog.ts), or undefined when none
+   * was kept. A catalog is derived data: the version's manifest does not list it, and a missing or
+   * stale one is simply built again from the archive.
+   */
+  readCatalog(v: StoredVersion, file: FileEntry): Promise<Buffer | undefined>;
+  /** Keeps a catalog for an archive of a version; never changes the version itself. */
+  saveCatalog(v: StoredVersion, file: FileEntry, data: Buffer): Promise<void>;
 }

@@ -7,8 +7,8 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { hostname } from "node:os";
-import { join } from "node:path";
-import { mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { mkdir, readFile } from "node:fs/promises";
 import { Transform, Writable, type Readable } from "node:stream";
 import type { ChildProcess } from "node:child_process";
 import { IntegrityError, InterruptedError, LockedError, RepositoryError, errorMessage } from "../../errors";
@@ -16,7 +16,7 @@ import type { FileEntry, Manifest } from "../../core/manifest";
 import { KINDS, itemLabel, type ItemKey, type Kind } from "../../core/selection";
 import { isVersion, type Version } from "../../core/version";
 import { DirectoryStore } from "../directory";
-import { fsError } from "../files";
+import { fsError, writeFileAtomic } from "../files";
 import type {
   DamagedVersion,
   FileSink,
@@ -360,6 +360,28 @@ export class ResticStore implements Store {
       throw err;
     }
     return orphans.map((s) => `snapshot ${s.id.slice(0, 8)} (${snapshotVersion(s) ?? "?"}, an unfinished backup)`);
+  }
+
+  /**
+   * Catalogs are kept in this host's state directory, by the archive's sha256: reading one costs no
+   * restic call, and a lost state directory costs only the next listing's read of the archive.
+   */
+  private async catalogPath(file: FileEntry): Promise<string> {
+    return join((await this.state()).root, "catalogs", `${file.sha256}.gz`);
+  }
+
+  async readCatalog(_v: StoredVersion, file: FileEntry): Promise<Buffer | undefined> {
+    return readFile(await this.catalogPath(file)).catch(() => undefined);
+  }
+
+  async saveCatalog(_v: StoredVersion, file: FileEntry, data: Buffer): Promise<void> {
+    const path = await this.catalogPath(file);
+    try {
+      await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+      await writeFileAtomic(path, data);
+    } catch (err) {
+      throw fsError("write", path, err);
+    }
   }
 
   /** `restic prune`: frees the space of forgotten snapshots (prune and the service run it after forgetting). */

@@ -181,6 +181,16 @@ export class MemoryStore implements Store {
     return Readable.from([Buffer.from(this.bytesOf(v, file))]);
   }
 
+  readonly catalogs = new Map<string, Buffer>();
+
+  async readCatalog(v: StoredVersion, file: FileEntry): Promise<Buffer | undefined> {
+    return this.catalogs.get(`${v.location}/${file.name}`);
+  }
+
+  async saveCatalog(v: StoredVersion, file: FileEntry, data: Buffer): Promise<void> {
+    this.catalogs.set(`${v.location}/${file.name}`, data);
+  }
+
   async readSmallFile(v: StoredVersion, file: FileEntry): Promise<Buffer> {
     await this.verifyFile(v, file);
     return Buffer.from(this.bytesOf(v, file));
