@@ -175,6 +175,8 @@ export const VALUE_OPTIONS = new Set([
   "--version",
   "--snapshot",
   "--find",
+  "--path",
+  "--to",
   "--compression",
   "--target-name",
   "--parallel",

@@ -8,6 +8,7 @@ import { modeString, normalPath, type CatalogEntry } from "../engine/catalog";
 import { checkVersionArg, dirArg, openRepository, selectionOf, selectorArgs } from "./common";
 import { err, out, type CliContext } from "./context";
 import { reporterFor } from "./progress";
+import { formatBytes } from "./format";
 
 export function filesCommand(ctx: CliContext) {
   const sel = selectorArgs("read");
@@ -48,7 +49,8 @@ export function filesCommand(ctx: CliContext) {
       const src = await pickSource(store, selection, version);
       const label = `${itemLabel(src.version.manifest)} version ${src.version.manifest.version}`;
       const want = listing(path, snapshot, a.find);
-      const { entries, header } = await readEntries(store, src, want.accept, { reporter: reporterFor(ctx, "catalog") });
+      const reporter = reporterFor(ctx, "catalog");
+      const { entries, header, read } = await readEntries(store, src, want.accept, { reporter });
       if (snapshot && !header.snapshots.includes(snapshot)) {
         throw new NotFoundError(
           `${label} holds no snapshot ${JSON.stringify(snapshot)}; ${header.snapshots.length ? `it holds: ${header.snapshots.join(", ")}` : "it was made without --snapshots"}`,
@@ -56,6 +58,11 @@ export function filesCommand(ctx: CliContext) {
       }
       const shown = want.select(entries);
       if (shown === undefined) throw new NotFoundError(`${path} is not in ${label}${snapshot ? ` (snapshot ${snapshot})` : ""}`);
+      if (read) {
+        reporter.info(
+          `read the archive once (${formatBytes(read.bytes)} in ${read.seconds.toFixed(1)} s) and kept its file catalog of ${header.entries} entries: later listings of this version read only that`,
+        );
+      }
       if (a.json) {
         out(ctx, JSON.stringify(shown.map(jsonEntry), null, 2));
         return ExitCode.OK;

@@ -107,6 +107,12 @@ export class TtyReporter implements Reporter {
     this.print(outcomeLine(this.verb, item, o));
   }
 
+  itemDrop(item: ItemKey): void {
+    this.active.delete(itemId(item));
+    this.clear();
+    this.draw();
+  }
+
   info(text: string): void {
     this.print(text);
   }

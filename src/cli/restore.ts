@@ -1,7 +1,7 @@
 // `incus-backup restore`: plan, confirm if anything would be replaced, then restore.
 
-import { command, flag, number, option, optional, string } from "cmd-ts";
-import { ExitCode, NotConfirmedError, runExitCode } from "../errors";
+import { array, command, flag, multioption, number, option, optional, string } from "cmd-ts";
+import { ExitCode, NotConfirmedError, UsageError, runExitCode } from "../errors";
 import type { Plan, Step } from "../core/plan";
 import type { FieldChange } from "../core/config_plan";
 import { checkInstanceName, checkComponent } from "../core/names";
@@ -15,6 +15,7 @@ import { out, type CliContext } from "./context";
 import { formatBytes, itemJson } from "./format";
 import { reporterFor } from "./progress";
 import { commandLine } from "./backup";
+import { restoreFiles } from "./restore_files";
 
 export function restoreCommand(ctx: CliContext) {
   return command({
@@ -27,6 +28,8 @@ export function restoreCommand(ctx: CliContext) {
       { description: "A volume in use (its instances are stopped and started again)", command: "incus-backup restore --volume --name=dockge-data --version=20250914" },
       { description: "A copy next to the original", command: "incus-backup restore --instance --name=web --target-name=web-restored" },
       { description: "Profiles, networks, pools, projects", command: "incus-backup restore --database --dry-run" },
+      { description: "One file, back into the running instance", command: "incus-backup restore --instance --name=web --path=/etc/nginx/nginx.conf" },
+      { description: "A tree, into a directory to look at first", command: "incus-backup restore --instance --name=web --version=20250914 --path=/srv/app --to=/tmp/web-app" },
     ],
     args: {
       ...selectorArgs("restore"),
@@ -52,10 +55,23 @@ export function restoreCommand(ctx: CliContext) {
       noStart: flag({ long: "no-start", description: "leave restored instances stopped" }),
       ...stopTimeoutArg,
       json: flag({ long: "json", description: "print the plan and the result as one JSON object (no plan text; with --dry-run, only the plan)" }),
+      paths: multioption({
+        long: "path",
+        type: array(string),
+        description: "restore only this file or tree of one instance or volume (as the instance sees it: /etc/nginx); repeatable; into the running instance, or with --to into a directory",
+      }),
+      to: option({ long: "to", type: optional(string), description: "with --path: write the files under this directory (DIR/etc/nginx/...) instead of into the instance" }),
+      snapshot: option({ long: "snapshot", type: optional(string), description: "with --path: take the files from this snapshot kept in the backup (backup --snapshots)" }),
     },
     handler: async (a): Promise<number> => {
       const selection = selectionOf(a, KINDS, false);
       const version = checkVersionArg(a.version);
+      if (a.paths.length > 0) {
+        const other = [a.targetName !== undefined && "--target-name", a.serverConfig && "--server-config", a.noStart && "--no-start", a.parallel !== undefined && "--parallel", a.stopTimeout !== undefined && "--stop-timeout"].filter(Boolean);
+        if (other.length > 0) throw new UsageError(`--path restores files into the instance as it is now: ${other.join(", ")} do(es) not apply`);
+        return restoreFiles(ctx, { ...a, selection, version });
+      }
+      if (a.to !== undefined || a.snapshot !== undefined) throw new UsageError(`${a.to !== undefined ? "--to" : "--snapshot"} goes with --path (which files to restore)`);
       const parallel = checkParallel(a.parallel);
       const stopTimeout = checkStopTimeout(a.stopTimeout);
       if (a.targetName !== undefined) {

@@ -26,17 +26,16 @@ export interface WalkOptions {
   signal?: AbortSignal;
   /** The progress step shown while reading. */
   step: string;
-  /** The note of the finished item. */
-  note: string;
 }
 
 /**
  * Reads the archive (to its end, or to `stopAfter`), handing each entry to the hooks. Read to its
  * end, the byte count must match the manifest; zstd, gzip and restic check the data they deliver,
  * and the strict tar reader refuses a damaged header or a cut archive (IntegrityError).
- * Returns whether the archive was read to its end.
+ * Returns whether the archive was read to its end, and what that took. It prints no line of its
+ * own (a live one on a terminal, while it reads).
  */
-export async function walkArchive(store: Store, src: FilesSource, hooks: WalkHooks, o: WalkOptions): Promise<{ complete: boolean }> {
+export async function walkArchive(store: Store, src: FilesSource, hooks: WalkHooks, o: WalkOptions): Promise<{ complete: boolean; bytes: number; seconds: number }> {
   const label = `${src.version.location}/${src.file.name}`;
   const d = decompressor(src.file.name, label);
   if (!d) throw new IntegrityError(`${label}: unknown archive type`);
@@ -61,6 +60,10 @@ export async function walkArchive(store: Store, src: FilesSource, hooks: WalkHoo
     filter: (_path, entry) => {
       const e = entryOf(src.kind, entry as ReadEntry);
       if (!e) return false;
+      if (src.shift) {
+        e.uid = src.shift(e.uid, "uid");
+        e.gid = src.shift(e.gid, "gid");
+      }
       const i = index++;
       if (hooks.stopAfter !== undefined && i >= hooks.stopAfter) {
         settle({ stopped: true });
@@ -101,13 +104,15 @@ export async function walkArchive(store: Store, src: FilesSource, hooks: WalkHoo
       complete = true;
     }
   } catch (err) {
-    o.reporter.itemDone(item, { ok: false, error: (err as Error).message, seconds: (Date.now() - t0) / 1000 });
+    // The error itself is the command's one line.
+    o.reporter.itemDrop?.(item);
     throw err;
   } finally {
     d.output.unpipe();
     d.kill();
     stream.destroy();
   }
-  o.reporter.itemDone(item, { ok: true, bytes: read, seconds: (Date.now() - t0) / 1000, note: complete ? o.note : `${o.note} (stopped after the last entry needed)` });
-  return { complete };
+  // The live line goes; what the walk was for is the caller's line to print (or its error).
+  o.reporter.itemDrop?.(item);
+  return { complete, bytes: read, seconds: (Date.now() - t0) / 1000 };
 }

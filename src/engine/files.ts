@@ -3,6 +3,7 @@
 
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
 import type { FileEntry } from "../core/manifest";
+import { hostToContainer, type IdShift } from "../core/idmap";
 import { itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
 import type { Store, StoredVersion } from "../repository/store";
@@ -15,6 +16,8 @@ export interface FilesSource {
   /** The archive in it. */
   file: FileEntry;
   kind: ArchiveKind;
+  /** A volume's owners on disk are the host's: this maps them to what the instance sees. */
+  shift?: IdShift;
 }
 
 /**
@@ -65,7 +68,8 @@ export async function pickSource(store: Store, selection: Selection, versionPref
   }
   const file = version.manifest.files.find((f) => f.name.startsWith(`${kind}.tar`));
   if (!file) throw new IntegrityError(`${label} version ${picked} has no ${kind} archive`);
-  return { version, file, kind };
+  const shift = kind === "volume" ? hostToContainer((object as { config?: Record<string, string> }).config?.["volatile.idmap.last"]) : undefined;
+  return { version, file, kind, ...(shift ? { shift } : {}) };
 }
 
 /**
@@ -79,7 +83,7 @@ export async function readEntries(
   src: FilesSource,
   accept: (e: CatalogEntry) => boolean,
   o: { reporter: Reporter; signal?: AbortSignal },
-): Promise<{ entries: CatalogEntry[]; header: CatalogHeader; built: boolean }> {
+): Promise<{ entries: CatalogEntry[]; header: CatalogHeader; built: boolean; read?: { bytes: number; seconds: number } }> {
   const kept = await store.readCatalog(src.version, src.file);
   if (kept) {
     const entries: CatalogEntry[] = [];
@@ -91,7 +95,7 @@ export async function readEntries(
   }
   const writer = new CatalogWriter();
   const entries: CatalogEntry[] = [];
-  await walkArchive(
+  const walked = await walkArchive(
     store,
     src,
     {
@@ -101,15 +105,16 @@ export async function readEntries(
         return false;
       },
     },
-    { ...o, step: "reading the archive for its file catalog (once per version)", note: "file catalog made and kept" },
+    { ...o, step: "reading the archive for its file catalog (once per version)" },
   );
   const { data, header } = await writer.finish(src.file.name, src.file.sha256);
   try {
     await store.saveCatalog(src.version, src.file, data);
   } catch (err) {
     o.reporter.warn(`the file catalog could not be kept, so the next listing reads the archive again: ${(err as Error).message}`);
+    return { entries, header, built: false };
   }
-  return { entries, header, built: true };
+  return { entries, header, built: true, read: { bytes: walked.bytes, seconds: walked.seconds } };
 }
 
 /** The listing of PATH (in one snapshot, "" for the item itself), or with a pattern every match under PATH. */

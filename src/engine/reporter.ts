@@ -16,6 +16,8 @@ export interface Reporter {
   /** Bytes moved for an item so far, and the total when known. */
   itemBytes(item: ItemKey, done: number, total: number | undefined): void;
   itemDone(item: ItemKey, outcome: ItemOutcome): void;
+  /** Work on an item ended in an error that the caller reports itself (one line, at the end): forget it without a line of its own. */
+  itemDrop?(item: ItemKey): void;
   /** A notice worth a line of its own. */
   info(text: string): void;
   warn(text: string): void;

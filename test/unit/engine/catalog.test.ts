@@ -64,7 +64,7 @@ function sourceOf(tar: Buffer, kind: "instance" | "volume" = "instance"): FilesS
 
 async function list(tar: Buffer, kind: "instance" | "volume" = "instance", chunk = 777): Promise<CatalogEntry[]> {
   const out: CatalogEntry[] = [];
-  await walkArchive(storeOf(tar, chunk), sourceOf(tar, kind), { entry: (e) => (out.push(e), false) }, { reporter: silentReporter, step: "", note: "" });
+  await walkArchive(storeOf(tar, chunk), sourceOf(tar, kind), { entry: (e) => (out.push(e), false) }, { reporter: silentReporter, step: "" });
   return out;
 }
 
@@ -124,19 +124,19 @@ describe("walkArchive", () => {
         },
         stopAfter: at + 1,
       },
-      { reporter: silentReporter, step: "", note: "" },
+      { reporter: silentReporter, step: "" },
     );
     expect(r.complete).toBe(false);
     expect(seen).toHaveLength(at + 1);
     expect(data.join("")).toBe("worker_processes 1;\n");
-    expect((await walkArchive(storeOf(tar), sourceOf(tar), { entry: () => false }, { reporter: silentReporter, step: "", note: "" })).complete).toBe(true);
+    expect((await walkArchive(storeOf(tar), sourceOf(tar), { entry: () => false }, { reporter: silentReporter, step: "" })).complete).toBe(true);
   });
 
   it("refuses an archive shorter or longer than its manifest says", async () => {
     const tar = await containerArchive("pax");
     const src = sourceOf(tar);
     src.file.size += 1;
-    await expect(walkArchive(storeOf(tar), src, { entry: () => false }, { reporter: silentReporter, step: "", note: "" })).rejects.toThrow(/the manifest says/);
+    await expect(walkArchive(storeOf(tar), src, { entry: () => false }, { reporter: silentReporter, step: "" })).rejects.toThrow(/the manifest says/);
   });
 
   it("rejects a damaged header with an IntegrityError", async () => {
