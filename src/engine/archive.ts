@@ -1,6 +1,7 @@
 // Reading a backup archive end to end: decompress, walk the tar, and pick out backup/index.yaml.
 // Works on a stored file (verify --deep) or on the bytes of a download as they arrive (streamed backups).
 
+import { resolve as resolvePath } from "node:path";
 import { spawn } from "node:child_process";
 import { PassThrough, Writable, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -78,10 +79,15 @@ export interface Decompressor {
   kill(): void;
 }
 
-/** A decompressor for an archive, chosen by its file name's suffix; undefined if unknown. `label` names it in errors. */
-export function decompressor(name: string, label = name): Decompressor | undefined {
+/**
+ * A decompressor for an archive, chosen by its file name's suffix; undefined if unknown. `label`
+ * names it in errors. With `path`, a decompressing program reads that file itself (its input
+ * stream then stays unused); other kinds return undefined, to be fed as a stream.
+ */
+export function decompressor(name: string, label = name, path?: string): Decompressor | undefined {
   const tool = TOOLS.find((t) => name.endsWith(t.suffix));
   if (!tool) return undefined;
+  if (path !== undefined && !tool.cmd) return undefined;
   const input = new PassThrough({ highWaterMark: 1 << 20 });
   if (tool.suffix === ".tar.gz") {
     const gunzip = createGunzip();
@@ -93,12 +99,13 @@ export function decompressor(name: string, label = name): Decompressor | undefin
   }
   if (!tool.cmd) return { input, output: input, failure: Promise.resolve(undefined), kill: () => {} };
   const [cmd, ...args] = tool.cmd as [string, ...string[]];
-  const proc = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+  const proc = spawn(cmd, path === undefined ? args : [...args, resolvePath(path)], { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
   let killed = false;
   proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
   proc.stdin.on("error", () => undefined);
-  input.pipe(proc.stdin);
+  if (path === undefined) input.pipe(proc.stdin);
+  else proc.stdin.end();
   const failure = new Promise<Error | undefined>((resolve) => {
     // A missing program says nothing about the archive: it is this machine's problem.
     proc.on("error", (e) =>

@@ -292,6 +292,11 @@ export class DirectoryStore implements Store {
     return createReadStream(join(entry.location, file.name), { highWaterMark: READ_BLOCK, ...(signal === undefined ? {} : { signal }) });
   }
 
+  async localPath(entry: StoredVersion, file: FileEntry): Promise<string> {
+    await this.checkFileSize(entry, file);
+    return join(entry.location, file.name);
+  }
+
   /** Beside the archive in the version's directory: removed with the version. */
   async readCatalog(entry: StoredVersion, file: FileEntry): Promise<Buffer | undefined> {
     return readFile(join(entry.location, `${file.name}${CATALOG_SUFFIX}`)).catch(() => undefined);

@@ -193,6 +193,11 @@ export interface Store {
    * index), or reading one whose sha256 was just checked. Destroy it when done with it early.
    */
   streamFile(v: StoredVersion, file: FileEntry, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * Where a stored file is on this machine's file system, if it is one there (the directory
+   * store), after the size check: a decompressor reads it directly instead of through this process.
+   */
+  localPath?(v: StoredVersion, file: FileEntry): Promise<string>;
   /** A small stored file, whole (a configuration export), checked against its manifest entry. */
   readSmallFile(v: StoredVersion, file: FileEntry): Promise<Buffer>;
 

@@ -1,5 +1,5 @@
-// The benchmark script (bench/bench.mjs) keeps working: a small run against this run's lab prints
-// its table, writes its JSON, and leaves no instance behind.
+// The benchmark scripts (bench/bench.mjs, bench/files.mjs) keep working: a small run against this
+// run's lab prints its table, writes its JSON, and leaves no instance behind.
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
@@ -10,9 +10,9 @@ import { repoDir } from "./helpers/server";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
-function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runBench(args: string[], script = "bench/bench.mjs"): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(ROOT, "bench/bench.mjs"), ...args], {
+    const child = spawn(process.execPath, [join(ROOT, script), ...args], {
       env: { ...process.env, INCUS_BACKUP_LAB_STATE: inject("labStateFile") },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -46,6 +46,23 @@ describe("bench/bench.mjs", () => {
     for (const row of summary.rows) expect(row.ratio).toBeGreaterThan(0);
     expect(summary.peakRssMiB).toBeGreaterThan(0);
     expect(summary.exportAtOnce).toBeGreaterThan(0);
+    expect(await instances()).toEqual(before);
+  });
+
+  it("files: the first and repeated listing and one small file against zstd and tar, in one run, and cleans up", async () => {
+    const version = labVersion();
+    const instances = async () => (await incusOk(["list", "--format", "csv", "--columns", "n"], { socket: labSocket(version) })).split("\n").filter((n) => n.startsWith("bench-"));
+    const before = await instances();
+    const json = join(await repoDir(track), "files.json");
+    const r = await runBench(["--lab", version, "--size", "4", "--runs", "1", "--json", json], "bench/files.mjs");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^  first listing +[\d.]+ s \/ zstd -dc \| tar -t [\d.]+ s = [\d.]+$/m);
+    expect(r.stdout).toMatch(/^  repeated listing +[\d.]+ s$/m);
+    expect(r.stdout).toMatch(/^  one small file .* = [\d.]+ and [\d.]+$/m);
+    const summary = JSON.parse(await readFile(json, "utf8")) as { ratios: Record<string, number>; tarEntries: number };
+    expect(Object.keys(summary.ratios)).toEqual(["firstListing", "extractNoCatalog", "extractWithCatalog"]);
+    for (const x of Object.values(summary.ratios)) expect(x).toBeGreaterThan(0);
+    expect(summary.tarEntries).toBeGreaterThan(2000);
     expect(await instances()).toEqual(before);
   });
 });
