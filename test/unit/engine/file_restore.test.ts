@@ -7,6 +7,9 @@ import { DirectoryTarget } from "../../../src/engine/file_targets";
 import { silentReporter } from "../../../src/engine/reporter";
 import { requestedPaths } from "../../../src/cli/restore_files";
 import { tempDir } from "../helpers/repo";
+import { MemoryStore } from "../helpers/memory-store";
+import { pickSource } from "../../../src/engine/files";
+import { KINDS, selectionFrom } from "../../../src/core/selection";
 
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 const base = { snapshot: "", uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, size: 0, mtime: 1_700_000_000, ancestor: false };
@@ -89,5 +92,38 @@ describe("planning and writing into a directory", () => {
     await symlink(other, join(root, "srv/link"));
     const through: RestoreEntry = { ...base, path: "/srv/link/x", type: "file", mode: 0o644, ...(await staged(stage, "2", "x")) };
     await expect(planFiles(new DirectoryTarget(root, stage, silentReporter), [through])).rejects.toThrow(/srv\/link is a symlink: refusing to write through it/);
+  });
+});
+
+describe("which version a file listing or restore reads", () => {
+  const manifest = (name: string, version: string, object: Record<string, unknown>, kind: "instance" | "volume" = "instance") => ({
+    format: 1 as const,
+    kind,
+    project: "default",
+    ...(kind === "volume" ? { pool: "default" } : {}),
+    name,
+    version,
+    created: "2026-12-03T00:00:00Z",
+    tool: { name: "incus-backup" as const, version: "test" },
+    server: {},
+    options: {},
+    object,
+  });
+  const sel = (kind: "instance" | "volume", name: string) => selectionFrom({ [kind === "instance" ? "instances" : "volumes"]: true, names: [name] }, KINDS, false);
+
+  it("the latest, or the latest matching --version; a VM and a block volume are refused, naming what works instead", async () => {
+    const store = new MemoryStore();
+    store.put(manifest("web", "20261201-010000", { type: "container" }), { "instance.tar.zst": Buffer.from("a") });
+    store.put(manifest("web", "20261202-010000", { type: "container" }), { "instance.tar.zst": Buffer.from("b") });
+    store.put(manifest("vm1", "20261202-010000", { type: "virtual-machine" }), { "instance.tar.zst": Buffer.from("c") });
+    store.put(manifest("disk", "20261202-010000", { content_type: "block" }, "volume"), { "volume.tar.zst": Buffer.from("d") });
+    expect((await pickSource(store, sel("instance", "web"), undefined)).version.manifest.version).toBe("20261202-010000");
+    expect((await pickSource(store, sel("instance", "web"), "20261201")).version.manifest.version).toBe("20261201-010000");
+    await expect(pickSource(store, sel("instance", "web"), "2025")).rejects.toMatchObject({ exitCode: 5 });
+    await expect(pickSource(store, sel("instance", "nope"), undefined)).rejects.toMatchObject({ exitCode: 5 });
+    const vm = pickSource(store, sel("instance", "vm1"), undefined);
+    await expect(vm).rejects.toThrow(/is a virtual machine: its root disk is a disk image/);
+    await expect(vm).rejects.toMatchObject({ exitCode: 2, hint: expect.stringMatching(/--target-name vm1-copy/) });
+    await expect(pickSource(store, sel("volume", "disk"), undefined)).rejects.toThrow(/is a block volume/);
   });
 });
