@@ -78,7 +78,15 @@ export async function restoreFiles(ctx: CliContext, a: FileRestoreArgs): Promise
       throw new NotConfirmedError("with --json, a restore that replaces existing files needs --force; nothing was changed", { hint: "see the plan with --dry-run --json" });
     }
     if (replacing) await confirm(ctx, "Replace the existing files marked REPLACE above?", a.force);
-    const done = await applyFiles(target, steps, ctx.signal);
+    // A live line on a terminal while the files are written (the file API takes a request per entry).
+    reporter.itemStart(m);
+    const done = await applyFiles(target, steps, {
+      signal: ctx.signal,
+      progress: (n, of, bytes, ofBytes) => {
+        reporter.itemStep(m, `writing ${n} of ${of} entries into ${target!.label}`);
+        reporter.itemBytes(m, bytes, ofBytes);
+      },
+    }).finally(() => reporter.itemDrop?.(m));
     if (a.json) out(ctx, JSON.stringify(filesJson(from, target, steps, done), null, 2));
     else out(ctx, `restored ${done.created + done.replaced} entries into ${target.label} (${done.created} created, ${done.replaced} replaced, ${done.same} left as they are, ${done.skipped} skipped)`);
     return ExitCode.OK;

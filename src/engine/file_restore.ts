@@ -277,11 +277,18 @@ export interface AppliedFiles {
 }
 
 /** Writes the plan: directories first (the archive lists parents before children), then the rest in order. */
-export async function applyFiles(target: FileTarget, steps: readonly FileStep[], signal?: AbortSignal): Promise<AppliedFiles> {
+export async function applyFiles(
+  target: FileTarget,
+  steps: readonly FileStep[],
+  o: { signal?: AbortSignal; progress?: (entries: number, of: number, bytes: number, ofBytes: number) => void } = {},
+): Promise<AppliedFiles> {
+  const signal = o.signal;
   const done: AppliedFiles = { created: 0, replaced: 0, same: 0, skipped: 0 };
   const restored = new Set<string>();
   const todo = steps.filter((s) => s.action === "create" || s.action === "replace");
   const ordered = [...todo.filter((s) => s.entry.type === "dir"), ...todo.filter((s) => s.entry.type !== "dir")];
+  const ofBytes = todo.reduce((n, s) => n + s.entry.size, 0);
+  let bytes = 0;
   for (const s of ordered) {
     if (signal?.aborted) throw new AppError(`interrupted after ${done.created + done.replaced} of ${todo.length} entries`, ExitCode.Interrupted);
     const e = s.entry;
@@ -299,6 +306,8 @@ export async function applyFiles(target: FileTarget, steps: readonly FileStep[],
     restored.add(e.path);
     if (s.action === "create") done.created++;
     else done.replaced++;
+    bytes += e.size;
+    o.progress?.(done.created + done.replaced, todo.length, bytes, ofBytes);
   }
   await target.finish();
   done.same = steps.filter((s) => s.action === "same" || s.action === "keep").length;

@@ -116,6 +116,9 @@ describe.each(labVersions())("file-level restore: Incus %s", (version) => {
   it("an overwrite is refused without a terminal or --force, and done with --force", async () => {
     await incusOk(["exec", name, "--", "sh", "-c", "echo 'listen: 9999' > /srv/app/config.yml; chmod 0666 /srv/app/run.sh"], on());
     const args = ["restore", "--instance", "--name", name, repo(), "--path", "/srv/app/config.yml", "--path", "/srv/app/run.sh"];
+    const plan = JSON.parse((await toolOk([...args, "--dry-run", "--json"], on())).stdout) as { plan: Array<{ path: string; action: string }> };
+    expect(plan.plan.filter((p) => p.action === "replace").map((p) => p.path)).toEqual(["/srv/app/config.yml", "/srv/app/run.sh"]);
+    expect((await tool([...args, "--json"], on())).code).toBe(6);
     const refused = await tool(args, on());
     expect(refused.code).toBe(6);
     expect(refused.stdout).toMatch(/REPLACE +default\/.*:\/srv\/app\/config\.yml: its contents differ/);

@@ -73,8 +73,12 @@ describe.each(binaries)("restic store, restic $version", ({ binary }) => {
     const lie = { ...file, sha256: "0".repeat(64) };
     await expect(s.verifyFile(listed.versions[0]!, lie)).rejects.toMatchObject({ exitCode: ExitCode.Integrity });
 
+    // A file catalog kept for it goes when the version does.
+    await s.saveCatalog(listed.versions[0]!, file, Buffer.from("catalog"));
+    expect((await s.readCatalog(listed.versions[0]!, file))?.toString()).toBe("catalog");
     await s.deleteVersions(listed.versions);
     expect((await s.list()).versions).toEqual([]);
+    expect(await s.readCatalog(listed.versions[0]!, file)).toBeUndefined();
   });
 
   it("never lists what an aborted or killed writer left, and cleans it up", { timeout: 60_000 }, async () => {

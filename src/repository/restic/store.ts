@@ -8,7 +8,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { Transform, Writable, type Readable } from "node:stream";
 import type { ChildProcess } from "node:child_process";
 import { IntegrityError, InterruptedError, LockedError, RepositoryError, errorMessage } from "../../errors";
@@ -296,6 +296,7 @@ export class ResticStore implements Store {
     await this.forget([k.manifest]);
     if (k.data.length > 0) await this.forget(k.data);
     this.known.delete(v.location);
+    await this.dropCatalogs([v]);
   }
 
   async deleteVersions(vs: ReadonlyArray<StoredVersion | DamagedVersion>): Promise<void> {
@@ -307,6 +308,12 @@ export class ResticStore implements Store {
     await this.forget(ks.map((k) => k.manifest));
     await this.forget(ks.flatMap((k) => k.data));
     for (const v of vs) this.known.delete(v.location);
+    await this.dropCatalogs(vs);
+  }
+
+  /** The file catalogs of forgotten versions go with them (another version of the very same archive makes its own again). */
+  private async dropCatalogs(vs: ReadonlyArray<StoredVersion | DamagedVersion>): Promise<void> {
+    for (const v of vs) for (const f of "manifest" in v ? v.manifest.files : []) await rm(await this.catalogPath(f), { force: true }).catch(() => undefined);
   }
 
   async forget(ids: string[], options: { timeoutMs?: number } = {}): Promise<void> {
