@@ -67,6 +67,8 @@ export class ResticStore implements Store {
   private readonly known = new Map<string, Known>();
   private dataIds: string[] = [];
   private listed: { at: number; snaps: ResticSnapshot[] } | undefined;
+  /** A listing started beside the first `cat config` (see config()), until something changes. */
+  private early: Promise<{ at: number; snaps: ResticSnapshot[] }> | undefined;
   private readonly host = hostname();
 
   constructor(
@@ -88,6 +90,14 @@ export class ResticStore implements Store {
 
   /** The repository's config (its id); undefined when there is no repository there. Asked once. */
   private config(): Promise<{ id: string } | undefined> {
+    if (this.configP === undefined) {
+      // Nearly every command lists the snapshots right after: each restic call spends most of a
+      // second opening the repository (the key's derivation, a remote's round trips), so the
+      // listing runs beside `cat config` instead of after it.
+      const early = this.readSnapshots();
+      early.catch(() => undefined);
+      this.early = early;
+    }
     this.configP ??= (async () => {
       try {
         const { stdout } = await runRestic(this.target, ["cat", "config", "--no-lock"], { firstContact: true });
@@ -168,16 +178,26 @@ export class ResticStore implements Store {
   private async snapshots(): Promise<ResticSnapshot[]> {
     if (this.listed && Date.now() - this.listed.at < SNAPSHOTS_FRESH_MS) return this.listed.snaps;
     this.listed = undefined;
+    const early = this.early;
+    this.early = undefined;
+    // The early listing is used only if it worked: its error (no repository yet) is asked again.
+    const first = early ? await early.catch(() => undefined) : undefined;
+    const got = first && Date.now() - first.at < SNAPSHOTS_FRESH_MS ? first : await this.readSnapshots();
+    this.listed = got;
+    return got.snaps;
+  }
+
+  private async readSnapshots(): Promise<{ at: number; snaps: ResticSnapshot[] }> {
+    const at = Date.now();
     const { stdout } = await runRestic(this.target, ["snapshots", "--json", "--no-lock", "--tag", TOOL_TAG], { firstContact: true });
     const parsed = JSON.parse(stdout.trim() === "" ? "[]" : stdout) as ResticSnapshot[] | null;
-    const snaps = (parsed ?? []).filter((s) => typeof s?.id === "string");
-    this.listed = { at: Date.now(), snaps };
-    return snaps;
+    return { at, snaps: (parsed ?? []).filter((s) => typeof s?.id === "string") };
   }
 
   /** Called before anything is written or forgotten: the next listing asks restic again. */
   changed(): void {
     this.listed = undefined;
+    this.early = undefined;
   }
 
   async list(kinds: readonly Kind[] = KINDS): Promise<Listing> {
