@@ -66,7 +66,9 @@ export async function restoreFiles(ctx: CliContext, a: FileRestoreArgs): Promise
   try {
     const staged = await stageFiles(store, src, paths, a.snapshot ?? "", staging.dir, { reporter, signal: ctx.signal });
     target ??= new DirectoryTarget(stageParent, staging.dir, reporter);
-    const steps = await planFiles(target, staged.entries);
+    const into = target;
+    reporter.itemStart(m);
+    const steps = await planFiles(into, staged.entries, (n, of) => reporter.itemStep(m, `comparing ${n} of ${of} entries with ${into.label}`)).finally(() => reporter.itemDrop?.(m));
     const from = `${itemLabel(m)} version ${m.version}${a.snapshot ? `, snapshot ${a.snapshot}` : ""}`;
     if (!a.json) printFilePlan(ctx, from, target, steps);
     const replacing = steps.some((s) => s.action === "replace");
@@ -83,12 +85,12 @@ export async function restoreFiles(ctx: CliContext, a: FileRestoreArgs): Promise
     const done = await applyFiles(target, steps, {
       signal: ctx.signal,
       progress: (n, of, bytes, ofBytes) => {
-        reporter.itemStep(m, `writing ${n} of ${of} entries into ${target!.label}`);
+        reporter.itemStep(m, `writing ${n} of ${of} entries into ${into.label}`);
         reporter.itemBytes(m, bytes, ofBytes);
       },
     }).finally(() => reporter.itemDrop?.(m));
     if (a.json) out(ctx, JSON.stringify(filesJson(from, target, steps, done), null, 2));
-    else out(ctx, `restored ${done.created + done.replaced} entries into ${target.label} (${done.created} created, ${done.replaced} replaced, ${done.same} left as they are, ${done.skipped} skipped)`);
+    else out(ctx, `restored ${done.created + done.replaced} entr${done.created + done.replaced === 1 ? "y" : "ies"} into ${target.label} (${done.created} created, ${done.replaced} replaced, ${done.same} left as they are, ${done.skipped} skipped)`);
     return ExitCode.OK;
   } finally {
     await staging.remove();

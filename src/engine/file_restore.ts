@@ -215,9 +215,11 @@ const typeOf = (e: CatalogEntry): Existing["type"] | "skip" =>
  * the backup, replace what differs. A directory is never replaced by a file (nor the reverse with
  * data in it): that refuses the whole restore before anything is written.
  */
-export async function planFiles(target: FileTarget, entries: readonly RestoreEntry[]): Promise<FileStep[]> {
+export async function planFiles(target: FileTarget, entries: readonly RestoreEntry[], progress?: (entries: number, of: number) => void): Promise<FileStep[]> {
   const steps: FileStep[] = [];
+  let seen = 0;
   for (const e of entries) {
+    progress?.(seen++, entries.length);
     const want = typeOf(e);
     if (want === "skip") {
       steps.push({ entry: e, action: "skip", why: `a ${e.type === "fifo" ? "FIFO" : "device node"}: not restored file by file` });
