@@ -10,8 +10,10 @@ import { itemLabel } from "../core/selection";
 import type { IncusClient } from "../incus/client";
 import { normalPath, within } from "../engine/catalog";
 import { pickSource } from "../engine/files";
-import { applyFiles, ownerMode, planFiles, stageFiles, stagingDir, type AppliedFiles, type FileStep, type FileTarget } from "../engine/file_restore";
-import { DirectoryTarget, instanceTargetFor, volumeTargetFor } from "../engine/file_targets";
+import { applyFiles, ownerMode, planFiles, stageFiles, type AppliedFiles, type FileStep, type FileTarget } from "../engine/file_restore";
+import { instanceTargetFor, volumeTargetFor } from "../engine/file_targets";
+import { DirectoryTarget } from "../local/directory_target";
+import { Staging } from "../local/staging";
 import { connect, openRepository, type RepoArgs } from "./common";
 import { confirm } from "./confirm";
 import { out, type CliContext } from "./context";
@@ -46,26 +48,24 @@ export async function restoreFiles(ctx: CliContext, a: FileRestoreArgs): Promise
   const src = await pickSource(store, a.selection, a.version);
   const m = src.version.manifest;
   let client: IncusClient | undefined;
-  let target: FileTarget | undefined;
-  let stageParent: string;
+  let root: string | undefined;
   if (a.to !== undefined) {
-    const root = resolve(a.to);
+    root = resolve(a.to);
     await mkdir(root, { recursive: true }).catch((err: unknown) => {
       throw new AppError(`--to ${root}: cannot create it: ${(err as Error).message}`, ExitCode.Failure);
     });
     if (!(await stat(root)).isDirectory()) throw new UsageError(`--to ${root} is not a directory`);
-    stageParent = root;
-  } else {
-    client = connect(ctx, a.socket);
-    target = src.kind === "instance" ? await instanceTargetFor(client, m, ctx.signal) : await volumeTargetFor(client, m, ctx.signal);
-    stageParent = tmpdir();
   }
-  const staging = await stagingDir(stageParent).catch((err: unknown) => {
-    throw new AppError(`cannot write in ${stageParent}: ${(err as Error).message}; nothing was changed`, ExitCode.Failure);
-  });
+  // Staged in the target directory itself for --to (files are then renamed into place), else in $TMPDIR.
+  const staging = await Staging.create(root ?? tmpdir());
   try {
-    const staged = await stageFiles(store, src, paths, a.snapshot ?? "", staging.dir, { reporter, signal: ctx.signal });
-    target ??= new DirectoryTarget(stageParent, staging.dir, reporter);
+    let target: FileTarget;
+    if (root !== undefined) target = new DirectoryTarget(root, staging, reporter);
+    else {
+      client = connect(ctx, a.socket);
+      target = src.kind === "instance" ? await instanceTargetFor(client, m, staging, ctx.signal) : await volumeTargetFor(client, m, staging, ctx.signal);
+    }
+    const staged = await stageFiles(store, src, paths, a.snapshot ?? "", staging, { reporter, signal: ctx.signal });
     const into = target;
     reporter.itemStart(m);
     const steps = await planFiles(into, staged.entries, (n, of) => reporter.itemStep(m, `comparing ${n} of ${of} entries with ${into.label}`)).finally(() => reporter.itemDrop?.(m));

@@ -6,12 +6,7 @@
 // staging directory), then compared with what is on the target now, then the plan is shown and,
 // if anything existing would be replaced, confirmed; only then are they written.
 
-import { createHash } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { join } from "node:path";
-import { Transform, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import type { Readable } from "node:stream";
 import { AppError, ExitCode, NotFoundError } from "../errors";
 import { itemLabel } from "../core/selection";
 import type { Store } from "../repository/store";
@@ -19,6 +14,13 @@ import { walkArchive } from "./archive_walk";
 import { CatalogWriter, readCatalog, within, type CatalogEntry, type CatalogHeader } from "./catalog";
 import type { FilesSource } from "./files";
 import type { Reporter } from "./reporter";
+
+/** Where staged data is kept until it is written (a directory of this machine: src/local/staging.ts). */
+export interface Stage {
+  /** Keeps a file's data; `ref` names it for open() and the target. */
+  put(name: string, data: Readable): Promise<{ ref: string; sha256: string }>;
+  open(ref: string): Readable;
+}
 
 /** An entry to restore, with where its data was staged. */
 export interface RestoreEntry extends CatalogEntry {
@@ -91,7 +93,7 @@ export interface Staged {
 }
 
 /**
- * Reads the entries of `paths` (in `snapshot`) out of the archive into `stageDir`. With a kept
+ * Reads the entries of `paths` (in `snapshot`) out of the archive into `stage`. With a kept
  * catalog, the paths are checked before anything is read, and the walk stops after the last entry
  * needed; without one, the whole archive is read once and the catalog kept as well.
  */
@@ -100,7 +102,7 @@ export async function stageFiles(
   src: FilesSource,
   paths: readonly string[],
   snapshot: string,
-  stageDir: string,
+  stage: Stage,
   o: { reporter: Reporter; signal?: AbortSignal },
 ): Promise<Staged> {
   const want = wants(paths, snapshot);
@@ -144,8 +146,9 @@ export async function stageFiles(
       },
       data: async (_e, i, stream) => {
         const r = byIndex.get(i)!;
-        r.staged = join(stageDir, String(i));
-        r.sha256 = await stageData(stream, r.staged);
+        const kept = await stage.put(String(i), stream);
+        r.staged = kept.ref;
+        r.sha256 = kept.sha256;
       },
       ...(stopAfter === undefined ? {} : { stopAfter }),
     },
@@ -183,28 +186,6 @@ function checkFound(header: CatalogHeader, paths: readonly string[], found: Set<
       hint: "see what is there with `incus-backup files`",
     });
   }
-}
-
-async function stageData(stream: Readable, file: string): Promise<string> {
-  const h = createHash("sha256");
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      h.update(chunk);
-      done(null, chunk);
-    },
-  });
-  try {
-    await pipeline(stream, tap, createWriteStream(file, { mode: 0o600 }));
-  } catch (err) {
-    throw new AppError(`cannot stage ${file}: ${(err as Error).message}`, ExitCode.Failure, { cause: err });
-  }
-  return h.digest("hex");
-}
-
-/** A fresh staging directory under `parent`, and its removal. */
-export async function stagingDir(parent: string): Promise<{ dir: string; remove: () => Promise<void> }> {
-  const dir = await mkdtemp(join(parent, ".incus-backup-staging-"));
-  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 
 const typeOf = (e: CatalogEntry): Existing["type"] | "skip" =>

@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { applyFiles, planFiles, wants, type RestoreEntry } from "../../../src/engine/file_restore";
-import { DirectoryTarget } from "../../../src/engine/file_targets";
+import { DirectoryTarget } from "../../../src/local/directory_target";
+import { Staging } from "../../../src/local/staging";
 import { silentReporter } from "../../../src/engine/reporter";
 import { requestedPaths } from "../../../src/cli/restore_files";
 import { tempDir } from "../helpers/repo";
@@ -43,7 +44,8 @@ describe("which entries a restore of some paths needs", () => {
 describe("planning and writing into a directory", () => {
   it("creates what is missing, leaves what is the same, replaces what differs, and writes nothing before it is asked to", async () => {
     const root = await tempDir();
-    const stage = await tempDir();
+    const staging = await Staging.create(await tempDir());
+    const stage = staging.dir;
     await mkdir(join(root, "srv/app"), { recursive: true });
     await writeFile(join(root, "srv/app/same.txt"), "same");
     await writeFile(join(root, "srv/app/changed.txt"), "mine");
@@ -59,7 +61,7 @@ describe("planning and writing into a directory", () => {
       { ...base, path: "/srv/app/hard", type: "hardlink", mode: 0o640, link: "/srv/app/new/f", staged: join(stage, "3"), sha256: sha("f") },
       { ...base, path: "/srv/app/dev", type: "char", mode: 0o600 },
     ];
-    const target = new DirectoryTarget(root, stage, silentReporter);
+    const target = new DirectoryTarget(root, staging, silentReporter);
     const steps = await planFiles(target, entries);
     expect(steps.map((s) => [s.entry.path, s.action])).toEqual([
       ["/srv/app", "same"],
@@ -84,14 +86,15 @@ describe("planning and writing into a directory", () => {
 
   it("refuses a file where a directory is, and a symlink on the way, before writing anything", async () => {
     const root = await tempDir();
-    const stage = await tempDir();
+    const staging = await Staging.create(await tempDir());
+    const stage = staging.dir;
     await mkdir(join(root, "srv/app/conf"), { recursive: true });
     const file: RestoreEntry = { ...base, path: "/srv/app/conf", type: "file", mode: 0o644, ...(await staged(stage, "1", "x")) };
-    await expect(planFiles(new DirectoryTarget(root, stage, silentReporter), [file])).rejects.toThrow(/srv\/app\/conf is a directory, and the backup has a file there; nothing was changed/);
+    await expect(planFiles(new DirectoryTarget(root, staging, silentReporter), [file])).rejects.toThrow(/srv\/app\/conf is a directory, and the backup has a file there; nothing was changed/);
     const other = await tempDir();
     await symlink(other, join(root, "srv/link"));
     const through: RestoreEntry = { ...base, path: "/srv/link/x", type: "file", mode: 0o644, ...(await staged(stage, "2", "x")) };
-    await expect(planFiles(new DirectoryTarget(root, stage, silentReporter), [through])).rejects.toThrow(/srv\/link is a symlink: refusing to write through it/);
+    await expect(planFiles(new DirectoryTarget(root, staging, silentReporter), [through])).rejects.toThrow(/srv\/link is a symlink: refusing to write through it/);
   });
 });
 
