@@ -66,9 +66,8 @@ export async function restoreFiles(ctx: CliContext, a: FileRestoreArgs): Promise
       target = src.kind === "instance" ? await instanceTargetFor(client, m, staging, ctx.signal) : await volumeTargetFor(client, m, staging, ctx.signal);
     }
     const staged = await stageFiles(store, src, paths, a.snapshot ?? "", staging, { reporter, signal: ctx.signal });
-    const into = target;
     reporter.itemStart(m);
-    const steps = await planFiles(into, staged.entries, (n, of) => reporter.itemStep(m, `comparing ${n} of ${of} entries with ${into.label}`)).finally(() => reporter.itemDrop?.(m));
+    const steps = await planFiles(target, staged.entries, (n, of) => reporter.itemStep(m, `comparing ${n} of ${of} entries with ${target.label}`)).finally(() => reporter.itemDrop?.(m));
     const from = `${itemLabel(m)} version ${m.version}${a.snapshot ? `, snapshot ${a.snapshot}` : ""}`;
     if (!a.json) printFilePlan(ctx, from, target, steps);
     const replacing = steps.some((s) => s.action === "replace");
@@ -85,7 +84,7 @@ export async function restoreFiles(ctx: CliContext, a: FileRestoreArgs): Promise
     const done = await applyFiles(target, steps, {
       signal: ctx.signal,
       progress: (n, of, bytes, ofBytes) => {
-        reporter.itemStep(m, `writing ${n} of ${of} entries into ${into.label}`);
+        reporter.itemStep(m, `writing ${n} of ${of} entries into ${target.label}`);
         reporter.itemBytes(m, bytes, ofBytes);
       },
     }).finally(() => reporter.itemDrop?.(m));

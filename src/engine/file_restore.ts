@@ -12,7 +12,7 @@ import { itemLabel } from "../core/selection";
 import type { Store } from "../repository/store";
 import { walkArchive } from "./archive_walk";
 import { CatalogWriter, readCatalog, within, type CatalogEntry, type CatalogHeader } from "./catalog";
-import type { FilesSource } from "./files";
+import { keepCatalog, type FilesSource } from "./files";
 import type { Reporter } from "./reporter";
 
 /** Where staged data is kept until it is written (a directory of this machine: src/local/staging.ts). */
@@ -155,11 +155,7 @@ export async function stageFiles(
     { ...o, step: `reading ${paths.join(", ")} from the archive` },
   );
   if (writer) {
-    const done = await writer.finish(src.file.name, src.file.sha256);
-    header = done.header;
-    await store.saveCatalog(src.version, src.file, done.data).catch((err: unknown) => {
-      o.reporter.warn(`the file catalog could not be kept, so the next listing reads the archive again: ${(err as Error).message}`);
-    });
+    header = (await keepCatalog(store, src, writer, o.reporter)).header;
     checkFound(header, paths, found, snapshot, label);
   }
   // A hard link's data is its target's: stage it under the link too, if the target came along.

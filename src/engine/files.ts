@@ -107,14 +107,20 @@ export async function readEntries(
     },
     { ...o, step: "reading the archive for its file catalog (once per version)" },
   );
+  const { header, kept: saved } = await keepCatalog(store, src, writer, o.reporter);
+  return saved ? { entries, header, built: true, read: { bytes: walked.bytes, seconds: walked.seconds } } : { entries, header, built: false };
+}
+
+/** Finishes a catalog built while walking the archive and keeps it with the version; one that cannot be kept (a read-only repository) costs only a warning. */
+export async function keepCatalog(store: Store, src: FilesSource, writer: CatalogWriter, reporter: Reporter): Promise<{ header: CatalogHeader; kept: boolean }> {
   const { data, header } = await writer.finish(src.file.name, src.file.sha256);
   try {
     await store.saveCatalog(src.version, src.file, data);
+    return { header, kept: true };
   } catch (err) {
-    o.reporter.warn(`the file catalog could not be kept, so the next listing reads the archive again: ${(err as Error).message}`);
-    return { entries, header, built: false };
+    reporter.warn(`the file catalog could not be kept, so the next listing reads the archive again: ${(err as Error).message}`);
+    return { header, kept: false };
   }
-  return { entries, header, built: true, read: { bytes: walked.bytes, seconds: walked.seconds } };
 }
 
 /** The listing of PATH (in one snapshot, "" for the item itself), or with a pattern every match under PATH. */

@@ -42,7 +42,7 @@ export async function getInstanceFileInfo(c: IncusClient, project: string, name:
   }
 }
 
-/** A file's data (or a symlink's target) as a stream, with its sha256 once read through. */
+/** A file's data (or a symlink's target) as a stream. */
 export async function getInstanceFile(c: IncusClient, project: string, name: string, file: string, signal?: AbortSignal): Promise<Readable> {
   const res = await c.raw("GET", path(name), `Read ${file} in instance ${name}`, { query: { project, path: file }, ...(signal ? { signal } : {}), bodyTimeout: 300_000 });
   return res.body;

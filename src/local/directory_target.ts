@@ -77,7 +77,7 @@ export class DirectoryTarget implements FileTarget {
     // link's target is copied, as it may serve again.
     const tmp = join(this.staging.dir, `w-${Math.random().toString(36).slice(2)}`);
     await copyFile(data, tmp);
-    await this.owner(tmp, e, false);
+    await this.owner(tmp, e);
     await chmod(tmp, e.mode);
     await utimes(tmp, e.mtime, e.mtime);
     await rename(tmp, f);
@@ -86,7 +86,7 @@ export class DirectoryTarget implements FileTarget {
   async symlink(e: RestoreEntry): Promise<void> {
     const f = await this.full(e.path);
     await symlink(e.link ?? "", f);
-    await this.owner(f, e, true);
+    await this.owner(f, e);
     await lutimes(f, e.mtime, e.mtime).catch(() => undefined);
   }
 
@@ -99,20 +99,19 @@ export class DirectoryTarget implements FileTarget {
     // Deepest first, so a read-only directory does not stop its children's times being set.
     for (const e of [...this.dirs].reverse()) {
       const f = await this.full(e.path);
-      await this.owner(f, e, false);
+      await this.owner(f, e);
       await chmod(f, e.mode);
       await utimes(f, e.mtime, e.mtime);
     }
   }
 
-  private async owner(f: string, e: RestoreEntry, isLink: boolean): Promise<void> {
+  private async owner(f: string, e: RestoreEntry): Promise<void> {
     if (process.getuid?.() !== 0) return;
     try {
       await lchown(f, e.uid, e.gid);
     } catch (err) {
       if (!this.chownWarned) this.reporter.warn(`cannot set owners in ${this.root} (${(err as Error).message}); files keep this tool's user`);
       this.chownWarned = true;
-      void isLink;
     }
   }
 }
