@@ -14,6 +14,8 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           exclude: UNIT_IN_PROCESSES,
+          setupFiles: ["test/unit/setup.ts"],
+          globalSetup: ["test/unit/global-setup.ts"],
           // Worker threads start faster than forked processes; the unit tests share no globals
           // that isolation would have to reset.
           pool: "threads",
@@ -25,6 +27,8 @@ export default defineConfig({
         test: {
           name: "unit-process",
           include: UNIT_IN_PROCESSES,
+          setupFiles: ["test/unit/setup.ts"],
+          globalSetup: ["test/unit/global-setup.ts"],
         },
       },
       {

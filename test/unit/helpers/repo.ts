@@ -3,7 +3,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach } from "vitest";
 import type { ItemKey } from "../../../src/core/selection";
 import type { Manifest } from "../../../src/core/manifest";
 import { DirectoryStore } from "../../../src/repository/directory";
@@ -25,9 +24,14 @@ export async function repoDir(): Promise<string> {
   return dir;
 }
 
-afterEach(async () => {
+/**
+ * Removes the directories tempDir made. test/unit/setup.ts calls it after each test of every
+ * file: a hook registered here would run in the first file that imports this module only, as the
+ * unit project shares modules between files (isolate: false).
+ */
+export async function removeTempDirs(): Promise<void> {
   for (const d of made.splice(0)) await rm(d, { recursive: true, force: true });
-});
+}
 
 export const web: ItemKey = { kind: "instance", project: "default", name: "web" };
 export const data: ItemKey = { kind: "volume", project: "default", pool: "fast", name: "data" };
