@@ -1,7 +1,9 @@
 // Sanity of the test lab itself: its daemons answer, busybox instances are quick, fixtures round-trip.
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import {
   checksumTree,
@@ -239,5 +241,51 @@ describe("the lab", () => {
     await restartIncusd({ kill: true });
     expect(await status(name)).toBe("RUNNING");
     expect(await incusOk(["exec", name, "--", "echo", "still here"])).toBe("still here\n");
+  });
+
+  it("gc takes down only labs that are provably abandoned: not another PID namespace's, not a live holder's", async () => {
+    // Fake lab states in a TMPDIR of their own: gc never sees the real labs, and a fake state
+    // without IBK_OUTER tears down to a plain rm -rf.
+    const root = await mkdtemp(join(tmpdir(), "incus-backup-labtest-"));
+    const sleeper = spawn("sh", ["-c", "sleep 60", join(root, "ibk-lab.busy")], { stdio: "ignore" });
+    try {
+      const ns = await readlink("/proc/self/ns/pid");
+      const start = async (pid: number) => (await readFile(`/proc/${pid}/stat`, "utf8")).replace(/^.*\) /s, "").split(" ")[19];
+      const me = await start(process.pid);
+      const q = (v: string) => v.replace(/[[\]]/g, "\\$&"); // printf %q, as lab.sh writes it
+      const lab = async (name: string, state: string | null, ageMinutes = 0) => {
+        const dir = join(root, `ibk-lab.${name}`);
+        await mkdir(join(dir, "conf"), { recursive: true });
+        await writeFile(join(dir, "conf", "config.yml"), "default-remote: local\n");
+        if (state !== null) await writeFile(join(dir, "state"), state);
+        const t = new Date(Date.now() - ageMinutes * 60_000);
+        await utimes(dir, t, t);
+        return dir;
+      };
+      const dead = 2 ** 22 + 1; // above pid_max's default ceiling: never a live process
+      const labs = {
+        othersNamespace: await lab("otherns", `IBK_KEEP=0\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_PIDNS=pid:\\[1\\]\n`),
+        liveHolder: await lab("live", `IBK_KEEP=0\nIBK_HOLDER_PID=${process.pid}\nIBK_HOLDER_START=${me}\nIBK_PIDNS=${q(ns)}\n`),
+        liveOwner: await lab("owner", `IBK_KEEP=0\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_OWNER_PID=${process.pid}\nIBK_OWNER_START=${me}\nIBK_PIDNS=${q(ns)}\n`),
+        oldFormat: await lab("old", `IBK_KEEP=0\nIBK_HOLDER_PID=${dead}\n`),
+        kept: await lab("kept", `IBK_KEEP=1\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_PIDNS=${q(ns)}\n`),
+        youngDebris: await lab("young", null, 1),
+        busyDebris: await lab("busy", null, 20),
+      };
+      const gone = {
+        reusedPid: await lab("reused", `IBK_KEEP=0\nIBK_HOLDER_PID=${process.pid}\nIBK_HOLDER_START=${Number(me) + 1}\nIBK_PIDNS=${q(ns)}\n`),
+        deadHolder: await lab("dead", `IBK_KEEP=0\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_PIDNS=${q(ns)}\n`),
+        oldDebris: await lab("debris", null, 20),
+      };
+      const r = spawnSync("bash", [inject("labScript"), "gc"], { env: { ...process.env, TMPDIR: root }, encoding: "utf8" });
+      expect(r.status, r.stderr).toBe(0);
+      for (const [what, dir] of Object.entries(labs)) expect(existsSync(dir), `${what} is kept`).toBe(true);
+      for (const [what, dir] of Object.entries(gone)) expect(existsSync(dir), `${what} is removed`).toBe(false);
+      expect(r.stderr).toContain(`removing the abandoned lab ${gone.deadHolder}`);
+      expect(r.stderr).toContain(`removing the stale lab directory ${gone.oldDebris} (no state)`);
+    } finally {
+      sleeper.kill("SIGKILL");
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

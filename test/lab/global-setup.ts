@@ -1,7 +1,6 @@
 // Vitest global setup of the integration project: brings the Incus lab up and hands its sockets to the tests.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
@@ -31,9 +30,12 @@ declare module "vitest" {
 }
 
 const labScript = join(dirname(fileURLToPath(import.meta.url)), "lab.sh");
-// A parallel test group (scripts/test-integration.mjs) keeps a lab of its own (see lab.sh).
-const group = process.env.INCUS_BACKUP_LAB_GROUP ?? "";
-const pointer = join(process.env.TMPDIR ?? tmpdir(), `incus-backup-lab${group ? `-${group}` : ""}.state`);
+// Where lab.sh keeps the path of this checkout's kept lab (of this test group, see lab.sh).
+function pointer(): string {
+  const r = spawnSync("bash", [labScript, "pointer"], { encoding: "utf8" });
+  if (r.status !== 0) throw new LabError("Cannot ask lab.sh where the kept lab is.", tail(r.stderr ?? ""));
+  return r.stdout.trim();
+}
 const prerequisites =
   "The integration tests run against a throwaway Incus-in-Incus lab. It needs root, Incus 6.0 " +
   "(incus, incus-client from bookworm-backports), mmdebstrap, busybox-static and zstd; on Debian 12 " +
@@ -60,7 +62,7 @@ function wantKept(): boolean {
   const keep = process.env.KEEP_LAB;
   if (keep === "1") return true;
   if (keep === "0" || process.env.CI === "true") return false;
-  return existsSync(pointer);
+  return existsSync(pointer());
 }
 
 function tail(text: string, lines = 30): string {

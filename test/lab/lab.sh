@@ -26,10 +26,12 @@ usage: lab.sh COMMAND [ARGS]
                            profile and a btrfs pool); prints its socket
   server-remove [VERSION] NAME
                            stop and remove that extra incusd
-  gc                       remove throwaway labs whose holder and owner died
+  gc                       remove throwaway labs of this PID namespace whose holder and owner
+                           died, and lab temp dirs left with no state
   leftovers                list what labs left behind on this machine (temp dirs, processes,
                            mounts, loop devices, lxc locks, cgroups, containers on a host
-                           Incus), except the kept lab; exit 1 if anything is found
+                           Incus), except the kept labs; exit 1 if anything is found
+  pointer                  print the file that names this checkout's kept lab
 
 STATE is a state file or its directory. Without one, commands use $INCUS_BACKUP_LAB_STATE,
 then the kept lab. VERSION defaults to the state's primary lab.
@@ -57,8 +59,11 @@ TMP_ROOT=${TMP_ROOT%/}
 # the one `npm run lab:up` keeps, group N points at incus-backup-lab-N.state.
 LAB_GROUP=${INCUS_BACKUP_LAB_GROUP:-}
 [[ $LAB_GROUP =~ ^[a-z0-9]{0,8}$ ]] || { echo "lab: INCUS_BACKUP_LAB_GROUP must be up to 8 lowercase letters or digits" >&2; exit 2; }
-POINTER=$TMP_ROOT/incus-backup-lab${LAB_GROUP:+-$LAB_GROUP}.state
-POINTER_LOCK=$TMP_ROOT/incus-backup-lab${LAB_GROUP:+-$LAB_GROUP}.lock
+# The kept labs are per checkout: two clones on one machine (or a clone and CI) never share, or
+# take down, each other's kept lab. The key is a hash of the checkout's path.
+CHECKOUT_KEY=$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1-8)
+POINTER=$TMP_ROOT/incus-backup-lab-$CHECKOUT_KEY${LAB_GROUP:+-$LAB_GROUP}.state
+POINTER_LOCK=$TMP_ROOT/incus-backup-lab-$CHECKOUT_KEY${LAB_GROUP:+-$LAB_GROUP}.lock
 KNOWN_VERSIONS="6.0 7.0"
 HOST_SOCKETS=${INCUS_BACKUP_LAB_HOST_SOCKETS:-/var/lib/incus/unix.socket /run/incus/unix.socket}
 INCUSD=${INCUS_BACKUP_INCUSD:-/usr/libexec/incus/incusd}
@@ -369,6 +374,10 @@ new_state() { # KEEP
 	state_set IBK_FORMAT 1
 	state_set IBK_KEEP "$1"
 	state_set IBK_HOLDER_PID $$
+	# With the PID alone, gc would take a lab for abandoned when its holder is in another PID
+	# namespace (a CI container sharing /tmp) or its PID was reused; see proc_is.
+	state_set IBK_PIDNS "$(pid_ns)"
+	state_set IBK_HOLDER_START "$(proc_start $$)"
 }
 lab_versions() { # versions with a lab recorded in the state, in bring-up order
 	printf '%s\n' "${IBK_LABS:-}"
@@ -384,6 +393,17 @@ pid_alive() { # PID: running and not a zombie
 	[ -n "${1:-}" ] || return 1
 	st=$(sed -n 's/^.*) \(.\).*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
 	[ -n "$st" ] && [ "$st" != Z ]
+}
+pid_ns() { readlink /proc/self/ns/pid; }
+proc_start() { # PID -> its start time (clock ticks since boot), empty when it is gone
+	local st rest
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+	rest=${st##*) }
+	read -r -a st <<<"$rest"
+	printf '%s' "${st[19]:-}"
+}
+proc_is() { # PID START: that very process is alive (not a zombie, not a reused PID)
+	pid_alive "$1" && [ -n "${2:-}" ] && [ "$(proc_start "$1")" = "$2" ]
 }
 # No `| grep -q` in this file: under pipefail, grep quitting early fails the pipeline (SIGPIPE).
 # Sets CMDLINE to the command line of PID, without forking: sweeps read every process.
@@ -906,7 +926,10 @@ cmd_hold() {
 	read -r -a versions <<<"$(requested_versions)"
 	cmd_gc
 	new_state 0
-	[ -z "$owner" ] || state_set IBK_OWNER_PID "$owner"
+	if [ -n "$owner" ]; then
+		state_set IBK_OWNER_PID "$owner"
+		state_set IBK_OWNER_START "$(proc_start "$owner")"
+	fi
 	# The owner reads our output. If it dies, a write to the pipe must not kill us before the
 	# teardown. A handler rather than ignoring: children then keep the default SIGPIPE.
 	trap 'exec >/dev/null 2>&1' PIPE
@@ -952,25 +975,54 @@ on_exit() {
 	exit "$rc"
 }
 
+# Removes the throwaway labs whose holder and owner are gone, and lab temp dirs with no state.
+# Only what provably belongs to nobody: a lab made in another PID namespace (another container
+# sharing /tmp), or by a lab.sh that did not record its identity, is left alone, for `leftovers`
+# to report.
 cmd_gc() {
-	local f keep holder owner
+	local f d keep ns holder hstart owner ostart me
+	me=$(pid_ns)
 	for f in "$TMP_ROOT"/ibk-lab.*/state; do
 		[ -f "$f" ] || continue
 		keep=$(sed -n 's/^IBK_KEEP=//p' "$f")
-		holder=$(sed -n 's/^IBK_HOLDER_PID=//p' "$f")
-		owner=$(sed -n 's/^IBK_OWNER_PID=//p' "$f")
 		[ "$keep" = 1 ] && continue
-		if ! pid_alive "$holder" && ! pid_alive "$owner"; then
+		ns=$(sed -n 's/^IBK_PIDNS=//p' "$f")
+		[ -n "$ns" ] && [ "$ns" = "$(printf '%q' "$me")" ] || continue
+		holder=$(sed -n 's/^IBK_HOLDER_PID=//p' "$f")
+		hstart=$(sed -n 's/^IBK_HOLDER_START=//p' "$f")
+		owner=$(sed -n 's/^IBK_OWNER_PID=//p' "$f")
+		ostart=$(sed -n 's/^IBK_OWNER_START=//p' "$f")
+		[ -n "$hstart" ] || continue
+		if ! proc_is "$holder" "$hstart" && ! proc_is "$owner" "$ostart"; then
 			log "removing the abandoned lab $(dirname "$f")"
 			(cmd_down "$f") || :
 		fi
 	done
+	# A temp dir without a state file is debris: a lab removed while a test's incus client still
+	# ran re-creates conf/. A lab being made writes its state at once, hence the age; anything
+	# mounted there, or a process naming it, means it is in use.
+	for d in "$TMP_ROOT"/ibk-lab.*; do
+		[ -d "$d" ] && [ ! -e "$d/state" ] || continue
+		[ -n "$(find "$d" -maxdepth 0 -mmin +10 2>/dev/null)" ] || continue
+		dir_in_use "$d" && continue
+		log "removing the stale lab directory $d (no state)"
+		rm -rf "$d"
+	done
+}
+dir_in_use() { # DIR: mounted under, or named by a running process
+	local p
+	if awk -v p="$1" '$5 == p || index($5, p "/") == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then return 0; fi
+	for p in /proc/[0-9]*; do
+		read_cmdline "${p#/proc/}" || continue
+		[[ $CMDLINE == *"$1"* ]] && return 0
+	done
+	return 1
 }
 
 cmd_leftovers() {
 	local kepts=() keep_names="" found=0 d p line s conf ptr k
-	# Every kept lab, of every test group.
-	for ptr in "$TMP_ROOT"/incus-backup-lab.state "$TMP_ROOT"/incus-backup-lab-*.state; do
+	# Every kept lab, of every checkout and test group.
+	for ptr in "$TMP_ROOT"/incus-backup-lab-*.state; do
 		[ -f "$ptr" ] || continue
 		k=$(dirname "$(cat "$ptr")")
 		kepts+=("$k")
@@ -1270,6 +1322,7 @@ main() {
 	server-remove) cmd_server_remove "$@" ;;
 	gc) cmd_gc ;;
 	leftovers) cmd_leftovers ;;
+	pointer) printf '%s\n' "$POINTER" ;;
 	-h | --help | help) usage ;;
 	*)
 		usage >&2
