@@ -393,6 +393,12 @@ else
 fi
 # Scheduled runs leave the backup container itself out: it holds no data of its own.
 set_env INCUS_BACKUP_SELF "$PROJECT/$NAME"
+# This install's id, which the repository locks record: made once, kept by upgrades (the config
+# survives `incus rebuild`). Not a secret; it tells this host's runs from another host's that
+# shares the NAS, as every such container is called the same.
+if ! [[ $(incus config get "$NAME" environment.INCUS_BACKUP_INSTALL_ID) =~ ^[0-9a-f]{16,64}$ ]]; then
+	set_env INCUS_BACKUP_INSTALL_ID "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+fi
 # The host's time zone, unless an admin chose another one.
 if [ -z "$(incus config get "$NAME" environment.TZ)" ]; then
 	tz=$(host_tz)

@@ -81,6 +81,9 @@ export class LockedError extends AppError {
   }
 }
 
+/** The lock this run held was taken over or removed: the run stops before its next write. */
+export class LockLostError extends LockedError {}
+
 /** Raised when the run was interrupted through its AbortSignal (Ctrl-C, SIGTERM, SIGPWR). */
 export class InterruptedError extends AppError {
   constructor(message = "interrupted") {

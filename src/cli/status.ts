@@ -6,7 +6,8 @@ import { ExitCode, UsageError } from "../errors";
 import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } from "../core/settings";
 import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
 import { gatherStatus, type StatusReport } from "../engine/status";
-import { pidAlive } from "../repository/lock";
+import { envInstallId } from "../local/identity";
+import { pidAlive, processGone } from "../repository/lock";
 import { dirArg, repoSpec } from "./common";
 import { repoSpecText } from "../core/repo_spec";
 import { openStore } from "../repository/open";
@@ -50,13 +51,16 @@ export function statusCommand(ctx: CliContext) {
       } catch {
         // a bad INCUS_BACKUP_TZ is shown as the settings error; times are then in the system's zone
       }
+      const install = await envInstallId(ctx.env, { create: false });
       const report = await gatherStatus({
         location: dir,
         open: () => openStore(spec, { create: false, env: ctx.env }),
         now: ctx.now(),
         tz,
         host: hostname(),
+        ...(install === undefined ? {} : { install }),
         pidAlive,
+        processGone,
         ...(settings ? { settings } : {}),
         ...(settingsError ? { settingsError } : {}),
       });

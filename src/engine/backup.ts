@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { Writable } from "node:stream";
-import { IntegrityError, InterruptedError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
+import { IntegrityError, InterruptedError, LockLostError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
 import { tidyRepository } from "./housekeeping";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { recoverBeforePlanning } from "./restore";
@@ -160,15 +160,37 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
   const estimates = await previousSizes(deps.store, items);
   const known = items.every((i) => estimates.has(itemId(i)));
   deps.reporter.plan?.(items.length, known ? items.reduce((n, i) => n + (estimates.get(itemId(i)) ?? 0), 0) : undefined);
-  await runPool(largestFirst(items, estimates), opts.parallel * 2, signal, async (item) => {
+  // Once the lock is found lost, the repository is another run's: no new item starts, the ones
+  // under way stop at their next write, and nothing more (not even the run record) is written.
+  let lost: LockLostError | undefined;
+  const stop = new AbortController();
+  await runPool(largestFirst(items, estimates), opts.parallel * 2, AbortSignal.any([signal, stop.signal]), async (item) => {
     const t0 = Date.now();
+    // Nothing of an item (a stop, a server-side export) happens unless the lock is still ours.
+    const check = await deps.store.checkLock().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    if (check instanceof LockLostError) {
+      lost ??= check;
+      stop.abort();
+      return;
+    }
     deps.reporter.itemStart(item);
     try {
       const bytes = await backupItem(ctx, item);
       const r: ItemResult = { item, ok: true, bytes, seconds: (Date.now() - t0) / 1000 };
       results.push(r);
       deps.reporter.itemDone(item, { ok: true, bytes, seconds: r.seconds });
-    } catch (err) {
+    } catch (caught) {
+      // A failure after another run took the lock over (it removed our half-written files as
+      // leftovers, say) is that takeover's doing: say so.
+      const lockState = caught instanceof LockLostError ? caught : await deps.store.checkLock().catch((e: unknown) => e);
+      const err = lockState instanceof LockLostError ? lockState : caught;
+      if (err instanceof LockLostError) {
+        lost ??= err;
+        stop.abort();
+      }
       const interrupted = err instanceof InterruptedError || signal.aborted;
       const r: ItemResult = {
         item,
@@ -182,6 +204,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
     }
   });
 
+  if (lost) throw lost;
   const interrupted = signal.aborted;
   await deps.store
     .saveRun({

@@ -41,6 +41,9 @@ export interface RunSummary {
 export interface DaemonState {
   host: string;
   pid: number;
+  /** The install id (src/local/identity.ts) and the process's start time: `status` tells by these whether it still runs. */
+  install?: string;
+  start?: string;
   /** When this daemon started. */
   started: string;
   /** When it stopped while idle (absent while it runs, or when it died). */
@@ -94,6 +97,8 @@ export interface DaemonDeps {
   saveState(state: DaemonState): Promise<void>;
   host: string;
   pid: number;
+  install?: string;
+  start?: string;
 }
 
 /** Longest single sleep: the clock is looked at again at least this often (suspend, clock changes). */
@@ -115,6 +120,8 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
     ...(loaded?.lastRun ? { lastRun: loaded.lastRun } : {}),
     host: deps.host,
     pid: deps.pid,
+    ...(deps.install === undefined ? {} : { install: deps.install }),
+    ...(deps.start === undefined ? {} : { start: deps.start }),
     started: startedAt.toISOString(),
     schedule: schedule.expression,
     tz,
@@ -430,13 +437,15 @@ async function recoverAtStart(ctx: ServiceContext, signal: AbortSignal): Promise
 }
 
 /** Wires the loop to the real jobs. */
-export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: number }): DaemonDeps {
+export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: number; install?: string; start?: string }): DaemonDeps {
   return {
     now: ctx.now,
     sleep: ctx.sleep,
     log: ctx.log,
     host: info.host,
     pid: info.pid,
+    ...(info.install === undefined ? {} : { install: info.install }),
+    ...(info.start === undefined ? {} : { start: info.start }),
     backup: (trigger, slot, signal) => scheduledBackup(ctx, trigger, slot, signal),
     verify: (trigger, slot, signal) => scheduledVerify(ctx, trigger, slot, signal),
     recover: (signal) => recoverAtStart(ctx, signal),

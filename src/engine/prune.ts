@@ -1,6 +1,6 @@
 // Prune: plan which versions a retention policy removes, remove them, and record the result for status.
 
-import { errorMessage, InterruptedError, LockedError, NotFoundError } from "../errors";
+import { errorMessage, InterruptedError, LockedError, LockLostError, NotFoundError } from "../errors";
 import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { planRetention, type ItemRetention, type RetentionPolicy } from "../core/retention";
@@ -92,6 +92,8 @@ export async function applyPrune(store: Store, plan: PrunePlan, reporter: Report
         result.removed.push({ label, version: d.entry.version, bytes: d.entry.entry.size });
         reporter.info(`removed ${label} ${d.entry.version}`);
       } catch (err) {
+        // The lock went to another run: the repository is theirs now, so stop here.
+        if (err instanceof LockLostError) throw err;
         result.failed.push({ label, version: d.entry.version, error: errorMessage(err) });
         reporter.warn(`could not remove ${label} ${d.entry.version}: ${errorMessage(err)}`);
       }
@@ -104,6 +106,7 @@ export async function applyPrune(store: Store, plan: PrunePlan, reporter: Report
       const freed = await store.reclaim(signal);
       reporter.info(`freed: ${freed}`);
     } catch (err) {
+      if (err instanceof LockLostError) throw err;
       if (signal.aborted) result.interrupted = true;
       else reporter.warn(`could not free the space of the removed versions: ${errorMessage(err)}`);
     }

@@ -37,9 +37,15 @@ export interface StatusOptions {
   open: () => Promise<Store>;
   now: Date;
   tz: string;
-  /** This machine's host name and a PID check: whether a daemon recorded here still runs. */
+  /**
+   * This machine's host name and install id, and a process check: whether a daemon recorded here
+   * still runs. By install id where the daemon recorded one (two hosts sharing a NAS are both
+   * called `backup`), else by host name.
+   */
   host?: string;
+  install?: string;
   pidAlive?: (pid: number) => boolean;
+  processGone?: (pid: number, start?: string) => boolean;
   /** The service's settings, when this runs where they are set (the backup container). */
   settings?: Settings;
   settingsError?: string;
@@ -102,7 +108,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   const daemon = sound(await repo.readState<DaemonState>(DAEMON_STATE), isDaemonState);
   if (daemon) {
     // Only on the daemon's own host (in the container, `incus exec` shares its PIDs) can we tell.
-    const alive = daemon.stopped ? false : o.host !== undefined && o.pidAlive && daemon.host === o.host ? o.pidAlive(daemon.pid) : null;
+    const alive = daemon.stopped ? false : daemonAlive(daemon, o);
     report.daemon = {
       alive,
       host: daemon.host,
@@ -132,6 +138,15 @@ function sound<T>(v: T | undefined, check: (x: Record<string, unknown>) => boole
 const isTime = (t: unknown) => typeof t === "string" && !Number.isNaN(Date.parse(t));
 const optional = (t: unknown, check: (x: unknown) => boolean) => t === undefined || check(t);
 const isNumber = (n: unknown) => typeof n === "number" && Number.isFinite(n);
+
+/** Whether the daemon recorded in `d` still runs, or null when this process cannot tell. */
+export function daemonAlive(d: DaemonState, o: Pick<StatusOptions, "host" | "install" | "pidAlive" | "processGone">): boolean | null {
+  if (d.install !== undefined) {
+    if (o.install === undefined || d.install !== o.install || !o.processGone) return null;
+    return !o.processGone(d.pid, d.start);
+  }
+  return o.host !== undefined && o.pidAlive && d.host === o.host ? o.pidAlive(d.pid) : null;
+}
 
 function isDaemonState(d: Record<string, unknown>): boolean {
   return (

@@ -14,6 +14,7 @@ import { IntegrityError, InterruptedError, RepositoryError, errorMessage } from 
 import { HashingFileWriter, fsError, mkdirPrivate, syncDir, writeFileAtomic, writeFileDurable } from "./files";
 import { isLockFileName, LOCK_FILE } from "./layout";
 import { Journal } from "./journal";
+import { installId } from "../local/identity";
 import { RepositoryLock, forceUnlock, readLock } from "./lock";
 import type { DamagedVersion, HeldLock, Listing, LockInfo, LockOptions, RunRecord, Store, StoredFile, StoredVersion, VersionWriter } from "./store";
 import {
@@ -38,8 +39,14 @@ const READ_BLOCK = 1024 * 1024;
 
 export class DirectoryStore implements Store {
   readonly journal: Journal;
+  /** The lock this process holds on the repository, if any: writes check it is still ours first. */
+  private held: HeldLock | undefined;
 
-  private constructor(readonly root: string) {
+  private constructor(
+    readonly root: string,
+    /** Where the install id our locks record comes from (src/local/identity.ts; default: process.env's). */
+    private readonly identity?: { stateDir: string; env: NodeJS.ProcessEnv },
+  ) {
     this.journal = new Journal(root);
   }
 
@@ -52,7 +59,7 @@ export class DirectoryStore implements Store {
    * unmounted NAS than a wish to write to the local disk. With `create`, an empty directory is made
    * into a new repository; a non-empty directory without the marker file is refused.
    */
-  static async open(root: string, options: { create: boolean }): Promise<{ repo: DirectoryStore; created: boolean }> {
+  static async open(root: string, options: { create: boolean; stateDir?: string; env?: NodeJS.ProcessEnv }): Promise<{ repo: DirectoryStore; created: boolean }> {
     let st;
     try {
       st = await stat(root);
@@ -60,7 +67,7 @@ export class DirectoryStore implements Store {
       throw fsError("open backup directory", root, err);
     }
     if (!st.isDirectory()) throw new RepositoryError(`backup directory ${root} is not a directory`);
-    const repo = new DirectoryStore(root);
+    const repo = new DirectoryStore(root, options.stateDir === undefined ? undefined : { stateDir: options.stateDir, env: options.env ?? process.env });
     if (await repo.readMarker()) return { repo, created: false };
     if (!(await repo.looksEmpty())) {
       // Another run may have made the directory a repository between the read and the listing:
@@ -326,6 +333,7 @@ export class DirectoryStore implements Store {
 
   /** Starts writing a new version of an item in a private temporary directory. */
   async begin(key: ItemKey, version: Version): Promise<DirectoryVersionWriter> {
+    await this.checkLock();
     const final = versionPath(this.root, key, version);
     if (await exists(final)) throw new RepositoryError(`${itemLabel(key)} already has a version ${version}`);
     const tmp = join(this.root, TMP_DIR, `${version}-${key.kind}-${randomBytes(6).toString("hex")}`);
@@ -334,7 +342,7 @@ export class DirectoryStore implements Store {
     } catch (err) {
       throw fsError("create", tmp, err);
     }
-    return new DirectoryVersionWriter(key, version, tmp, final);
+    return new DirectoryVersionWriter(key, version, tmp, final, () => this.checkLock());
   }
 
   /** Removes leftovers of writers that died. Only call while holding the repository lock. */
@@ -353,6 +361,7 @@ export class DirectoryStore implements Store {
 
   /** Deletes one version; its directory is first renamed aside so a crash never leaves half of it listed. */
   async deleteVersion(entry: StoredVersion | DamagedVersion): Promise<void> {
+    await this.checkLock();
     const dir = entry.location;
     const doomed = join(this.root, TMP_DIR, `deleting-${randomBytes(6).toString("hex")}`);
     try {
@@ -465,8 +474,26 @@ export class DirectoryStore implements Store {
     return versions.reduce((n, v) => n + v.size, 0);
   }
 
-  lock(command: string, options: LockOptions = {}): Promise<HeldLock> {
-    return RepositoryLock.acquire(this.root, command, options);
+  async lock(command: string, options: LockOptions = {}): Promise<HeldLock> {
+    const install = options.install ?? (this.identity === undefined ? undefined : ((await installId(this.identity.stateDir, this.identity.env)) ?? ""));
+    const lock = await RepositoryLock.acquire(this.root, command, { ...options, ...(install === undefined ? {} : { install }) });
+    const held: HeldLock = {
+      check: () => lock.check(),
+      release: async () => {
+        if (this.held === held) this.held = undefined;
+        await lock.release();
+      },
+    };
+    this.held = held;
+    return held;
+  }
+
+  /**
+   * Throws LockLostError if this process took the lock and it is no longer ours: the writes that
+   * a second writer would spoil (a version begun or committed, one deleted) check it first.
+   */
+  async checkLock(): Promise<void> {
+    await this.held?.check();
   }
 
   lockHolder(): Promise<LockInfo | undefined> {
@@ -517,6 +544,8 @@ export class DirectoryVersionWriter implements VersionWriter {
     readonly version: Version,
     readonly tmpDir: string,
     readonly finalDir: string,
+    /** Throws if the repository lock is no longer this run's (see DirectoryStore.checkLock). */
+    private readonly checkLock: () => Promise<void> = async () => {},
   ) {}
 
   /** A new data file; the caller streams into it and ends it. */
@@ -558,6 +587,7 @@ export class DirectoryVersionWriter implements VersionWriter {
   async commit(manifest: Omit<Manifest, "files">): Promise<StoredVersion> {
     const full: Manifest = { ...manifest, files: [...this.files] } as Manifest;
     const text = JSON.stringify(full, null, 2) + "\n";
+    await this.checkLock();
     try {
       const m = await writeFileDurable(join(this.tmpDir, MANIFEST_FILE), text);
       const lines = [...this.files, m].map((f) => `${f.sha256}  ${f.name}\n`).join("");

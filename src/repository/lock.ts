@@ -4,7 +4,8 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { link, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
-import { LockedError } from "../errors";
+import { LockedError, LockLostError } from "../errors";
+import { envInstallId, processStart } from "../local/identity";
 import { writeFileAtomic, writeFileDurable } from "./files";
 import { LOCK_FILE } from "./layout";
 import { fsError } from "./files";
@@ -19,6 +20,8 @@ const REFRESH_EVERY_MS = 60_000;
 export class RepositoryLock implements HeldLock {
   private timer: NodeJS.Timeout | undefined;
   private released = false;
+  /** Who holds the lock now, once a refresh or check found it is no longer us. */
+  private lostTo: LockInfo | null | undefined;
 
   private constructor(
     private readonly path: string,
@@ -30,18 +33,30 @@ export class RepositoryLock implements HeldLock {
     const now = options.now ?? (() => new Date());
     const path = join(root, LOCK_FILE);
     const t = now().toISOString();
-    const info: LockInfo = { host: hostname(), pid: process.pid, command, started: t, refreshed: t, id: randomBytes(8).toString("hex") };
+    const install = options.install === undefined ? await envInstallId() : options.install || undefined;
+    const start = processStart(process.pid);
+    const info: LockInfo = {
+      host: hostname(),
+      pid: process.pid,
+      ...(install === undefined ? {} : { install }),
+      ...(start === undefined ? {} : { start }),
+      command,
+      started: t,
+      refreshed: t,
+      id: randomBytes(8).toString("hex"),
+    };
+    const self = { install };
     const deadline = Date.now() + (options.waitMs ?? 0);
     for (;;) {
       if (await tryCreate(root, path, info)) {
         const lock = new RepositoryLock(path, info);
         lock.startRefresh(now);
-        await removeLeftovers(root, now());
+        await removeLeftovers(root, now(), self);
         return lock;
       }
       const holder = await readLock(path);
       if (holder === undefined) continue; // vanished between our attempt and the read: try again
-      const stale = staleReason(holder, now());
+      const stale = staleReason(holder, now(), self);
       if (stale) {
         options.onMessage?.(`taking over a stale lock: ${describeLock(holder)} (${stale})`);
         await takeAway(root, path);
@@ -49,7 +64,7 @@ export class RepositoryLock implements HeldLock {
       }
       if (Date.now() >= deadline) {
         throw new LockedError(`repository ${root} is ${describeLock(holder)}`, {
-          hint: "Wait for that run to finish. If it is gone for sure, run `incus-backup unlock`.",
+          hint: "Wait for that run to finish. If it is gone for sure (its host is off, say), run `incus-backup unlock --force`.",
         });
       }
       await new Promise((r) => setTimeout(r, 2000));
@@ -65,13 +80,39 @@ export class RepositoryLock implements HeldLock {
 
   /** Rewrites the refresh time, unless another run took the lock over (after a long suspend, say). */
   private async refresh(now: () => Date): Promise<void> {
-    const holder = await readLock(this.path).catch(() => undefined);
+    if (this.lostTo !== undefined) return;
+    const holder = await readLock(this.path).catch(() => "unreadable" as const);
+    if (holder === "unreadable") return; // the NAS is away for a moment: try at the next refresh
     if (holder?.id !== this.info.id) {
-      if (this.timer) clearInterval(this.timer);
+      this.lose(holder);
       return;
     }
     this.info = { ...this.info, refreshed: now().toISOString() };
     await writeFileAtomic(this.path, JSON.stringify(this.info) + "\n").catch(() => undefined);
+  }
+
+  private lose(holder: LockInfo | undefined): void {
+    this.lostTo = holder ?? null;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /**
+   * Throws LockLostError if the lock is no longer ours: another run took it over (it found ours
+   * stale: this process was frozen, or the NAS away, for longer than STALE_AFTER_MS) or someone
+   * removed it (`unlock --force`). Called before each write that a second writer would spoil.
+   */
+  async check(): Promise<void> {
+    if (this.lostTo === undefined) {
+      const holder = await readLock(this.path);
+      if (holder?.id !== this.info.id) this.lose(holder);
+    }
+    if (this.lostTo === undefined) return;
+    throw new LockLostError(
+      this.lostTo === null
+        ? "the repository lock of this run is gone: another run took it over (and has ended), or `unlock --force` removed it, while this one was held up; stopped before writing more"
+        : `the repository lock of this run was taken over: the repository is now ${describeLock(this.lostTo)}; stopped before writing more`,
+      { hint: "this run was held up for longer than a lock stays valid; what it had finished is kept, run it again for the rest" },
+    );
   }
 
   /** Releases the lock if it is still ours. */
@@ -111,7 +152,7 @@ async function tryCreate(root: string, path: string, info: LockInfo): Promise<bo
  * a stale lock, and stale locks moved aside (`.lock.json-stale-*`) that were not deleted yet.
  * A live run's candidate exists only for the moment between its write and its link, and is kept.
  */
-async function removeLeftovers(root: string, now: Date): Promise<void> {
+async function removeLeftovers(root: string, now: Date, self: LockSelf): Promise<void> {
   const names = await readdir(root).catch(() => [] as string[]);
   for (const n of names) {
     const path = join(root, n);
@@ -119,7 +160,7 @@ async function removeLeftovers(root: string, now: Date): Promise<void> {
       await rm(path, { force: true }).catch(() => undefined);
     } else if (n.startsWith(`.${LOCK_FILE}-`) || n.startsWith(`${LOCK_FILE}.tmp-`)) {
       const info = await readLock(path).catch(() => undefined);
-      if (info && staleReason(info, now)) await rm(path, { force: true }).catch(() => undefined);
+      if (info && staleReason(info, now, self)) await rm(path, { force: true }).catch(() => undefined);
     }
   }
 }
@@ -164,24 +205,46 @@ function isLockInfo(v: Partial<LockInfo> | null): v is LockInfo {
     Number.isSafeInteger(v.pid) &&
     typeof v.command === "string" &&
     typeof v.id === "string" &&
+    (v.install === undefined || typeof v.install === "string") &&
+    (v.start === undefined || typeof v.start === "string") &&
     time(v.started) &&
     time(v.refreshed)
   );
 }
 
-/** Why a lock is stale, or undefined if its holder may still be alive. */
-export function staleReason(info: LockInfo, now: Date, host = hostname(), alive = pidAlive): string | undefined {
-  if (info.host === host && info.pid > 0 && !alive(info.pid)) return `process ${info.pid} is gone`;
+/** What a process knows about itself when it judges a lock: its install id, if it has one. */
+export interface LockSelf {
+  install?: string | undefined;
+}
+
+/**
+ * Why a lock is stale, or undefined if its holder may still be alive. Its PID is checked only
+ * when the lock was taken by this install (same install id): then its process runs on this
+ * machine, where a PID that is gone, or now belongs to a process started at another time, means
+ * the holder is gone. Any other lock (another host, one of the same name, or a lock written
+ * without an install id) goes stale only when it has not been refreshed for STALE_AFTER_MS.
+ */
+export function staleReason(info: LockInfo, now: Date, self: LockSelf, gone = processGone): string | undefined {
+  if (info.install !== undefined && info.install === self.install && info.pid > 0 && gone(info.pid, info.start)) return `process ${info.pid} is gone`;
   const age = now.getTime() - Date.parse(info.refreshed);
   if (Number.isFinite(age) && age > STALE_AFTER_MS) return `not refreshed for ${Math.round(age / 60_000)} min`;
   return undefined;
+}
+
+/** Whether the process that was PID (started at `start`, if known) has ended. */
+export function processGone(pid: number, start?: string): boolean {
+  if (!pidAlive(pid)) return true;
+  if (start === undefined) return false;
+  const now = processStart(pid);
+  return now !== undefined && now !== start;
 }
 
 export function describeLock(info: LockInfo): string {
   const since = info.started.replace("T", " ").replace(/\.\d+Z$/, "Z");
   // readLock's stand-in for a lock file it cannot read.
   if (info.id === "?") return `locked by a lock file that cannot be read (written ${since})`;
-  return `locked by pid ${info.pid} on host ${info.host} since ${since} (${info.command})`;
+  const install = info.install === undefined ? "" : ` (install ${info.install.slice(0, 8)})`;
+  return `locked by pid ${info.pid} on host ${info.host}${install} since ${since} (${info.command})`;
 }
 
 /** Whether a process of this host is alive (EPERM: alive, but not ours). */

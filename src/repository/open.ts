@@ -2,13 +2,12 @@
 
 import { resolve } from "node:path";
 import type { RepoSpec } from "../core/repo_spec";
+import { DEFAULT_STATE_DIR } from "../local/identity";
 import { DirectoryStore } from "./directory";
 import { parseConnectTimeout } from "./restic/run";
 import { ResticStore } from "./restic/store";
 import type { Store } from "./store";
 
-/** Where a restic repository's local state (runs, journal, service state, lock) lives by default. */
-export const DEFAULT_STATE_DIR = "/var/lib/incus-backup";
 
 /**
  * Opens the store `spec` names. A directory must exist; with `create`, an empty one is made a
@@ -17,11 +16,12 @@ export const DEFAULT_STATE_DIR = "/var/lib/incus-backup";
  */
 export async function openStore(where: RepoSpec | string, options: { create: boolean; env?: NodeJS.ProcessEnv }): Promise<Store> {
   const spec: RepoSpec = typeof where === "string" ? { backend: "dir", path: where } : where;
-  if (spec.backend === "dir") return (await DirectoryStore.open(resolve(spec.path), options)).repo;
   const env = options.env ?? process.env;
+  const stateDir = env.INCUS_BACKUP_STATE_DIR || DEFAULT_STATE_DIR;
+  if (spec.backend === "dir") return (await DirectoryStore.open(resolve(spec.path), { create: options.create, stateDir, env })).repo;
   const location = /^[a-z0-9]+:/i.test(spec.location) ? spec.location : resolve(spec.location);
   return new ResticStore(
     { repository: location, binary: env.INCUS_BACKUP_RESTIC || "restic", env, connectTimeoutMs: parseConnectTimeout(env.INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT) },
-    env.INCUS_BACKUP_STATE_DIR || DEFAULT_STATE_DIR,
+    stateDir,
   );
 }

@@ -83,6 +83,10 @@ export interface RunRecord {
 export interface LockInfo {
   host: string;
   pid: number;
+  /** The holder's install id (src/local/identity.ts); absent in locks of older versions. */
+  install?: string;
+  /** The holder process's start time (clock ticks since boot), so a reused PID is told apart. */
+  start?: string;
   command: string;
   /** ISO times. */
   started: string;
@@ -96,12 +100,16 @@ export interface LockOptions {
   /** Told about stale locks taken over. */
   onMessage?: (text: string) => void;
   now?: () => Date;
+  /** This process's install id; default: the state directory's (src/local/identity.ts). "" for none. */
+  install?: string;
 }
 
 /** The exclusive lock, held: refreshed in the background until released. */
 export interface HeldLock {
   /** Releases it if it is still ours (a stale-lock takeover by another run leaves theirs alone). */
   release(): Promise<void>;
+  /** Throws LockLostError unless the lock is still ours. */
+  check(): Promise<void>;
 }
 
 export interface JournalInstanceRef {
@@ -228,6 +236,8 @@ export interface Store {
 
   /** Takes the exclusive lock, or throws LockedError naming the holder (stale locks are taken over). */
   lock(command: string, options?: LockOptions): Promise<HeldLock>;
+  /** Throws LockLostError if this process took the lock and it is no longer ours; writes call it first. */
+  checkLock(): Promise<void>;
   /** Who holds the lock now, if anyone. */
   lockHolder(): Promise<LockInfo | undefined>;
   /** Removes the lock whoever holds it (`unlock`); returns whose it was. */

@@ -1,7 +1,7 @@
 // Issue 6, concurrency: two backups at once (one fails at once with the lock's holder, exit 7),
 // readers alongside a writer, stale locks taken over with a message, `unlock`. The repository
 // stays consistent throughout (verify passes, nothing half-written is listed).
-import { readdir, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,7 +13,7 @@ import { listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/to
 const LOCKED = 7;
 /** The issue's format: "locked by pid 123 on host backup since 03:00:02 (backup --all)". */
 const lockMessage = (command: string) =>
-  new RegExp(`is locked by pid \\d+ on host \\S+ since \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ \\(${command}\\)`);
+  new RegExp(`is locked by pid \\d+ on host \\S+ \\(install [0-9a-f]{8}\\) since \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ \\(${command}\\)`);
 
 /**
  * The one-line error of a run locked out by another. On an empty directory the loser may be the
@@ -212,7 +212,7 @@ describe("concurrent runs on one repository", () => {
     await killTool(killed);
     proxy.dropHeld();
     const r = await toolOk([...backup, `--dir=${dir}`]);
-    expect(r.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${killed.child.pid} on host ${hostname()} since .* \\(process ${killed.child.pid} is gone\\)`));
+    expect(r.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${killed.child.pid} on host ${hostname()} \\(install [0-9a-f]{8}\\) since .* \\(process ${killed.child.pid} is gone\\)`));
     console.log(`stale lock of a killed run: ${r.stderr.split("\n").find((l) => /stale lock/.test(l))}`);
     await toolOk(["verify", `--dir=${dir}`]);
   });
@@ -232,14 +232,75 @@ describe("concurrent runs on one repository", () => {
     console.log(`lock of another host: fresh -> exit ${refused.code}; 11 min old -> taken over`);
   });
 
-  it("unlock removes a lock whoever holds it, and says whose it was", async () => {
+  it("two hosts share one repository (two installs, one host name): neither takes the other's live lock; after a takeover the frozen run stops before writing, and nothing of it is listed", async () => {
+    const shared = await repoDir(track);
+    // Two deployed containers: the same host name (`backup`, here this machine's), an install id each.
+    const hostA = { INCUS_BACKUP_STATE_DIR: join(await tempDir(track, "ibk-host-a-"), "state") };
+    const hostB = { INCUS_BACKUP_STATE_DIR: join(await tempDir(track, "ibk-host-b-"), "state") };
+    const held = proxy.holdResponseAfter(req("GET", new RegExp(`^/1\\.0/instances/${name}/backups/[^/]+/export`)), 1 << 20);
+    const streamed = proxy.holdResponseAfter(req("POST", new RegExp(`^/1\\.0/instances/${name}/backups`)), 1 << 20);
+    const a = startTool([...backup, `--dir=${shared}`], { socket: proxy.path, env: hostA });
+    try {
+      await reached(a, Promise.race([held, streamed]), "host A's download");
+      const lockA = JSON.parse(await readFile(join(shared, "lock.json"), "utf8")) as { install: string; pid: number; refreshed: string };
+      expect(lockA).toMatchObject({ install: expect.stringMatching(/^[0-9a-f]{16}$/), pid: a.child.pid });
+      const installA = `install ${lockA.install.slice(0, 8)}`;
+
+      // Host B meets host A's live lock: refused at once, by backup and by unlock alike.
+      const refused = await tool([...backup, `--dir=${shared}`], { env: hostB });
+      expect(refused.code).toBe(LOCKED);
+      expect(expectOneLineError(refused)).toContain(`on host ${hostname()} (${installA})`);
+      const unlock = await tool(["unlock", `--dir=${shared}`], { env: hostB });
+      expect(unlock.code, unlock.stderr).toBe(LOCKED);
+
+      // Host A freezes for longer than a lock stays valid (its last refresh is 11 minutes back);
+      // host B takes the lock over and backs up.
+      process.kill(a.child.pid!, "SIGSTOP");
+      await writeFile(join(shared, "lock.json"), JSON.stringify({ ...lockA, refreshed: new Date(Date.now() - 11 * 60_000).toISOString() }));
+      const b = await toolOk([...backup, `--dir=${shared}`], { env: hostB });
+      expect(b.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${a.child.pid} on host \\S+ \\(${installA}\\) .*\\(not refreshed for 11 min\\)`));
+      const listed = await listJson(shared);
+      expect(listed).toHaveLength(1);
+
+      // Host A wakes up and finishes its download: it stops at its next write, exit 7, and writes nothing.
+      process.kill(a.child.pid!, "SIGCONT");
+      proxy.release();
+      const ra = await a.done;
+      console.log(`two hosts: B locked out (exit ${refused.code}), unlock refused (exit ${unlock.code}); after the takeover A said: ${ra.stderr.trim()}`);
+      expect(ra.code, ra.stderr).toBe(LOCKED);
+      // Host B may still hold the lock when A looks, or have ended.
+      expect(ra.stderr).toMatch(/the repository lock of this run (was taken over: the repository is now locked by pid \d+ .*|is gone: another run took it over .*); stopped before writing more/);
+      expect(await listJson(shared)).toEqual(listed);
+      await toolOk(["verify", "--deep", `--dir=${shared}`], { env: hostB });
+      expect(await readdir(shared)).not.toContain("lock.json");
+      expect(await readdir(join(shared, ".tmp")).catch(() => [])).toEqual([]);
+    } finally {
+      if (a.child.exitCode === null) process.kill(a.child.pid!, "SIGCONT");
+      proxy.release();
+      await a.done.catch(() => undefined);
+    }
+  });
+
+  it("unlock removes a stale lock, refuses a live one (exit 7, nothing removed) unless --force, and says whose it was", async () => {
     const t = new Date().toISOString();
-    await writeFile(join(dir, "lock.json"), JSON.stringify({ host: "nas-other", pid: 77, command: "incus-backup prune", started: t, refreshed: t, id: "0123" }), { mode: 0o600 });
-    const r = await toolOk(["unlock", `--dir=${dir}`]);
-    expect(r.stderr).toMatch(/removed the lock: it was locked by pid 77 on host nas-other since .* \(incus-backup prune\)/);
+    const old = new Date(Date.now() - 11 * 60_000).toISOString();
+    // Another install's run, on a host of the same name: its pid means nothing here.
+    const live = { host: hostname(), pid: 77, install: "1111222233334444", command: "incus-backup prune", started: t, refreshed: t, id: "0123" };
+    await writeFile(join(dir, "lock.json"), JSON.stringify(live), { mode: 0o600 });
+    const refused = await tool(["unlock", `--dir=${dir}`]);
+    expect(refused.code).toBe(LOCKED);
+    expect(expectOneLineError(refused)).toMatch(/the repository is locked by pid 77 on host .* \(install 11112222\) since .*\(incus-backup prune\), refreshed \d+ s ago: that run looks alive, so the lock stays .*unlock --force/);
+    expect(JSON.parse(await readFile(join(dir, "lock.json"), "utf8"))).toEqual(live);
+    const forced = await toolOk(["unlock", "--force", `--dir=${dir}`]);
+    expect(forced.stderr).toMatch(/removed the lock: it was locked by pid 77 on host .* \(install 11112222\) since .* \(incus-backup prune\)/);
     expect(await readdir(dir)).not.toContain("lock.json");
+
+    await writeFile(join(dir, "lock.json"), JSON.stringify({ ...live, started: old, refreshed: old }), { mode: 0o600 });
+    const stale = await toolOk(["unlock", `--dir=${dir}`]);
+    expect(stale.stderr).toMatch(/removed the lock: it was locked by pid 77/);
     const again = await toolOk(["unlock", `--dir=${dir}`]);
     expect(again.stderr).toMatch(/not locked/);
+    console.log(`unlock: a live lock -> exit ${refused.code}; --force and a stale one -> removed`);
     await toolOk([...backup, `--dir=${dir}`]);
     await toolOk(["verify", `--dir=${dir}`]);
     expect(await checksumTree(name, "/root/data")).toEqual(data);

@@ -393,6 +393,10 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
 
   it("a new image build and a re-run of install upgrade the container; settings and last-run state survive; a same re-run does nothing", async () => {
     const before = await daemonState();
+    // The install id the locks record: set once by install.sh, and recorded by the running service.
+    const installId = (await config(name)).config["environment.INCUS_BACKUP_INSTALL_ID"];
+    expect(installId).toMatch(/^[0-9a-f]{16}$/);
+    expect((before as { install?: string }).install).toBe(installId);
     const runsBefore = (await lab(`ls ${nas}/runs`)).trim().split("\n");
     // A changed bundle, as after a code change: only the small layer is rebuilt.
     const tmp = await mkdtemp(join(tmpdir(), "ibk-bundle-"));
@@ -421,6 +425,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(c.config["volatile.base_image"]).toBe(fingerprint);
     expect(c.config["environment.INCUS_BACKUP_NOTIFY"]).toBe("always");
     expect(c.config["environment.INCUS_BACKUP_SCHEDULE"]).toBe("* * * * *");
+    expect(c.config["environment.INCUS_BACKUP_INSTALL_ID"]).toBe(installId);
     // The old image went with the alias move.
     expect((await incus(["image", "info", imageFingerprint], { ...on(), allowFail: true })).code).not.toBe(0);
     // State is on the NAS: the runs and the last run are still there, and status shows them.

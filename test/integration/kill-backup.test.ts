@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incusOk, labVersions, launchInstance, tracker, uniqueName } from "../lab/lab";
 import { FaultProxy, killTool, nonExpiring, pauseAt, reached, req, serverBackups, waitForStderr, type SeenRequest } from "./helpers/faults";
 import { isolatedServer, repoDir, wrongModes } from "./helpers/server";
-import { listJson, startTool, tool, toolOk, type ListRow, type RunningTool } from "./helpers/tool";
+import { listJson, startTool, tool, toolInstallId, toolOk, type ListRow, type RunningTool } from "./helpers/tool";
 
 /** A place to kill the tool: arms the proxy or the preload, and says when it is reached. */
 interface Point {
@@ -109,7 +109,8 @@ const POINTS: Point[] = [
     once: true,
     prepare: async (dir) => {
       const t = new Date().toISOString();
-      const lock = { host: hostname(), pid: 999_999_999, command: "incus-backup backup --all", started: t, refreshed: t, id: "0123456789abcdef" };
+      // One of this install's runs, whose process is gone.
+      const lock = { host: hostname(), pid: 999_999_999, install: await toolInstallId(), command: "incus-backup backup --all", started: t, refreshed: t, id: "0123456789abcdef" };
       await writeFile(join(dir, "lock.json"), JSON.stringify(lock), { mode: 0o600 });
     },
     pause: { op: "rename", when: "after", match: /\/lock\.json -> .*\/\.lock\.json-stale-[0-9a-f]+$/ },
@@ -202,7 +203,7 @@ describe.each(labVersions())("SIGKILL during backup --all on Incus %s", (version
     // The next backup takes over, cleans up and succeeds.
     const next = await tool(backupAll(dir), { socket });
     expect(next.code, next.stderr).toBe(0);
-    if (lockHeld) expect(next.stderr).toMatch(/taking over a stale lock: locked by pid \d+ on host \S+ since .* \(incus-backup (backup|prune) .*\) \(process \d+ is gone\)/);
+    if (lockHeld) expect(next.stderr).toMatch(/taking over a stale lock: locked by pid \d+ on host \S+ \(install [0-9a-f]{8}\) since .* \(incus-backup (backup|prune) .*\) \(process \d+ is gone\)/);
     figures.nextBackupOk++;
     expect(await countFiles(join(dir, ".tmp"))).toBe(0);
     // Nothing but the repository's own entries at its top (no lock files left behind).

@@ -1115,6 +1115,8 @@ cmd_env() {
 	printf 'export INCUS_SOCKET=%q\n' "$(lab_var SOCKET "$TARGET_VERSION")"
 	# An empty client config of our own: no remotes, default project.
 	printf 'export INCUS_CONF=%q\n' "$STATE_DIR/conf"
+	# The tool's local state (install id, restic runs and journal): the lab's, not /var/lib's.
+	printf 'export INCUS_BACKUP_STATE_DIR=%q\n' "$STATE_DIR/tool-state"
 	echo 'unset INCUS_DIR INCUS_REMOTE INCUS_PROJECT'
 	for v in $(lab_versions); do
 		printf 'export INCUS_BACKUP_LAB_SOCKET_%s=%q\n' "$(vkey "$v")" "$(lab_var SOCKET "$v")"

@@ -1,6 +1,7 @@
 // Helpers for integration tests against the lab: the incus CLI, fixtures with known contents, cleanup.
 // Test-only code may shell out to the incus CLI; the product itself talks to the REST API.
 import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
 import { inject } from "vitest";
 
 export interface RunResult {
@@ -71,7 +72,14 @@ export async function instanceMacs(socket?: string): Promise<string[]> {
  * exactly the lab's daemon: the caller's INCUS_DIR / remote / project must not redirect it.
  */
 export function labEnv(socket: string = labSocket()): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, INCUS_SOCKET: socket, INCUS_CONF: inject("labIncusConf") };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    INCUS_SOCKET: socket,
+    INCUS_CONF: inject("labIncusConf"),
+    // The tool's local state (its install id, a restic repository's runs and journal) goes with
+    // the lab, not into the machine's /var/lib. Tests that need their own set it over this.
+    INCUS_BACKUP_STATE_DIR: join(dirname(inject("labStateFile")), "tool-state"),
+  };
   delete env.INCUS_DIR;
   delete env.INCUS_REMOTE;
   delete env.INCUS_PROJECT;

@@ -15,6 +15,7 @@ import { IntegrityError, InterruptedError, LockedError, RepositoryError, errorMe
 import type { FileEntry, Manifest } from "../../core/manifest";
 import { KINDS, itemLabel, type ItemKey, type Kind } from "../../core/selection";
 import { isVersion, type Version } from "../../core/version";
+import { installId } from "../../local/identity";
 import { DirectoryStore } from "../directory";
 import { fsError, writeFileAtomic } from "../files";
 import type {
@@ -41,6 +42,7 @@ import {
   manifestOf,
   manifestTags,
   refMatches,
+  snapshotInstall,
   snapshotItem,
   snapshotVersion,
   type ResticSnapshot,
@@ -158,7 +160,7 @@ export class ResticStore implements Store {
       } catch (err) {
         throw fsError("create the state directory", dir, err);
       }
-      return (await DirectoryStore.open(dir, { create: true })).repo;
+      return (await DirectoryStore.open(dir, { create: true, stateDir: this.stateRoot, env: this.target.env })).repo;
     })();
     this.stateP.catch(() => {
       this.stateP = undefined;
@@ -304,13 +306,25 @@ export class ResticStore implements Store {
     return Buffer.concat(parts);
   }
 
+  /** This install's id (src/local/identity.ts), in the state directory's root. */
+  installId(): Promise<string | undefined> {
+    return installId(this.stateRoot, this.target.env);
+  }
+
+  /** Throws LockLostError if our lock (in the local state directory) is no longer this run's. */
+  async checkLock(): Promise<void> {
+    if (this.stateP) await (await this.stateP).checkLock();
+  }
+
   async begin(key: ItemKey, version: Version): Promise<VersionWriter> {
+    await this.checkLock();
     await this.ensureId();
     return new ResticVersionWriter(this, key, version);
   }
 
   /** The manifest snapshot goes first, so a crash half-way leaves orphaned data, never a listed version without it. */
   async deleteVersion(v: StoredVersion | DamagedVersion): Promise<void> {
+    await this.checkLock();
     const k = this.known.get(v.location);
     if (k === undefined) throw new RepositoryError(`${v.location}: not found in the last listing of the repository`);
     await this.forget([k.manifest]);
@@ -320,6 +334,7 @@ export class ResticStore implements Store {
   }
 
   async deleteVersions(vs: ReadonlyArray<StoredVersion | DamagedVersion>): Promise<void> {
+    await this.checkLock();
     const ks = vs.map((v) => {
       const k = this.known.get(v.location);
       if (k === undefined) throw new RepositoryError(`${v.location}: not found in the last listing of the repository`);
@@ -359,8 +374,9 @@ export class ResticStore implements Store {
 
   /**
    * Data snapshots no manifest names: what writers that were killed (or whose export failed) left.
-   * Those of this host go now (our lock is held, so no run of ours is writing); other hosts' only
-   * once they are a day old.
+   * Those of this install go now (our lock is held, so no run of ours is writing); any other's
+   * (another host's, maybe under way; or one without an install tag) only once a day old. By host
+   * name alone, two hosts both called `backup` would delete each other's in-flight data.
    */
   async cleanupTemp(): Promise<string[]> {
     const snaps = await this.snapshots();
@@ -372,12 +388,13 @@ export class ResticStore implements Store {
       if (typeof m !== "string") for (const f of m.files) named.add(f.ref!);
     }
     const now = Date.now();
+    const install = await this.installId();
     const orphans = snaps.filter(
       (s) =>
         isDataSnapshot(s) &&
         ![...named].some((r) => refMatches(r, s)) &&
         !versionsOf.has(`${snapshotItem(s)}@${snapshotVersion(s)}`) &&
-        (s.hostname === this.host || now - Date.parse(s.time) > FOREIGN_ORPHAN_AGE_MS),
+        ((install !== undefined && snapshotInstall(s) === install) || now - Date.parse(s.time) > FOREIGN_ORPHAN_AGE_MS),
     );
     try {
       await this.forget(orphans.map((s) => s.id));
@@ -616,7 +633,7 @@ class ResticVersionWriter implements VersionWriter {
   ) {}
 
   async createFile(name: string, tee?: Hash): Promise<FileSink> {
-    const sink = new ResticFileSink(this.store, name, dataTags(this.key, this.version, name), tee);
+    const sink = new ResticFileSink(this.store, name, dataTags(this.key, this.version, name, await this.store.installId()), tee);
     this.sinks.set(name, sink);
     return sink as ResticFileSink & FileSink;
   }
@@ -652,6 +669,7 @@ class ResticVersionWriter implements VersionWriter {
     for (const f of full.files) if (f.ref === undefined) throw new RepositoryError(`${itemLabel(this.key)}: ${f.name} was not stored in restic`);
     const tags = manifestTags(full);
     if (tags === undefined) throw new RepositoryError(`${itemLabel(this.key)}: its manifest is too large to store as restic tags`);
+    await this.store.checkLock();
     const id = await this.store.saveSmall(MANIFEST_NAME, tags, JSON.stringify(full, null, 2) + "\n");
     this.done = true;
     return { manifest: full, location: `${this.store.location} snapshot ${id.slice(0, 8)}`, size: full.files.reduce((n, f) => n + f.size, 0) };

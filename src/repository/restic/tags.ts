@@ -15,6 +15,7 @@ const ITEM_PREFIX = "item=";
 const VERSION_PREFIX = "version=";
 const FILE_PREFIX = "file=";
 const MANIFEST_PREFIX = "m=";
+const INSTALL_PREFIX = "install=";
 /** A command-line argument may be at most 128 KiB (MAX_ARG_STRLEN); the manifest tag stays well below. */
 export const MAX_MANIFEST_TAG = 100 * 1024;
 
@@ -38,8 +39,20 @@ export function itemTag(key: ItemKey): string {
   return [key.kind, key.project, key.kind === "volume" ? (key.pool ?? "") : "", key.name].map(tagSafe).join("/");
 }
 
-export function dataTags(key: ItemKey, version: Version, file: string): string[] {
-  return [TOOL_TAG, DATA_TAG, `${ITEM_PREFIX}${itemTag(key)}`, `${VERSION_PREFIX}${version}`, `${FILE_PREFIX}${tagSafe(file)}`];
+/**
+ * A data snapshot's tags. `install`: the writer's install id (src/local/identity.ts), so that an
+ * unfinished write is told apart from another host's in-flight one even when both hosts have the
+ * same name (every deployed container is called `backup`).
+ */
+export function dataTags(key: ItemKey, version: Version, file: string, install?: string): string[] {
+  const tags = [TOOL_TAG, DATA_TAG, `${ITEM_PREFIX}${itemTag(key)}`, `${VERSION_PREFIX}${version}`, `${FILE_PREFIX}${tagSafe(file)}`];
+  if (install !== undefined) tags.push(`${INSTALL_PREFIX}${install}`);
+  return tags;
+}
+
+/** The install id a data snapshot was written by, if it says. */
+export function snapshotInstall(s: ResticSnapshot): string | undefined {
+  return tagValue(s, INSTALL_PREFIX);
 }
 
 /** The manifest snapshot's tags, or undefined when the manifest is too large to be a tag. */

@@ -1,6 +1,8 @@
 // Runs the built tool (dist/incus-backup.mjs) as a child process against a lab daemon, with or without a terminal.
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { labEnv } from "../../lab/lab";
@@ -150,4 +152,24 @@ export interface ListRow {
 export async function listJson(dir: string, ...args: string[]): Promise<ListRow[]> {
   const r = await toolOk(["list", "--json", `--dir=${dir}`, ...args]);
   return JSON.parse(r.stdout) as ListRow[];
+}
+
+/**
+ * The install id the tool records in its locks here (the lab's INCUS_BACKUP_STATE_DIR, see
+ * labEnv), for a lock file that must look like one of this install's runs. The tool makes it the
+ * first time it takes a lock: if none did yet, a prune on a throwaway repository does.
+ */
+export async function toolInstallId(): Promise<string> {
+  const path = join(labEnv().INCUS_BACKUP_STATE_DIR!, "install-id");
+  const read = () => readFile(path, "utf8").then((t) => t.trim(), () => "");
+  if (!(await read())) {
+    const dir = await mkdtemp(join(tmpdir(), "ibk-id-"));
+    try {
+      await toolOk(["init", `--dir=${dir}`]);
+      await toolOk(["prune", "--keep-last", "1", `--dir=${dir}`]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  return read();
 }

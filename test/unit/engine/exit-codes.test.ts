@@ -6,7 +6,7 @@ import { backupItems, type BackupDeps, type BackupOptions } from "../../../src/e
 import { liveInstances } from "../../../src/engine/discover";
 import { executePlan, type RestoreDeps } from "../../../src/engine/restore";
 import { silentReporter } from "../../../src/engine/reporter";
-import { ExitCode, runExitCode } from "../../../src/errors";
+import { ExitCode, LockLostError, exitCodeOf, runExitCode } from "../../../src/errors";
 import type { Plan, Step } from "../../../src/core/plan";
 import type { ItemKey } from "../../../src/core/selection";
 import { FakeIncus, backupArchive } from "../helpers/fake-incus";
@@ -56,6 +56,35 @@ describe.each([
     expect(store.open.size).toBe(0);
     expect([...fake.backups.values()].flatMap((m) => [...m.keys()])).toEqual([]);
     expect((await store.listRuns()).map((x) => x.status)).toEqual(["failed"]);
+  });
+
+  it("the lock is taken over after the first item: the run stops with exit 7, starts nothing more, commits nothing more, writes no run record", async () => {
+    const { fake, store, deps, opts } = world();
+    fake.addInstance({ name: "c", status: "Stopped" });
+    await store.lock("backup --all");
+    const begun: string[] = [];
+    const reporter = { ...silentReporter, itemStart: (i: ItemKey) => begun.push(i.name), itemDone: () => store.takeOver("a run on another host") };
+    const err = await backupItems({ ...deps, reporter }, opts, await liveInstances(fake.client, "default"), signal()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockLostError);
+    expect(exitCodeOf(err)).toBe(ExitCode.Locked);
+    // Two at a time (parallel 1: one making, one transferring); once the first is done and the
+    // lock gone, the third never starts and the second is not committed.
+    expect(begun).toHaveLength(2);
+    expect((await store.list()).versions).toHaveLength(1);
+    expect(store.open.size).toBe(0);
+    expect((await store.listRuns()).map((x) => x.status)).toEqual(["running"]);
+  });
+
+  it("the lock is taken over while an item is under way: that item is not committed", async () => {
+    const { fake, store, deps, opts } = world();
+    await store.lock("backup --all");
+    const reporter = { ...silentReporter, itemStart: () => store.takeOver() };
+    const err = await backupItems({ ...deps, reporter }, opts, await liveInstances(fake.client, "default"), signal()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockLostError);
+    expect((err as Error).message).toMatch(/lock of this run was taken over/);
+    expect((await store.list()).versions).toEqual([]);
+    expect(store.open.size).toBe(0);
+    expect([...fake.backups.values()].flatMap((m) => [...m.keys()])).toEqual([]);
   });
 
   it("one on a full disk, one for the server: 1", async () => {

@@ -5,7 +5,7 @@
 
 import { createHash, randomBytes, type Hash } from "node:crypto";
 import { Readable, Writable } from "node:stream";
-import { IntegrityError, LockedError, RepositoryError } from "../../../src/errors";
+import { IntegrityError, LockedError, LockLostError, RepositoryError } from "../../../src/errors";
 import { MANIFEST_FILE, type FileEntry, type Manifest } from "../../../src/core/manifest";
 import { KINDS, itemLabel, type ItemKey, type Kind } from "../../../src/core/selection";
 import { nextVersion, versionAt, type Version } from "../../../src/core/version";
@@ -96,6 +96,13 @@ export class MemoryStore implements Store {
   /** Bytes a file sink takes before it fails with ENOSPC; undefined: the disk is not full. */
   diskFullAfter: number | undefined;
   private held: LockInfo | undefined;
+  private heldLock: HeldLock | undefined;
+
+  /** Another run takes the lock over (as after this one was frozen past the stale limit). */
+  takeOver(command = "the other run"): void {
+    const at = new Date().toISOString();
+    this.held = { host: "memory", pid: 1, command, started: at, refreshed: at, id: "other" };
+  }
 
   constructor(options: { initialized?: boolean } = {}) {
     this.initialized = options.initialized ?? true;
@@ -196,7 +203,13 @@ export class MemoryStore implements Store {
     return Buffer.from(this.bytesOf(v, file));
   }
 
+  /** As the real stores do before each write: throws LockLostError once the lock is another run's. */
+  async checkLock(): Promise<void> {
+    await this.heldLock?.check();
+  }
+
   async begin(key: ItemKey, version: Version): Promise<VersionWriter> {
+    await this.checkLock();
     if (this.versions.has(locationOf(key, version))) throw new RepositoryError(`${itemLabel(key)} already has a version ${version}`);
     const tmp = `${version}-${key.kind}-${randomBytes(6).toString("hex")}`;
     const w = new MemoryVersionWriter(this, key, version, () => this.open.delete(tmp));
@@ -205,6 +218,7 @@ export class MemoryStore implements Store {
   }
 
   async deleteVersion(v: StoredVersion | DamagedVersion): Promise<void> {
+    await this.checkLock();
     this.versions.delete(v.location);
     const i = this.damaged.findIndex((d) => d.location === v.location);
     if (i >= 0) this.damaged.splice(i, 1);
@@ -257,11 +271,17 @@ export class MemoryStore implements Store {
     const at = (options.now?.() ?? new Date()).toISOString();
     const info: LockInfo = { host: "memory", pid: process.pid, command, started: at, refreshed: at, id: randomBytes(6).toString("hex") };
     this.held = info;
-    return {
+    const held = {
       release: async () => {
         if (this.held?.id === info.id) this.held = undefined;
+        if (this.heldLock === held) this.heldLock = undefined;
+      },
+      check: async () => {
+        if (this.held?.id !== info.id) throw new LockLostError(`the repository lock of this run was taken over by ${this.held?.command ?? "nobody"}; stopped before writing more`);
       },
     };
+    this.heldLock = held;
+    return held;
   }
 
   async lockHolder(): Promise<LockInfo | undefined> {
@@ -394,6 +414,7 @@ export class MemoryVersionWriter implements VersionWriter {
 
   async commit(manifest: Omit<Manifest, "files">): Promise<StoredVersion> {
     if (this.finished) throw new Error("the version is finished");
+    await this.store.checkLock();
     if (manifest.kind !== this.key.kind || manifest.name !== this.key.name || manifest.project !== this.key.project || manifest.version !== this.version) {
       throw new Error(`the manifest describes another item or version than the writer (${itemLabel(manifest)} ${manifest.version})`);
     }
