@@ -6,6 +6,7 @@ import { ExitCode, UsageError } from "../errors";
 import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } from "../core/settings";
 import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
 import { gatherStatus, type StatusReport } from "../engine/status";
+import { describeOwner } from "../engine/ownership";
 import { envInstallId } from "../local/identity";
 import { pidAlive, processGone } from "../repository/lock";
 import { dirArg, repoSpec } from "./common";
@@ -85,6 +86,7 @@ export function formatStatus(r: StatusReport): string {
       `${repo.dir}: ${repo.items} item(s), ${repo.versions} version(s), ${formatBytes(repo.size)}${repo.damaged ? `, ${repo.damaged} DAMAGED (run \`incus-backup verify\`)` : ""}${repo.id ? ` (id ${repo.id})` : ""}`,
     );
   }
+  if (repo.server) add("server", `the backups of ${describeOwner(repo.server)}, since ${at(repo.server.since)}`);
   if (r.settingsError) add("settings", `ERROR: ${r.settingsError}; nothing is scheduled until this is fixed`);
   add("running", r.running ? `${r.running.command}: pid ${r.running.pid} on ${r.running.host} since ${at(r.running.since)}` : "nothing");
   const run = r.lastRun;

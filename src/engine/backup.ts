@@ -33,6 +33,7 @@ import type { Store, VersionWriter } from "../repository/store";
 import type { JournalEntry } from "../repository/journal";
 import { liveInstances, liveVolumes, rootPool, usedOnlyBy, type LiveInstance, type LiveVolume } from "./discover";
 import { startInstance, stopInstance, waitForServerTasks } from "./power";
+import { claimRepository } from "./ownership";
 import { runPool, Semaphore } from "./pool";
 import { PzstdHeaderWriter } from "./zstd_frames";
 import { backupDatabase, backupImage, liveImages, type LiveDatabase, type LiveImage } from "./server_items";
@@ -148,8 +149,10 @@ export async function discoverForBackup(c: IncusClient, sel: Selection, signal?:
  */
 export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: LiveItem[], signal: AbortSignal): Promise<BackupResult> {
   const started = deps.now();
-  const version = await deps.store.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
   const server = await deps.client.server(signal);
+  // Refused before anything is written if the repository holds another server's backups.
+  await claimRepository(deps.store, server, started);
+  const version = await deps.store.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
   const results: ItemResult[] = [];
   const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");
   const slots = { make: new Semaphore(opts.parallel), transfer: new Semaphore(opts.parallel) };

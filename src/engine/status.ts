@@ -4,7 +4,7 @@ import { errorMessage } from "../errors";
 import { itemId } from "../core/selection";
 import { redactUrl, type Settings } from "../core/settings";
 import type { RetentionPolicy } from "../core/retention";
-import type { RunRecord, Store } from "../repository/store";
+import type { RunRecord, ServerOwner, Store } from "../repository/store";
 import { checkRepository } from "./locking";
 import { DAEMON_STATE, VERIFY_STATE, type DaemonState, type VerifyRecord } from "./daemon";
 import { PRUNE_STATE, type PruneRecord } from "./prune";
@@ -13,7 +13,18 @@ export interface StatusReport {
   now: string;
   /** The time zone times are shown in. */
   tz: string;
-  repository: { dir: string; initialized: boolean; id: string | null; size: number; items: number; versions: number; damaged: number; error?: string };
+  repository: {
+    dir: string;
+    initialized: boolean;
+    id: string | null;
+    /** The Incus server whose backups it holds (recorded by its first backup, or init --adopt). */
+    server: ServerOwner | null;
+    size: number;
+    items: number;
+    versions: number;
+    damaged: number;
+    error?: string;
+  };
   /** The lock's holder: a backup or prune in progress. */
   running: { pid: number; host: string; command: string; since: string } | null;
   lastRun: RunRecord | null;
@@ -56,7 +67,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   const report: StatusReport = {
     now: o.now.toISOString(),
     tz: o.tz,
-    repository: { dir: o.location, initialized: false, id: null, size: 0, items: 0, versions: 0, damaged: 0 },
+    repository: { dir: o.location, initialized: false, id: null, server: null, size: 0, items: 0, versions: 0, damaged: 0 },
     running: null,
     lastRun: null,
     schedule: null,
@@ -95,6 +106,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
     report.repository.versions = versions.length;
     report.repository.damaged = damaged.length;
     report.repository.items = new Set(versions.map((v) => itemId(v.manifest))).size;
+    report.repository.server = (await repo.serverOwner()) ?? null;
   } catch (err) {
     report.repository.error = errorMessage(err);
   }

@@ -190,6 +190,8 @@ export interface ServerInfo {
     server_name?: string;
     server_version?: string;
     server_clustered?: boolean;
+    /** The server's (a cluster's: the cluster's) certificate: what names it across renames. */
+    certificate_fingerprint?: string;
     kernel_version?: string;
     storage?: string;
     architectures?: string[];

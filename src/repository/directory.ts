@@ -16,7 +16,7 @@ import { isLockFileName, LOCK_FILE } from "./layout";
 import { Journal } from "./journal";
 import { installId } from "../local/identity";
 import { RepositoryLock, forceUnlock, readLock } from "./lock";
-import type { DamagedVersion, HeldLock, Listing, LockInfo, LockOptions, RunRecord, Store, StoredFile, StoredVersion, VersionWriter } from "./store";
+import { isServerOwner, type DamagedVersion, type HeldLock, type Listing, type LockInfo, type LockOptions, type RunRecord, type ServerOwner, type Store, type StoredFile, type StoredVersion, type VersionWriter } from "./store";
 import {
   FORMAT_FILE,
   KEY_DEPTH,
@@ -164,6 +164,19 @@ export class DirectoryStore implements Store {
     const id = await this.repositoryId();
     if (id === undefined) throw new RepositoryError(`${this.root}: could not give the repository an id`);
     return id;
+  }
+
+  /** In the marker file, beside the id. */
+  async serverOwner(): Promise<ServerOwner | undefined> {
+    const o = (await this.marker())?.server;
+    return isServerOwner(o) ? o : undefined;
+  }
+
+  async setServerOwner(owner: ServerOwner): Promise<void> {
+    await this.checkLock();
+    const m = await this.marker();
+    if (m === undefined) throw new RepositoryError(`${this.root} is not an incus-backup repository`);
+    await writeFileAtomic(join(this.root, FORMAT_FILE), JSON.stringify({ ...m, server: owner }, null, 2) + "\n");
   }
 
   private checkFormat(text: string, path: string): Record<string, unknown> {

@@ -162,6 +162,21 @@ export interface JournalStore {
   list(): Promise<{ entries: JournalEntry[]; problems: string[] }>;
 }
 
+/** The Incus server whose backups a repository holds, named by its certificate's fingerprint. */
+export interface ServerOwner {
+  fingerprint: string;
+  /** Its server name, for people. */
+  name: string;
+  /** When the repository was given to it (its first backup, or `init --adopt`). */
+  since: string;
+}
+
+/** A sound ServerOwner record (one damaged on disk counts as none). */
+export function isServerOwner(o: unknown): o is ServerOwner {
+  const r = o as Partial<ServerOwner> | null | undefined;
+  return typeof r === "object" && r !== null && typeof r.fingerprint === "string" && r.fingerprint !== "" && typeof r.name === "string" && typeof r.since === "string";
+}
+
 export interface Store {
   /** Where the store is, for people: a path, a URL. */
   readonly location: string;
@@ -183,6 +198,10 @@ export interface Store {
   repositoryId(): Promise<string | undefined>;
   /** The id, made now for a repository initialised before repositories had one. */
   ensureId(): Promise<string>;
+  /** Which server's backups the repository holds; undefined until its first backup records it. */
+  serverOwner(): Promise<ServerOwner | undefined>;
+  /** Records which server's backups the repository holds. Only while holding the lock. */
+  setServerOwner(owner: ServerOwner): Promise<void>;
   /** The error for a place that is not a repository, where the directory's wording (an unmounted NAS) does not fit. */
   notRepositoryError?(): Error;
   /** Fails early, with a clear RepositoryError, if nothing can be written. */

@@ -5,7 +5,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, incusOk, labSocket, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { checksumTree, incusOk, labSocket, launchInstance, startExtraServer, stopExtraServer, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
 import { expectOneLineError, instanceStatus, repoDir, tempDir } from "./helpers/server";
 import { listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
@@ -279,6 +279,35 @@ describe("concurrent runs on one repository", () => {
       proxy.release();
       await a.done.catch(() => undefined);
     }
+  });
+
+  it("two servers never share a repository: the first backup records its server, another's backup is refused (exit 8, nothing written) but may restore; init --adopt hands it over", async () => {
+    const shared = await repoDir(track);
+    await toolOk([...backup, `--dir=${shared}`]);
+    const mine = JSON.parse(await incusOk(["query", "/1.0"])) as { environment: { server_name: string; certificate_fingerprint: string } };
+    const status = JSON.parse((await toolOk(["status", "--json", `--dir=${shared}`])).stdout) as { repository: { server: { name: string; fingerprint: string } | null } };
+    expect(status.repository.server).toMatchObject({ name: mine.environment.server_name, fingerprint: mine.environment.certificate_fingerprint });
+
+    const other = await startExtraServer("conc-other");
+    track.defer(() => stopExtraServer("conc-other"));
+    const listed = await listJson(shared);
+    const refused = await tool(["backup", "--all", `--dir=${shared}`], { socket: other });
+    expect(refused.code, refused.stderr).toBe(8);
+    expect(expectOneLineError(refused)).toMatch(
+      new RegExp(`holds the backups of Incus server ${mine.environment.server_name} \\(certificate ${mine.environment.certificate_fingerprint.slice(0, 12)}\\), not of this server, .*nothing was written.*init --adopt`),
+    );
+    expect(await listJson(shared)).toEqual(listed);
+    expect(await readdir(join(shared, ".tmp")).catch(() => [])).toEqual([]);
+    // Restoring from it is disaster recovery: allowed anywhere.
+    const plan = await toolOk(["restore", "--instance", "--name", name, "--dry-run", `--dir=${shared}`], { socket: other });
+    expect(plan.stdout).toMatch(new RegExp(`create +instance default/${name}`));
+
+    const adopt = await toolOk(["init", "--adopt", `--dir=${shared}`], { socket: other });
+    expect(adopt.stdout).toMatch(new RegExp(`it holds the backups of this server, .* from now on \\(it held ${mine.environment.server_name} \\(certificate ${mine.environment.certificate_fingerprint.slice(0, 12)}\\)'s\\)`));
+    await toolOk(["backup", "--database", `--dir=${shared}`], { socket: other });
+    const old = await tool([...backup, `--dir=${shared}`]);
+    expect(old.code).toBe(8);
+    console.log(`two servers: the other's backup -> exit ${refused.code}; after init --adopt it backs up, the first one's -> exit ${old.code}`);
   });
 
   it("unlock removes a stale lock, refuses a live one (exit 7, nothing removed) unless --force, and says whose it was", async () => {

@@ -100,6 +100,31 @@ describe.each(binaries)("restic store, restic $version", ({ binary }) => {
     expect(await s.cleanupTemp()).toEqual([]);
   });
 
+  it("keeps the server whose backups it holds in a snapshot of its own (the newest counts), never listed or tidied away; another install's unfinished data stays a day", { timeout: 60_000 }, async () => {
+    const { s, dir, env } = await store(binary);
+    await s.initialize();
+    expect(await s.serverOwner()).toBeUndefined();
+    const lock = await s.lock("test");
+    try {
+      await s.setServerOwner({ fingerprint: "aa".repeat(32), name: "incus01", since: "2025-09-14T03:00:00.000Z" });
+      await new Promise((r) => setTimeout(r, 1100)); // restic's snapshot times have a second's grain here
+      await s.setServerOwner({ fingerprint: "bb".repeat(32), name: "incus02", since: "2025-09-15T03:00:00.000Z" });
+    } finally {
+      await lock.release();
+    }
+    const again = new ResticStore({ repository: join(dir, "repo"), binary, env }, join(dir, "state"));
+    expect(await again.serverOwner()).toEqual({ fingerprint: "bb".repeat(32), name: "incus02", since: "2025-09-15T03:00:00.000Z" });
+    expect(await again.list()).toEqual({ versions: [], damaged: [] });
+    // Unfinished data of another install (another host of the same name) is not this run's to tidy.
+    const otherEnv = { ...env, INCUS_BACKUP_INSTALL_ID: "1111222233334444" };
+    const w = await new ResticStore({ repository: join(dir, "repo"), binary, env: otherEnv }, join(dir, "state")).begin(key, "20250914-030002");
+    await w.writeFile("volume.tar", randomBytes(4096));
+    // Fresh stores: no listing cached from before that write.
+    expect(await new ResticStore({ repository: join(dir, "repo"), binary, env }, join(dir, "state")).cleanupTemp()).toEqual([]);
+    expect(await new ResticStore({ repository: join(dir, "repo"), binary, env: otherEnv }, join(dir, "state")).cleanupTemp()).toHaveLength(1);
+    expect(await new ResticStore({ repository: join(dir, "repo"), binary, env }, join(dir, "state")).serverOwner()).toMatchObject({ name: "incus02" });
+  });
+
   it("refuses a wrong password with exit 8 and one line", { timeout: 60_000 }, async () => {
     const { s, dir, env } = await store(binary);
     await s.initialize();

@@ -28,6 +28,7 @@ import type {
   LockInfo,
   LockOptions,
   RunRecord,
+  ServerOwner,
   Store,
   StoredFile,
   StoredVersion,
@@ -41,6 +42,8 @@ import {
   isManifestSnapshot,
   manifestOf,
   manifestTags,
+  ownerOf,
+  ownerTags,
   refMatches,
   snapshotInstall,
   snapshotItem,
@@ -50,6 +53,8 @@ import {
 
 /** The stdin file name of a manifest snapshot (flat: restic 0.18.0 fails on a "/" in it). */
 const MANIFEST_NAME = "manifest.json";
+/** The stdin file name of an owner snapshot. */
+const OWNER_NAME = "owner.json";
 /** How long a listing of the snapshots is reused within one process (see snapshots()). */
 const SNAPSHOTS_FRESH_MS = 10_000;
 /** Data snapshots of other hosts that no manifest names are left alone this long (their run may be under way). */
@@ -304,6 +309,22 @@ export class ResticStore implements Store {
     for await (const chunk of f.stream) parts.push(chunk as Buffer);
     await f.checked;
     return Buffer.concat(parts);
+  }
+
+  /** The newest owner snapshot's record (tags.ts). */
+  async serverOwner(): Promise<ServerOwner | undefined> {
+    let newest: { at: number; owner: ServerOwner } | undefined;
+    for (const s of await this.snapshots()) {
+      const owner = ownerOf(s);
+      const at = Date.parse(s.time);
+      if (owner && (newest === undefined || at > newest.at)) newest = { at, owner };
+    }
+    return newest?.owner;
+  }
+
+  async setServerOwner(owner: ServerOwner): Promise<void> {
+    await this.checkLock();
+    await this.saveSmall(OWNER_NAME, ownerTags(owner), JSON.stringify(owner, null, 2) + "\n");
   }
 
   /** This install's id (src/local/identity.ts), in the state directory's root. */

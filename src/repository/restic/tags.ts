@@ -6,11 +6,15 @@ import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { manifestProblem, type Manifest } from "../../core/manifest";
 import type { ItemKey } from "../../core/selection";
 import type { Version } from "../../core/version";
+import { isServerOwner, type ServerOwner } from "../store";
 
 /** Every snapshot this tool makes has this tag; anything else in the repository is left alone. */
 export const TOOL_TAG = "incus-backup";
 export const DATA_TAG = "incus-backup-data";
 export const MANIFEST_TAG = "incus-backup-manifest";
+/** A small snapshot naming the server whose backups the repository holds; the newest one counts. */
+export const OWNER_TAG = "incus-backup-owner";
+const OWNER_PREFIX = "owner=";
 const ITEM_PREFIX = "item=";
 const VERSION_PREFIX = "version=";
 const FILE_PREFIX = "file=";
@@ -104,4 +108,22 @@ export function manifestOf(s: ResticSnapshot): Manifest | string {
 /** Whether a (full) snapshot id is the one a reference names (0.14 reports 8-character ids). */
 export function refMatches(ref: string, s: ResticSnapshot): boolean {
   return s.id.startsWith(ref);
+}
+
+/** An owner snapshot's tags: the record itself, base64url JSON (no commas, which split tags). */
+export function ownerTags(owner: ServerOwner): string[] {
+  return [TOOL_TAG, OWNER_TAG, `${OWNER_PREFIX}${Buffer.from(JSON.stringify(owner)).toString("base64url")}`];
+}
+
+/** The owner an owner snapshot records, or undefined for anything else or a damaged one. */
+export function ownerOf(s: ResticSnapshot): ServerOwner | undefined {
+  if (!(s.tags ?? []).includes(OWNER_TAG)) return undefined;
+  const packed = tagValue(s, OWNER_PREFIX);
+  if (packed === undefined) return undefined;
+  try {
+    const o: unknown = JSON.parse(Buffer.from(packed, "base64url").toString("utf8"));
+    return isServerOwner(o) ? o : undefined;
+  } catch {
+    return undefined;
+  }
 }

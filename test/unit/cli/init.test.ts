@@ -12,7 +12,8 @@ describe("init", () => {
     const r = await runCli(["init", "--dir", dir, "--json"]);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.stdout) as { location: string; id: string; created: boolean };
-    expect(j).toEqual({ location: dir, id: expect.stringMatching(/^[0-9a-f]{16}$/), created: true });
+    // No backup yet: no server recorded (the first backup records its own).
+    expect(j).toEqual({ location: dir, id: expect.stringMatching(/^[0-9a-f]{16}$/), created: true, server: null });
     expect(await readdir(dir)).toEqual(["incus-backup.json"]);
     expect(JSON.parse(await readFile(join(dir, "incus-backup.json"), "utf8"))).toMatchObject({ format: "incus-backup", version: 1, id: j.id });
     const text = await runCli(["init", "--dir", dir]);

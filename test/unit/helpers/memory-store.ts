@@ -14,6 +14,7 @@ import type {
   DamagedVersion,
   FileSink,
   HeldLock,
+  ServerOwner,
   JournalEntry,
   JournalStore,
   Listing,
@@ -201,6 +202,17 @@ export class MemoryStore implements Store {
   async readSmallFile(v: StoredVersion, file: FileEntry): Promise<Buffer> {
     await this.verifyFile(v, file);
     return Buffer.from(this.bytesOf(v, file));
+  }
+
+  owner: ServerOwner | undefined;
+
+  async serverOwner(): Promise<ServerOwner | undefined> {
+    return this.owner && { ...this.owner };
+  }
+
+  async setServerOwner(owner: ServerOwner): Promise<void> {
+    await this.checkLock();
+    this.owner = { ...owner };
   }
 
   /** As the real stores do before each write: throws LockLostError once the lock is another run's. */

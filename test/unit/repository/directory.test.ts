@@ -428,3 +428,24 @@ describe("run records", () => {
     }
   });
 });
+
+describe("the server a repository holds the backups of", () => {
+  it("is kept in the marker beside the id, read back, replaced whole; a damaged record counts as none", async () => {
+    const dir = await tempDir();
+    const { repo } = await DirectoryStore.open(dir, { create: true });
+    const id = await repo.ensureId();
+    expect(await repo.serverOwner()).toBeUndefined();
+    const lock = await repo.lock("test", { install: "" });
+    try {
+      await repo.setServerOwner({ fingerprint: "ab".repeat(32), name: "incus01", since: "2025-09-14T03:00:02.000Z" });
+      expect(await repo.serverOwner()).toEqual({ fingerprint: "ab".repeat(32), name: "incus01", since: "2025-09-14T03:00:02.000Z" });
+      const marker = JSON.parse(await readFile(join(dir, "incus-backup.json"), "utf8")) as Record<string, unknown>;
+      expect(marker).toMatchObject({ format: "incus-backup", id, server: { name: "incus01" } });
+      await writeFile(join(dir, "incus-backup.json"), JSON.stringify({ ...marker, server: { name: 5 } }));
+      expect(await repo.serverOwner()).toBeUndefined();
+      expect(await repo.repositoryId()).toBe(id);
+    } finally {
+      await lock.release();
+    }
+  });
+});
