@@ -28,7 +28,7 @@ export function unlockCommand(ctx: CliContext) {
           });
         }
       }
-      const info = await store.forceUnlock();
+      const info = await store.forceUnlock({ force: a.force });
       err(ctx, info ? `removed the lock: it was ${describeLock(info)}` : "the repository was not locked");
       return ExitCode.OK;
     },

@@ -1,9 +1,10 @@
 // Opening a store from what the user gave (see core/repo_spec.ts): a directory, or a restic repository.
 
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { RepoSpec } from "../core/repo_spec";
 import { DEFAULT_STATE_DIR } from "../local/identity";
 import { DirectoryStore } from "./directory";
+import { RESTIC_CHILDREN_FILE } from "./restic/locks";
 import { parseConnectTimeout } from "./restic/run";
 import { ResticStore } from "./restic/store";
 import type { Store } from "./store";
@@ -21,7 +22,13 @@ export async function openStore(where: RepoSpec | string, options: { create: boo
   if (spec.backend === "dir") return (await DirectoryStore.open(resolve(spec.path), { create: options.create, stateDir, env })).repo;
   const location = /^[a-z0-9]+:/i.test(spec.location) ? spec.location : resolve(spec.location);
   return new ResticStore(
-    { repository: location, binary: env.INCUS_BACKUP_RESTIC || "restic", env, connectTimeoutMs: parseConnectTimeout(env.INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT) },
+    {
+      repository: location,
+      binary: env.INCUS_BACKUP_RESTIC || "restic",
+      env,
+      connectTimeoutMs: parseConnectTimeout(env.INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT),
+      children: join(stateDir, RESTIC_CHILDREN_FILE),
+    },
     stateDir,
   );
 }

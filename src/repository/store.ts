@@ -260,7 +260,7 @@ export interface Store {
   /** Who holds the lock now, if anyone. */
   lockHolder(): Promise<LockInfo | undefined>;
   /** Removes the lock whoever holds it (`unlock`); returns whose it was. */
-  forceUnlock(): Promise<LockInfo | undefined>;
+  forceUnlock(options?: { force?: boolean }): Promise<LockInfo | undefined>;
 
   readonly journal: JournalStore;
 

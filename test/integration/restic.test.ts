@@ -180,6 +180,35 @@ describe.each(matrix)("restic backend: Incus %s, restic %s", (version, _restic, 
     const after = await toolSnapshots(r, restic);
     expect(after.filter((s) => s.tags.includes("incus-backup-manifest"))).toHaveLength(2);
     expect(before.every((s) => after.some((a) => a.id === s.id))).toBe(true);
+
+    // A live restic of another host with the same name (every backup container is called
+    // `backup`): its PID does not run here. restic's own `unlock` would clear its lock; the tool
+    // does not. It runs in a PID namespace of its own, at a PID this machine does not have.
+    const sameName = spawn(
+      "unshare",
+      // sh is the namespace's PID 1; restic, forked after ns_last_pid is set, gets 300001.
+      ["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", 'echo 300000 >/proc/sys/kernel/ns_last_pid && "$@"', "sh", restic.binary, "backup", "--stdin", "--stdin-filename", "other-host", "--tag", "other-host"],
+      { env: { ...process.env, RESTIC_PASSWORD_FILE: r.env.RESTIC_PASSWORD_FILE, RESTIC_CACHE_DIR: r.env.RESTIC_CACHE_DIR, RESTIC_REPOSITORY: r.location }, stdio: ["pipe", "ignore", "ignore"] },
+    );
+    try {
+      sameName.stdin.write("some bytes\n");
+      let locks = "";
+      for (let i = 0; i < 100 && (locks = (await resticCli(r, restic, ["list", "locks", "--no-lock"])).trim()) === ""; i++) await new Promise((res) => setTimeout(res, 100));
+      const info = JSON.parse(await resticCli(r, restic, ["cat", "lock", locks.split("\n")[0]!, "--no-lock"])) as { pid: number; hostname: string };
+      expect(info.pid).toBeGreaterThan(300000);
+      const p = await tool(["prune", "--keep-last", "1", `--repo=${r.repo}`], { env: r.env });
+      expect(p.code, p.stderr).toBe(7);
+      expect(oneLine(p.stderr)[0]).toMatch(new RegExp(`locked by PID ${info.pid} on ${info.hostname} .*not a restic this install started, though of this host name: another host of the same name\\?`));
+      const u = await tool(["unlock", `--repo=${r.repo}`], { env: r.env });
+      expect(u.code, u.stderr).toBe(7);
+      expect((await resticCli(r, restic, ["list", "locks", "--no-lock"])).trim()).toBe(locks);
+      console.log(`${tag} a same-named host's live restic lock: prune exit ${p.code}, unlock exit ${u.code}, the lock kept; unlock --force clears it`);
+      await toolOk(["unlock", "--force", `--repo=${r.repo}`], { env: r.env });
+      expect((await resticCli(r, restic, ["list", "locks", "--no-lock"])).trim()).toBe("");
+    } finally {
+      sameName.kill("SIGKILL");
+      await new Promise((res) => (sameName.exitCode === null ? sameName.once("close", res) : res(undefined)));
+    }
   });
 
   it("kill -9 mid-backup: the half-stored file is never listed, and the next run removes it", async () => {

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { withoutCredentials } from "../../core/repo_spec";
 import { AppError, InterruptedError, LockedError, RepositoryError, UsageError } from "../../errors";
+import { recordChild } from "./locks";
 
 export interface ResticTarget {
   /** The restic repository string: a path, sftp:…, rest:…, s3:… */
@@ -18,6 +19,8 @@ export interface ResticTarget {
    * ride out a blip in the middle of a backup.
    */
   connectTimeoutMs?: number;
+  /** Where each restic started is recorded, so that its lock can be told for ours if it dies (locks.ts). */
+  children?: string;
 }
 
 /** The default of INCUS_BACKUP_RESTIC_CONNECT_TIMEOUT: 60 s. */
@@ -126,10 +129,12 @@ export function collect(stream: NodeJS.ReadableStream | null, limit: number): ()
 /** Starts restic with `args`; stdin is /dev/null unless `stdin` is "pipe". */
 export function startRestic(target: ResticTarget, args: string[], options: { stdin?: "pipe" | "ignore"; signal?: AbortSignal } = {}): ChildProcess {
   checkPassword(target.env, target.repository);
-  return spawn(target.binary, args, {
+  const child = spawn(target.binary, args, {
     env: resticEnv(target),
     stdio: [options.stdin ?? "ignore", "pipe", "pipe"],
   });
+  if (target.children && child.pid !== undefined) recordChild(target.children, child.pid);
+  return child;
 }
 
 /** Waits for a started restic, turning a spawn failure or a non-zero exit into the tool's error. */

@@ -34,6 +34,7 @@ import type {
   StoredVersion,
   VersionWriter,
 } from "../store";
+import { forgetEndedChildren, judgeResticLock, readChildren, type ResticLock } from "./locks";
 import { collect, displayRepository, finished, jsonLines, resticError, runRestic, startRestic, stopRestic, type ResticTarget } from "./run";
 import {
   TOOL_TAG,
@@ -384,13 +385,44 @@ export class ResticStore implements Store {
    * conflict `restic unlock` removes the stale ones (a live process's lock stays) and it is tried once more.
    */
   private async exclusively<T>(run: () => Promise<T>): Promise<T> {
+    let result: T;
     try {
-      return await run();
+      result = await run();
     } catch (err) {
       if (!(err instanceof LockedError)) throw err;
-      await runRestic(this.target, ["unlock"]);
-      return run();
+      await this.clearStaleLocks();
+      result = await run();
     }
+    // Nothing was in the way (or it was cleared): the locks of restics of ours that ended are gone.
+    if (this.target.children) await forgetEndedChildren(this.target.children);
+    return result;
+  }
+
+  /**
+   * `restic unlock`, but only once every lock in the repository is one that may be cleared
+   * (locks.ts: restic's own rule would also clear a live lock of another host of the same name);
+   * otherwise LockedError naming the one in the way.
+   */
+  private async clearStaleLocks(): Promise<void> {
+    const { stdout } = await runRestic(this.target, ["list", "locks", "--no-lock"]);
+    const children = this.target.children ? await readChildren(this.target.children) : [];
+    const now = new Date();
+    for (const id of stdout.split("\n").map((l) => l.trim()).filter((l) => /^[0-9a-f]{64}$/.test(l))) {
+      let lock: ResticLock;
+      try {
+        lock = JSON.parse((await runRestic(this.target, ["cat", "lock", id, "--no-lock"])).stdout) as ResticLock;
+      } catch {
+        continue; // released meanwhile
+      }
+      const verdict = judgeResticLock(lock, now, { host: this.host, children });
+      if (!verdict.clear) {
+        const by = `PID ${lock.pid} on ${lock.hostname}${lock.username ? ` by ${lock.username}` : ""}`;
+        throw new LockedError(`the restic repository ${displayRepository(this.target.repository)} is locked${lock.exclusive ? " exclusively" : ""} by ${by} since ${lock.time}: ${verdict.why}`, {
+          hint: "wait for that run to end; if it is gone for sure (its host is off, say), `incus-backup unlock --force` clears it",
+        });
+      }
+    }
+    await runRestic(this.target, ["unlock"]);
   }
 
   /**
@@ -499,10 +531,15 @@ export class ResticStore implements Store {
   async lockHolder(): Promise<LockInfo | undefined> {
     return (await this.state()).lockHolder();
   }
-  /** Our lock, and restic's stale ones (`restic unlock` leaves live runs' locks alone). */
-  async forceUnlock(): Promise<LockInfo | undefined> {
+  /**
+   * Our lock, and restic's stale ones: judged as before an exclusive call (a restic lock that is
+   * not ours to clear leaves everything as it was, LockedError), or with `force` by restic's own
+   * rule (`restic unlock`: also a same-named host's lock whose PID does not run here).
+   */
+  async forceUnlock(options: { force?: boolean } = {}): Promise<LockInfo | undefined> {
+    if (!options.force) await this.clearStaleLocks();
     const held = await (await this.state()).forceUnlock();
-    await runRestic(this.target, ["unlock"]);
+    if (options.force) await runRestic(this.target, ["unlock"]);
     return held;
   }
 
