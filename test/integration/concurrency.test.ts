@@ -1,6 +1,7 @@
 // Issue 6, concurrency: two backups at once (one fails at once with the lock's holder, exit 7),
 // readers alongside a writer, stale locks taken over with a message, `unlock`. The repository
 // stays consistent throughout (verify passes, nothing half-written is listed).
+import { existsSync } from "node:fs";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -8,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, incusOk, labSocket, launchInstance, startExtraServer, stopExtraServer, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
 import { expectOneLineError, instanceStatus, repoDir, tempDir } from "./helpers/server";
-import { listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
+import { hostPidOf, listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
 
 const LOCKED = 7;
 /** The issue's format: "locked by pid 123 on host backup since 03:00:02 (backup --all)". */
@@ -239,11 +240,17 @@ describe("concurrent runs on one repository", () => {
     const hostB = { INCUS_BACKUP_STATE_DIR: join(await tempDir(track, "ibk-host-b-"), "state") };
     const held = proxy.holdResponseAfter(req("GET", new RegExp(`^/1\\.0/instances/${name}/backups/[^/]+/export`)), 1 << 20);
     const streamed = proxy.holdResponseAfter(req("POST", new RegExp(`^/1\\.0/instances/${name}/backups`)), 1 << 20);
-    const a = startTool([...backup, `--dir=${shared}`], { socket: proxy.path, env: hostA });
+    // Host A's run in a PID namespace of its own: its PID (300001 there) does not run here, as
+    // another host's would not. Only the install id tells it is not a dead run of this host's.
+    const a = startTool([...backup, `--dir=${shared}`], { socket: proxy.path, env: hostA, otherPidNamespace: true });
+    let aPid: number | undefined;
     try {
       await reached(a, Promise.race([held, streamed]), "host A's download");
+      aPid = hostPidOf(a.child.pid!, 300001);
+      expect(aPid, "host A's tool process").toBeDefined();
       const lockA = JSON.parse(await readFile(join(shared, "lock.json"), "utf8")) as { install: string; pid: number; refreshed: string };
-      expect(lockA).toMatchObject({ install: expect.stringMatching(/^[0-9a-f]{16}$/), pid: a.child.pid });
+      expect(lockA).toMatchObject({ install: expect.stringMatching(/^[0-9a-f]{16}$/), pid: 300001 });
+      expect(existsSync("/proc/300001")).toBe(false);
       const installA = `install ${lockA.install.slice(0, 8)}`;
 
       // Host B meets host A's live lock: refused at once, by backup and by unlock alike.
@@ -255,15 +262,15 @@ describe("concurrent runs on one repository", () => {
 
       // Host A freezes for longer than a lock stays valid (its last refresh is 11 minutes back);
       // host B takes the lock over and backs up.
-      process.kill(a.child.pid!, "SIGSTOP");
+      process.kill(aPid!, "SIGSTOP");
       await writeFile(join(shared, "lock.json"), JSON.stringify({ ...lockA, refreshed: new Date(Date.now() - 11 * 60_000).toISOString() }));
       const b = await toolOk([...backup, `--dir=${shared}`], { env: hostB });
-      expect(b.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${a.child.pid} on host \\S+ \\(${installA}\\) .*\\(not refreshed for 11 min\\)`));
+      expect(b.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid 300001 on host \\S+ \\(${installA}\\) .*\\(not refreshed for 11 min\\)`));
       const listed = await listJson(shared);
       expect(listed).toHaveLength(1);
 
       // Host A wakes up and finishes its download: it stops at its next write, exit 7, and writes nothing.
-      process.kill(a.child.pid!, "SIGCONT");
+      process.kill(aPid!, "SIGCONT");
       proxy.release();
       const ra = await a.done;
       console.log(`two hosts: B locked out (exit ${refused.code}), unlock refused (exit ${unlock.code}); after the takeover A said: ${ra.stderr.trim()}`);
@@ -275,7 +282,7 @@ describe("concurrent runs on one repository", () => {
       expect(await readdir(shared)).not.toContain("lock.json");
       expect(await readdir(join(shared, ".tmp")).catch(() => [])).toEqual([]);
     } finally {
-      if (a.child.exitCode === null) process.kill(a.child.pid!, "SIGCONT");
+      if (aPid !== undefined && a.child.exitCode === null) process.kill(aPid, "SIGCONT");
       proxy.release();
       await a.done.catch(() => undefined);
     }

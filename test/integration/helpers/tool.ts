@@ -1,6 +1,6 @@
 // Runs the built tool (dist/incus-backup.mjs) as a child process against a lab daemon, with or without a terminal.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -33,6 +33,11 @@ export interface ToolOptions {
   umask?: number;
   /** Default 120 s; then the tool is killed and the promise rejects. */
   timeoutMs?: number;
+  /**
+   * Run in a PID namespace of its own (and a /proc of its own), at PID 300001 there, a PID this
+   * machine does not have: as another host's run looks to this one. Not with `tty` or `umask`.
+   */
+  otherPidNamespace?: boolean;
 }
 
 export interface RunningTool {
@@ -79,7 +84,10 @@ export function startTool(args: string[], opts: ToolOptions = {}): RunningTool {
   }
   const umask = opts.umask === undefined ? "" : `umask ${opts.umask.toString(8).padStart(3, "0")}; `;
   const node = [process.execPath, TOOL, ...args].map(shellQuote).join(" ");
-  const [cmd, argv] = opts.tty
+  const [cmd, argv] = opts.otherPidNamespace
+    ? // sh is the namespace's PID 1; the tool, forked once ns_last_pid is set, gets 300001.
+      ["unshare", ["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", 'echo 300000 >/proc/sys/kernel/ns_last_pid && "$@"', "sh", process.execPath, TOOL, ...args]]
+    : opts.tty
     ? // -e: exit with the tool's code; -c: the command; /dev/null: no typescript file.
       ["script", ["-qec", `${umask}exec ${node}`, "/dev/null"]]
     : umask
@@ -172,4 +180,20 @@ export async function toolInstallId(): Promise<string> {
     }
   }
   return read();
+}
+
+/** The PID, as this machine sees it, of a process that is `nsPid` in its own PID namespace under `parent`. */
+export function hostPidOf(parent: number, nsPid: number): number | undefined {
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${name}/status`, "utf8");
+    } catch {
+      continue;
+    }
+    const ns = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/);
+    if (ns && ns.length > 1 && Number(ns.at(-1)) === nsPid && Number(name) > parent) return Number(name);
+  }
+  return undefined;
 }
