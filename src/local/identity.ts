@@ -19,13 +19,13 @@ const known = new Map<string, Promise<string | undefined>>();
 /**
  * The install id: INCUS_BACKUP_INSTALL_ID where set (deploy/install.sh sets it in the container's
  * config, which an upgrade keeps; not a secret), else the one kept in `stateDir`, made on first
- * use. Undefined when it can be neither read nor
- * made (a read-only or foreign state directory): locks then carry none, and nobody takes them
- * over for a dead PID, only once they are not refreshed for a while.
+ * use. Undefined when it can be neither read nor made (a read-only or foreign state directory):
+ * locks then carry none, and nobody takes them over for a dead PID, only once they are not
+ * refreshed for a while.
  */
 export function installId(stateDir: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
-  const given = env.INCUS_BACKUP_INSTALL_ID?.trim();
-  if (given && ID_RE.test(given)) return Promise.resolve(given);
+  const given = givenId(env);
+  if (given) return Promise.resolve(given);
   let p = known.get(stateDir);
   if (!p) {
     p = readOrMake(stateDir).catch(() => undefined);
@@ -36,8 +36,7 @@ export function installId(stateDir: string, env: NodeJS.ProcessEnv = process.env
 
 async function readOrMake(stateDir: string): Promise<string | undefined> {
   const path = join(stateDir, INSTALL_ID_FILE);
-  const read = () => readId(path);
-  const found = await read();
+  const found = await readId(path);
   if (found) return found;
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   // Written aside and linked into place: two first runs at once end up with the same id.
@@ -51,7 +50,7 @@ async function readOrMake(stateDir: string): Promise<string | undefined> {
   } finally {
     await rm(tmp, { force: true });
   }
-  return read();
+  return readId(path);
 }
 
 /**
@@ -60,10 +59,15 @@ async function readOrMake(stateDir: string): Promise<string | undefined> {
  */
 export function envInstallId(env: NodeJS.ProcessEnv = process.env, options: { create?: boolean } = {}): Promise<string | undefined> {
   const dir = env.INCUS_BACKUP_STATE_DIR || DEFAULT_STATE_DIR;
+  if (options.create !== false) return installId(dir, env);
+  const given = givenId(env);
+  return given ? Promise.resolve(given) : (known.get(dir) ?? readId(join(dir, INSTALL_ID_FILE)));
+}
+
+/** INCUS_BACKUP_INSTALL_ID, if it is an id. */
+function givenId(env: NodeJS.ProcessEnv): string | undefined {
   const given = env.INCUS_BACKUP_INSTALL_ID?.trim();
-  if (given && ID_RE.test(given)) return Promise.resolve(given);
-  if (options.create === false) return known.get(dir) ?? readId(join(dir, INSTALL_ID_FILE));
-  return installId(dir, env);
+  return given && ID_RE.test(given) ? given : undefined;
 }
 
 async function readId(path: string): Promise<string | undefined> {
