@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, incusOk, labSocket, launchInstance, startExtraServer, stopExtraServer, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
 import { expectOneLineError, instanceStatus, repoDir, tempDir } from "./helpers/server";
-import { hostPidOf, listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
+import { foreignPid, hostPidOf, listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
 
 const LOCKED = 7;
 /** The issue's format: "locked by pid 123 on host backup since 03:00:02 (backup --all)". */
@@ -240,17 +240,18 @@ describe("concurrent runs on one repository", () => {
     const hostB = { INCUS_BACKUP_STATE_DIR: join(await tempDir(track, "ibk-host-b-"), "state") };
     const held = proxy.holdResponseAfter(req("GET", new RegExp(`^/1\\.0/instances/${name}/backups/[^/]+/export`)), 1 << 20);
     const streamed = proxy.holdResponseAfter(req("POST", new RegExp(`^/1\\.0/instances/${name}/backups`)), 1 << 20);
-    // Host A's run in a PID namespace of its own: its PID (300001 there) does not run here, as
-    // another host's would not. Only the install id tells it is not a dead run of this host's.
-    const a = startTool([...backup, `--dir=${shared}`], { socket: proxy.path, env: hostA, otherPidNamespace: true });
+    // Host A's run in a PID namespace of its own: its PID there does not run here, as another
+    // host's would not. Only the install id tells it is not a dead run of this host's.
+    const nsPid = foreignPid();
+    const a = startTool([...backup, `--dir=${shared}`], { socket: proxy.path, env: hostA, otherPidNamespace: nsPid });
     let aPid: number | undefined;
     try {
       await reached(a, Promise.race([held, streamed]), "host A's download");
-      aPid = hostPidOf(a.child.pid!, 300001);
+      aPid = hostPidOf(a.child.pid!, nsPid);
       expect(aPid, "host A's tool process").toBeDefined();
       const lockA = JSON.parse(await readFile(join(shared, "lock.json"), "utf8")) as { install: string; pid: number; refreshed: string };
-      expect(lockA).toMatchObject({ install: expect.stringMatching(/^[0-9a-f]{16}$/), pid: 300001 });
-      expect(existsSync("/proc/300001")).toBe(false);
+      expect(lockA).toMatchObject({ install: expect.stringMatching(/^[0-9a-f]{16}$/), pid: nsPid });
+      expect(existsSync(`/proc/${nsPid}`)).toBe(false);
       const installA = `install ${lockA.install.slice(0, 8)}`;
 
       // Host B meets host A's live lock: refused at once, by backup and by unlock alike.
@@ -265,7 +266,7 @@ describe("concurrent runs on one repository", () => {
       process.kill(aPid!, "SIGSTOP");
       await writeFile(join(shared, "lock.json"), JSON.stringify({ ...lockA, refreshed: new Date(Date.now() - 11 * 60_000).toISOString() }));
       const b = await toolOk([...backup, `--dir=${shared}`], { env: hostB });
-      expect(b.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid 300001 on host \\S+ \\(${installA}\\) .*\\(not refreshed for 11 min\\)`));
+      expect(b.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${nsPid} on host \\S+ \\(${installA}\\) .*\\(not refreshed for 11 min\\)`));
       const listed = await listJson(shared);
       expect(listed).toHaveLength(1);
 

@@ -12,7 +12,7 @@ import { duplicateMacs, temporaryLeftovers } from "./helpers/realistic";
 import { macsOf, launchRealistic, snapshotNames } from "./helpers/realistic";
 import { resticBinaries, resticCli, resticRepo, toolSnapshots } from "./helpers/restic";
 import { instanceStatus, isolatedServer } from "./helpers/server";
-import { startTool, tool, toolOk, type ListRow } from "./helpers/tool";
+import { foreignPid, inPidNamespace, startTool, tool, toolOk, type ListRow } from "./helpers/tool";
 
 const runFile = promisify(execFile);
 const binaries = await resticBinaries();
@@ -184,10 +184,9 @@ describe.each(matrix)("restic backend: Incus %s, restic %s", (version, _restic, 
     // A live restic of another host with the same name (every backup container is called
     // `backup`): its PID does not run here. restic's own `unlock` would clear its lock; the tool
     // does not. It runs in a PID namespace of its own, at a PID this machine does not have.
+    const nsPid = foreignPid();
     const sameName = spawn(
-      "unshare",
-      // sh is the namespace's PID 1; restic, forked after ns_last_pid is set, gets 300001.
-      ["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", 'echo 300000 >/proc/sys/kernel/ns_last_pid && "$@"', "sh", restic.binary, "backup", "--stdin", "--stdin-filename", "other-host", "--tag", "other-host"],
+      ...inPidNamespace(nsPid, [restic.binary, "backup", "--stdin", "--stdin-filename", "other-host", "--tag", "other-host"]),
       { env: { ...process.env, RESTIC_PASSWORD_FILE: r.env.RESTIC_PASSWORD_FILE, RESTIC_CACHE_DIR: r.env.RESTIC_CACHE_DIR, RESTIC_REPOSITORY: r.location }, stdio: ["pipe", "ignore", "ignore"] },
     );
     try {
@@ -195,7 +194,7 @@ describe.each(matrix)("restic backend: Incus %s, restic %s", (version, _restic, 
       let locks = "";
       for (let i = 0; i < 100 && (locks = (await resticCli(r, restic, ["list", "locks", "--no-lock"])).trim()) === ""; i++) await new Promise((res) => setTimeout(res, 100));
       const info = JSON.parse(await resticCli(r, restic, ["cat", "lock", locks.split("\n")[0]!, "--no-lock"])) as { pid: number; hostname: string };
-      expect(info.pid).toBeGreaterThan(300000);
+      expect(info.pid).toBe(nsPid);
       const p = await tool(["prune", "--keep-last", "1", `--repo=${r.repo}`], { env: r.env });
       expect(p.code, p.stderr).toBe(7);
       expect(oneLine(p.stderr)[0]).toMatch(new RegExp(`locked by PID ${info.pid} on ${info.hostname} .*not a restic this install started, though of this host name: another host of the same name\\?`));

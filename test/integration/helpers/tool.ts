@@ -1,6 +1,6 @@
 // Runs the built tool (dist/incus-backup.mjs) as a child process against a lab daemon, with or without a terminal.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -34,10 +34,11 @@ export interface ToolOptions {
   /** Default 120 s; then the tool is killed and the promise rejects. */
   timeoutMs?: number;
   /**
-   * Run in a PID namespace of its own (and a /proc of its own), at PID 300001 there, a PID this
-   * machine does not have: as another host's run looks to this one. Not with `tty` or `umask`.
+   * Run in a PID namespace of its own (and a /proc of its own), at this PID there: one this
+   * machine does not run (foreignPid), as another host's run looks to this one. Not with `tty`
+   * or `umask`.
    */
-  otherPidNamespace?: boolean;
+  otherPidNamespace?: number;
 }
 
 export interface RunningTool {
@@ -85,8 +86,7 @@ export function startTool(args: string[], opts: ToolOptions = {}): RunningTool {
   const umask = opts.umask === undefined ? "" : `umask ${opts.umask.toString(8).padStart(3, "0")}; `;
   const node = [process.execPath, TOOL, ...args].map(shellQuote).join(" ");
   const [cmd, argv] = opts.otherPidNamespace
-    ? // sh is the namespace's PID 1; the tool, forked once ns_last_pid is set, gets 300001.
-      ["unshare", ["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", 'echo 300000 >/proc/sys/kernel/ns_last_pid && "$@"', "sh", process.execPath, TOOL, ...args]]
+    ? inPidNamespace(opts.otherPidNamespace, [process.execPath, TOOL, ...args])
     : opts.tty
     ? // -e: exit with the tool's code; -c: the command; /dev/null: no typescript file.
       ["script", ["-qec", `${umask}exec ${node}`, "/dev/null"]]
@@ -196,4 +196,20 @@ export function hostPidOf(parent: number, nsPid: number): number | undefined {
     if (ns && ns.length > 1 && Number(ns.at(-1)) === nsPid && Number(name) > parent) return Number(name);
   }
   return undefined;
+}
+
+/**
+ * A PID that no process of this machine has now, near the top of the range (the machine reaches
+ * it only when its PIDs wrap): for a process in a PID namespace of its own, as another host's
+ * process looks from here.
+ */
+export function foreignPid(): number {
+  const max = Number(readFileSync("/proc/sys/kernel/pid_max", "utf8").trim());
+  for (let pid = max - 10; pid > max - 1000; pid--) if (!existsSync(`/proc/${pid}`)) return pid;
+  throw new Error("no free PID near pid_max");
+}
+
+/** The command line that runs `argv` as PID `pid` of a new PID namespace (sh is its PID 1; the command is forked once ns_last_pid is set). */
+export function inPidNamespace(pid: number, argv: string[]): [string, string[]] {
+  return ["unshare", ["--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", `echo ${pid - 1} >/proc/sys/kernel/ns_last_pid && "$@"`, "sh", ...argv]];
 }
