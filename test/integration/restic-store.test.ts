@@ -7,14 +7,16 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createHash, randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { ResticStore } from "../../src/repository/restic/store";
 import { ExitCode } from "../../src/errors";
 import type { ItemKey } from "../../src/core/selection";
-import { tempDir } from "../unit/helpers/repo";
+import { removeTempDirs, tempDir } from "../unit/helpers/repo";
 import { resticBinaries } from "./helpers/restic";
 
 const binaries = await resticBinaries();
+// The unit helpers' temp dirs; the unit projects remove them in their setup file.
+afterEach(removeTempDirs);
 
 async function store(binary: string): Promise<{ s: ResticStore; dir: string; env: NodeJS.ProcessEnv }> {
   const dir = await tempDir();
