@@ -2,7 +2,7 @@
 
 import { command } from "cmd-ts";
 import { hostname } from "node:os";
-import { envInstallId, processStart } from "../local/identity";
+import { envInstallId, selfIdentity } from "../local/identity";
 import { ExitCode, UsageError } from "../errors";
 import type { ItemKey } from "../core/selection";
 import { formatLocal } from "../core/retention";
@@ -58,7 +58,7 @@ export function daemonCommand(ctx: CliContext) {
       }
       const id = service.settings.repositoryId;
       log(`incus-backup ${VERSION} daemon, repository ${service.location}${id ? ` (id ${id})` : " (any repository there: INCUS_BACKUP_REPOSITORY_ID is not set)"}`);
-      const r = await runDaemon(serviceDeps(service, { host: hostname(), pid: process.pid, ...identity(await envInstallId(ctx.env)) }), service.settings, ctx.signal);
+      const r = await runDaemon(serviceDeps(service, { host: hostname(), pid: process.pid, ...selfIdentity(await envInstallId(ctx.env)) }), service.settings, ctx.signal);
       return r.interrupted ? ExitCode.Interrupted : ExitCode.OK;
     },
   });
@@ -91,10 +91,4 @@ function logReporter(log: (line: string) => void, verb: string, failuresOnly: bo
     info: (text) => log(text),
     warn: (text) => log(`warning: ${text}`),
   };
-}
-
-/** The install id and this process's start time, as the service state records them. */
-function identity(install: string | undefined): { install?: string; start?: string } {
-  const start = processStart(process.pid);
-  return { ...(install === undefined ? {} : { install }), ...(start === undefined ? {} : { start }) };
 }

@@ -20,9 +20,10 @@ export function unlockCommand(ctx: CliContext) {
       const store = await openRepository(ctx, a);
       const holder = await store.lockHolder();
       if (holder && !a.force) {
-        const stale = staleReason(holder, new Date(), { install: await envInstallId(ctx.env, { create: false }) });
+        const now = ctx.now();
+        const stale = staleReason(holder, now, { install: await envInstallId(ctx.env, { create: false }) });
         if (!stale) {
-          const ago = Math.max(0, Math.round((Date.now() - Date.parse(holder.refreshed)) / 1000));
+          const ago = Math.max(0, Math.round((now.getTime() - Date.parse(holder.refreshed)) / 1000));
           throw new LockedError(`the repository is ${describeLock(holder)}, refreshed ${ago} s ago: that run looks alive, so the lock stays`, {
             hint: "wait for that run to end, or stop it; if it is gone for sure (its host is off, say), run `incus-backup unlock --force`",
           });

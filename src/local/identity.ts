@@ -75,6 +75,12 @@ async function readId(path: string): Promise<string | undefined> {
   return ID_RE.test(text) ? text : undefined;
 }
 
+/** This process as a lock or the service state records it: the install id given, and its start time. */
+export function selfIdentity(install: string | undefined): { install?: string; start?: string } {
+  const start = processStart(process.pid);
+  return { ...(install === undefined ? {} : { install }), ...(start === undefined ? {} : { start }) };
+}
+
 /**
  * A process's start time (clock ticks since boot, from /proc/PID/stat), or undefined when it is
  * gone or cannot be read. A PID reused by another process has another start time.

@@ -5,7 +5,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { link, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { LockedError, LockLostError } from "../errors";
-import { envInstallId, processStart } from "../local/identity";
+import { envInstallId, processStart, selfIdentity } from "../local/identity";
 import { writeFileAtomic, writeFileDurable } from "./files";
 import { LOCK_FILE } from "./layout";
 import { fsError } from "./files";
@@ -34,12 +34,10 @@ export class RepositoryLock implements HeldLock {
     const path = join(root, LOCK_FILE);
     const t = now().toISOString();
     const install = options.install === undefined ? await envInstallId() : options.install || undefined;
-    const start = processStart(process.pid);
     const info: LockInfo = {
       host: hostname(),
       pid: process.pid,
-      ...(install === undefined ? {} : { install }),
-      ...(start === undefined ? {} : { start }),
+      ...selfIdentity(install),
       command,
       started: t,
       refreshed: t,

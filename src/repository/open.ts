@@ -9,7 +9,6 @@ import { parseConnectTimeout } from "./restic/run";
 import { ResticStore } from "./restic/store";
 import type { Store } from "./store";
 
-
 /**
  * Opens the store `spec` names. A directory must exist; with `create`, an empty one is made a
  * repository, and a non-empty one that is not a repository is refused either way. A restic

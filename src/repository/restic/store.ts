@@ -382,7 +382,7 @@ export class ResticStore implements Store {
   /**
    * Runs a command that needs restic's exclusive lock. restic does not take over a stale lock (a
    * restic that was killed, or whose parent was: it dies of the broken pipe) by itself; on a lock
-   * conflict `restic unlock` removes the stale ones (a live process's lock stays) and it is tried once more.
+   * conflict the locks are judged and cleared (clearStaleLocks) and it is tried once more.
    */
   private async exclusively<T>(run: () => Promise<T>): Promise<T> {
     let result: T;
