@@ -29,7 +29,8 @@ export async function liveVolumes(c: IncusClient, project: string | undefined, s
   const out: LiveVolume[] = [];
   for (const pool of await getStoragePools(c, opts)) {
     for (const v of await getStoragePoolVolumes(c, pool.name, project, opts)) {
-      if (v.type !== "custom") continue;
+      // Some servers list a volume's snapshots among the volumes, as "volume/snapshot": they are backed up with their volume.
+      if (v.type !== "custom" || v.name.includes("/")) continue;
       out.push({ kind: "volume", project: v.project, pool: pool.name, name: v.name, volume: v });
     }
   }
