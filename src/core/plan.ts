@@ -313,3 +313,18 @@ function availableLabel(key: ItemKey): string {
 export function isDestructive(plan: Plan): boolean {
   return plan.steps.some((s) => (s.op === "image" ? s.moveAliases.length > 0 : s.op !== "create"));
 }
+
+/**
+ * A restore of several items is meant to bring back one point in time: the latest run. Each item
+ * comes from its own latest complete version, so an item that failed (or was left out) in that
+ * run comes from an older one: these notes name every such item, and the run it comes from.
+ */
+export function olderRunNotes(plan: Pick<Plan, "steps">, database?: string): string[] {
+  const picked: Array<{ label: string; version: string }> = plan.steps.map((s) => ({ label: itemLabel(s.source.manifest), version: s.source.manifest.version }));
+  if (database !== undefined) picked.push({ label: "database", version: database });
+  if (picked.length < 2) return [];
+  const latest = picked.reduce((v, p) => (p.version > v ? p.version : v), "");
+  return picked
+    .filter((p) => p.version < latest)
+    .map((p) => `${p.label} comes from ${p.version}, an older run than ${latest}: that run has no complete backup of it`);
+}

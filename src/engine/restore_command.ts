@@ -2,7 +2,7 @@
 // then, once confirmed, carry it out under the lock when it replaces anything.
 
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
-import { isDestructive, planRestore, type Plan } from "../core/plan";
+import { isDestructive, olderRunNotes, planRestore, type Plan } from "../core/plan";
 import { configIsDestructive, planConfig, type ConfigPlan } from "../core/config_plan";
 import { itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
@@ -86,6 +86,8 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
   if (!config?.plan && plan.steps.length === 0) {
     throw new NotFoundError(`nothing to restore for ${describeSelection(selection)}${version ? ` at version ${version}` : ""} (see \`incus-backup list\`)`);
   }
+  // Without --version, say which items cannot come from the latest run (with it, the notes say what a prefix picked).
+  if (version === undefined) plan.notes.push(...olderRunNotes(plan, config?.plan ? config.version : undefined));
   await checkTargetProjects(client, plan, config?.plan, signal);
   await describeReplacements(client, plan, signal);
   const destructive = isDestructive(plan) || (config?.plan !== undefined && configIsDestructive(config.plan));

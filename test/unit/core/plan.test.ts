@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from "vitest";
 import { NotFoundError, UsageError } from "../../../src/errors";
-import { isDestructive, planRestore, type Candidate, type LiveState, type Plan, type PlanOptions, type Step } from "../../../src/core/plan";
+import { isDestructive, olderRunNotes, planRestore, type Candidate, type LiveState, type Plan, type PlanOptions, type Step } from "../../../src/core/plan";
 import type { Selection } from "../../../src/core/selection";
 import type { NicIdentity } from "../../../src/core/nics";
 import type { Manifest } from "../../../src/core/manifest";
@@ -583,5 +583,36 @@ describe("isDestructive", () => {
     ["a contents replace", [{ op: "replace-contents", source: c, target: t, restart: [], stopOnly: [] }], true],
   ])("%s -> %s", (_label, steps, expected) => {
     expect(isDestructive({ steps, skipped: [], notes: [] })).toBe(expected);
+  });
+});
+
+describe("olderRunNotes: one point in time", () => {
+  const candidates = [
+    instance("default", "web", "20250914-030000"),
+    instance("default", "web", "20250915-030000"),
+    // db failed in the latest run: its latest complete version is the day before
+    instance("default", "db", "20250914-030000"),
+    volume("default", "tank", "data", "20250915-030000"),
+  ];
+
+  it("names every item that comes from an older run than the latest, and the database too", () => {
+    const plan = planRestore(candidates, live(), opts({}));
+    expect(summary(plan)).toContain("create instance default/db from 20250914-030000");
+    expect(olderRunNotes(plan)).toEqual(["instance default/db comes from 20250914-030000, an older run than 20250915-030000: that run has no complete backup of it"]);
+    expect(olderRunNotes(plan, "20250913-030000")).toEqual([
+      "instance default/db comes from 20250914-030000, an older run than 20250915-030000: that run has no complete backup of it",
+      "database comes from 20250913-030000, an older run than 20250915-030000: that run has no complete backup of it",
+    ]);
+  });
+
+  it("says nothing when every item comes from the same run, or there is only one", () => {
+    expect(olderRunNotes(planRestore(candidates, live(), opts({ names: ["web", "data"] })))).toEqual([]);
+    expect(olderRunNotes(planRestore(candidates, live(), opts({ names: ["db"] })))).toEqual([]);
+  });
+
+  it("applies --version to every item: an item without a matching version is skipped, not taken from another run", () => {
+    const plan = planRestore(candidates, live(), opts({}, { version: "20250915" }));
+    expect(summary(plan).join("\n")).not.toMatch(/db/);
+    expect(plan.skipped).toEqual([{ item: expect.objectContaining({ name: "db" }), reason: "no version matching 20250915" }]);
   });
 });
