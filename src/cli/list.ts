@@ -32,6 +32,14 @@ export function listCommand(ctx: CliContext) {
         out(ctx, JSON.stringify(chosen.map(jsonRow), null, 2));
         return ExitCode.OK;
       }
+      // What the last run found but left out (excluded, ephemeral) has no backups to list: say so.
+      if (a.names.length === 0 && (selection.kinds.includes("instance") || selection.kinds.includes("volume"))) {
+        const last = (await repo.listRuns().catch(() => [])).at(-1);
+        const kinds = selection.kinds.filter((k) => k === "instance" || k === "volume");
+        for (const x of last?.skipped ?? []) {
+          if (kinds.some((k) => x.label.startsWith(`${k} ${selection.project === undefined ? "" : `${selection.project}/`}`))) err(ctx, `not backed up by the last run (${last!.version}): ${x.label}: ${x.reason}`);
+        }
+      }
       if (chosen.length === 0) {
         err(ctx, "no backups found");
         return ExitCode.OK;

@@ -1,6 +1,7 @@
 // The scheduled service's settings, read from INCUS_BACKUP_* variables (the container's environment.* keys).
 
 import { UsageError } from "../errors";
+import { DEFAULT_BACKUP_DEFAULTS, parseCompression, parseMode, parsePatternList, type BackupDefaults } from "./item_settings";
 import { EMPTY_POLICY, RULES, type RetentionPolicy } from "./retention";
 import { parseSchedule, type Schedule } from "./schedule";
 
@@ -35,6 +36,10 @@ export interface Settings {
    * a directory with another repository, or none, is refused. Unset: any repository is taken.
    */
   repositoryId: string | undefined;
+  /** What every scheduled backup does with each item unless its own user.incus-backup.* keys say otherwise. */
+  backup: BackupDefaults;
+  /** INCUS_BACKUP_COMPRESSION; undefined: the repository's default. */
+  compression: string | undefined;
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -53,6 +58,12 @@ export const ENV = {
   verifyReadData: "INCUS_BACKUP_VERIFY_READ_DATA",
   self: "INCUS_BACKUP_SELF",
   repositoryId: "INCUS_BACKUP_REPOSITORY_ID",
+  exclude: "INCUS_BACKUP_EXCLUDE",
+  excludeProjects: "INCUS_BACKUP_EXCLUDE_PROJECTS",
+  mode: "INCUS_BACKUP_MODE",
+  snapshots: "INCUS_BACKUP_SNAPSHOTS",
+  ephemeral: "INCUS_BACKUP_EPHEMERAL",
+  compression: "INCUS_BACKUP_COMPRESSION",
   keep: (rule: string) => `INCUS_BACKUP_KEEP_${rule.toUpperCase()}`,
 } as const;
 
@@ -168,6 +179,26 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     direct: env.INCUS_BACKUP_DIRECT?.trim() !== "0",
     pzstd: env.INCUS_BACKUP_PZSTD?.trim() !== "0",
     repositoryId,
+    ...backupDefaultsFromEnv(env),
+  };
+}
+
+/**
+ * The backup settings of INCUS_BACKUP_EXCLUDE, _EXCLUDE_PROJECTS, _MODE, _SNAPSHOTS, _EPHEMERAL and
+ * _COMPRESSION: the service's, and a `backup` run by hand where they are set (in the container).
+ */
+export function backupDefaultsFromEnv(env: Env): { backup: BackupDefaults; compression: string | undefined } {
+  const mode = value(env, ENV.mode);
+  const compression = value(env, ENV.compression);
+  return {
+    backup: {
+      mode: mode === undefined ? DEFAULT_BACKUP_DEFAULTS.mode : parseMode(mode, ENV.mode),
+      snapshots: parseBool(value(env, ENV.snapshots), ENV.snapshots, DEFAULT_BACKUP_DEFAULTS.snapshots),
+      exclude: parsePatternList(value(env, ENV.exclude), ENV.exclude),
+      excludeProjects: parsePatternList(value(env, ENV.excludeProjects), ENV.excludeProjects, "projects"),
+      ephemeral: parseBool(value(env, ENV.ephemeral), ENV.ephemeral, DEFAULT_BACKUP_DEFAULTS.ephemeral),
+    },
+    compression: compression === undefined ? undefined : parseCompression(compression, ENV.compression),
   };
 }
 

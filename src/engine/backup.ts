@@ -37,19 +37,14 @@ import { claimRepository } from "./ownership";
 import { runPool, Semaphore } from "./pool";
 import { PzstdHeaderWriter } from "./zstd_frames";
 import { backupDatabase, backupImage, liveImages, type LiveDatabase, type LiveImage } from "./server_items";
+import { planBackup, type BackupPlan, type SkippedItem } from "./backup_plan";
+import { DEFAULT_BACKUP_DEFAULTS, type BackupDefaults, type BackupOverrides, type ItemDecision } from "../core/item_settings";
 import { manifestFor, type BackupDeps, type BackupOptions, type ItemContext } from "./backup_item";
 
 export type { BackupDeps, BackupOptions } from "./backup_item";
 
-/** Compression algorithms Incus knows, and the file extension each gives the archive. */
-export const COMPRESSIONS: Record<string, string> = {
-  zstd: ".tar.zst",
-  gzip: ".tar.gz",
-  xz: ".tar.xz",
-  bzip2: ".tar.bz2",
-  lz4: ".tar.lz4",
-  none: ".tar",
-};
+export { COMPRESSIONS } from "../core/compression";
+import { COMPRESSIONS } from "../core/compression";
 
 /** How long a server-side backup may outlive us if we die before deleting it. */
 const SERVER_BACKUP_TTL_MS = 24 * 3600_000;
@@ -67,6 +62,8 @@ export interface ItemResult {
 export interface BackupResult {
   version: Version;
   items: ItemResult[];
+  /** Items found but left out (user.incus-backup.exclude, a service-wide exclusion, ephemeral). */
+  skipped: SkippedItem[];
   interrupted: boolean;
 }
 
@@ -81,6 +78,12 @@ export interface BackupRunOptions extends BackupOptions {
   wait?: LockWait;
   /** Work done under the same lock once the backup is through (the service prunes). */
   after?: (result: BackupResult) => Promise<void>;
+  /** What applies to each item unless its own user.incus-backup.* keys say otherwise; default: live, no snapshots, no exclusions. */
+  defaults?: BackupDefaults;
+  /** The command line's choices: they win over the items' keys. */
+  overrides?: BackupOverrides;
+  /** Told the plan (what is backed up and how, what is left out and why) before anything is written. */
+  onPlan?: (plan: BackupPlan) => void;
 }
 
 /**
@@ -94,23 +97,35 @@ export async function backup(deps: BackupDeps, opts: BackupRunOptions, signal: A
   await store.checkWritable();
   // A restore that died half-way is finished or undone first: what is backed up must see the result.
   for (const line of await recoverBeforePlanning(deps, opts.command, signal, opts.wait)) reporter.info(line);
-  const discover = async () =>
-    (await discoverForBackup(client, opts.selection, signal)).filter((i) => !isSelf(opts.self, i) || opts.selection.names.includes(i.name));
-  let items = await discover();
-  if (items.length === 0) return undefined;
+  const discover = async () => planBackupRun(client, opts, signal);
+  let plan = await discover();
+  opts.onPlan?.(plan);
+  if (plan.items.length === 0) return undefined;
   await checkRepository(store, opts.repositoryId);
   const lock = await takeLock(store, opts.command, reporter, signal, opts.wait);
   try {
     const tidied = await tidyRepository(deps);
     for (const line of tidied) reporter.info(line);
     // Recovery renames instances, and a wait for the lock can be long: look again.
-    if (tidied.length > 0 || opts.wait) items = await discover();
-    const result = await backupItems(deps, opts, items, signal);
+    if (tidied.length > 0 || opts.wait) plan = await discover();
+    for (const s of plan.skipped) reporter.info(`skipped ${itemLabel(s.item)}: ${s.reason}`);
+    for (const item of plan.items) for (const w of plan.decisions.get(itemId(item))?.warnings ?? []) reporter.warn(`${itemLabel(item)}: ${w}`);
+    const result = await backupItems(deps, { ...opts, decisions: plan.decisions, skipped: plan.skipped }, plan.items, signal);
     await opts.after?.(result);
     return result;
   } finally {
     await lock.release();
   }
+}
+
+/**
+ * What a backup run would take and how, without changing anything: the items the selection finds
+ * (less this tool's own container), each decided by its keys, the defaults and the command line.
+ */
+export async function planBackupRun(client: IncusClient, opts: Pick<BackupRunOptions, "selection" | "self" | "defaults" | "overrides" | "snapshots" | "stop">, signal?: AbortSignal): Promise<BackupPlan> {
+  const found = (await discoverForBackup(client, opts.selection, signal)).filter((i) => !isSelf(opts.self, i) || opts.selection.names.includes(i.name));
+  const defaults = opts.defaults ?? { ...DEFAULT_BACKUP_DEFAULTS, mode: opts.stop ? "stop" : "live", snapshots: opts.snapshots };
+  return planBackup(found, opts.selection, defaults, opts.overrides);
 }
 
 /**
@@ -209,6 +224,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
 
   if (lost) throw lost;
   const interrupted = signal.aborted;
+  const skipped = opts.skipped ?? [];
   await deps.store
     .saveRun({
       version,
@@ -216,16 +232,22 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
       started: started.toISOString(),
       finished: deps.now().toISOString(),
       status: runStatus({ items: results, interrupted }),
-      items: results.map((r) => ({
-        label: itemLabel(r.item),
-        ok: r.ok,
-        ...(r.error === undefined ? {} : { error: r.error }),
-        ...(r.bytes === undefined ? {} : { bytes: r.bytes }),
-        seconds: r.seconds,
-      })),
+      items: results.map((r) => {
+        const d = decisionOf(opts, r.item);
+        return {
+          label: itemLabel(r.item),
+          ok: r.ok,
+          ...(r.error === undefined ? {} : { error: r.error }),
+          ...(r.bytes === undefined ? {} : { bytes: r.bytes }),
+          seconds: r.seconds,
+          ...(r.item.kind === "instance" && d.mode === "stop" ? { mode: "stop" as const } : {}),
+          ...((r.item.kind === "instance" || r.item.kind === "volume") && d.snapshots ? { snapshots: true } : {}),
+        };
+      }),
+      ...(skipped.length === 0 ? {} : { skipped: skipped.map((x) => ({ label: itemLabel(x.item), reason: x.reason })) }),
     })
     .catch((err: unknown) => deps.reporter.warn(`could not save the run record: ${errorMessage(err)}`));
-  return { version, items: results, interrupted };
+  return { version, items: results, skipped, interrupted };
 }
 
 /** The size of each item's latest version: the best guess of how big its next backup is. */
@@ -271,6 +293,12 @@ function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
   }
 }
 
+/** How an item is backed up: its decision from the plan, else the run's options. */
+function decisionOf(opts: BackupOptions, item: ItemKey): { mode: "stop" | "live"; snapshots: boolean } {
+  const d: ItemDecision | undefined = opts.decisions?.get(itemId(item));
+  return { mode: d?.mode ?? (opts.stop ? "stop" : "live"), snapshots: d?.snapshots ?? opts.snapshots };
+}
+
 /** The calls that differ between instance and volume backups. */
 interface BackupApi {
   create(body: Record<string, unknown>): Promise<Operation>;
@@ -284,19 +312,20 @@ async function backupInstance(ctx: ItemContext, item: LiveInstance): Promise<num
   const { client } = ctx.deps;
   const { project, name } = item;
   const inst = item.instance;
+  const how = decisionOf(ctx.opts, item);
   const api: BackupApi = {
-    create: (body) => createInstanceBackup(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
+    create: (body) => createInstanceBackup(client, project, name, { ...body, instance_only: !how.snapshots }, { signal: ctx.signal }),
     download: (b, sink, o) => getInstanceBackupFile(client, project, name, b, sink, o),
     remove: (b) => deleteInstanceBackup(client, project, name, b),
-    stream: (body, sink, o) => createInstanceBackupStream(client, project, name, { ...body, instance_only: !ctx.opts.snapshots }, sink, o),
+    stream: (body, sink, o) => createInstanceBackupStream(client, project, name, { ...body, instance_only: !how.snapshots }, sink, o),
   };
   const pool = rootPool(inst);
-  const stop = ctx.opts.stop && inst.status === "Running" ? stopMode(ctx, item) : undefined;
+  const stop = how.mode === "stop" && inst.status === "Running" ? stopMode(ctx, item) : undefined;
   return backupWith(ctx, item, api, "instance", {
     ...(pool === undefined ? {} : { pool }),
     object: inst,
     status: inst.status,
-    extraOptions: { instance_only: !ctx.opts.snapshots, stopped: stop !== undefined },
+    extraOptions: { instance_only: !how.snapshots, stopped: stop !== undefined },
     ...(stop === undefined ? {} : { around: stop }),
   });
 }
@@ -352,13 +381,14 @@ function stopMode(ctx: ItemContext, item: LiveInstance): AroundMake {
 async function backupVolume(ctx: ItemContext, item: LiveVolume): Promise<number> {
   const { client } = ctx.deps;
   const { project, pool, name } = item;
+  const { snapshots } = decisionOf(ctx.opts, item);
   const api: BackupApi = {
-    create: (body) => createStorageVolumeBackup(client, project, pool, name, { ...body, volume_only: !ctx.opts.snapshots }, { signal: ctx.signal }),
+    create: (body) => createStorageVolumeBackup(client, project, pool, name, { ...body, volume_only: !snapshots }, { signal: ctx.signal }),
     download: (b, sink, o) => getStorageVolumeBackupFile(client, project, pool, name, b, sink, o),
     remove: (b) => deleteStorageVolumeBackup(client, project, pool, name, b),
-    stream: (body, sink, o) => createStorageVolumeBackupStream(client, project, pool, name, { ...body, volume_only: !ctx.opts.snapshots }, sink, o),
+    stream: (body, sink, o) => createStorageVolumeBackupStream(client, project, pool, name, { ...body, volume_only: !snapshots }, sink, o),
   };
-  return backupWith(ctx, item, api, "volume", { pool, object: item.volume, extraOptions: { volume_only: !ctx.opts.snapshots } });
+  return backupWith(ctx, item, api, "volume", { pool, object: item.volume, extraOptions: { volume_only: !snapshots } });
 }
 
 /** Work around the making of the backup on the server (stop mode stops and starts the instance). */

@@ -2,6 +2,7 @@
 // manifest fields every kind of item records.
 
 import type { Manifest } from "../core/manifest";
+import type { ItemDecision } from "../core/item_settings";
 import type { ItemKey, Selection } from "../core/selection";
 import type { Version } from "../core/version";
 import type { IncusClient } from "../incus/client";
@@ -20,10 +21,14 @@ export interface BackupDeps {
 export interface BackupOptions {
   selection: Selection;
   compression: string;
-  /** Include instance and volume snapshots. */
+  /** Include instance and volume snapshots (for items without a decision of their own). */
   snapshots: boolean;
-  /** Stop running instances for their backup and start them again afterwards. */
+  /** Stop running instances for their backup and start them again afterwards (for items without a decision of their own). */
   stop: boolean;
+  /** Each item's mode and snapshots, by itemId, from its user.incus-backup.* keys and the run's defaults (engine/backup_plan.ts). */
+  decisions?: Map<string, ItemDecision>;
+  /** What the run left out and why: for the run record. */
+  skipped?: Array<{ item: ItemKey; reason: string }>;
   stopTimeout?: number;
   parallel: number;
   /** Use the server's direct (streamed) backups when it has them; default true. */

@@ -7,7 +7,7 @@ import { formatLocal, formatPolicy, isEmptyPolicy } from "../core/retention";
 import { missedRun } from "../core/schedule";
 import { nextReadData, redactUrl, type Settings } from "../core/settings";
 import type { Store } from "../repository/store";
-import { backup, runStatus } from "./backup";
+import { backup, runStatus, type BackupRunOptions } from "./backup";
 import { checkRepository } from "./locking";
 import { pendingRecoveries, recoverBeforePlanning } from "./restore";
 import { postJson } from "./notify";
@@ -295,6 +295,23 @@ export function scheduledKinds(settings: Settings): Kind[] {
   return KINDS.filter((k) => k !== "image" || settings.images);
 }
 
+/** What a scheduled backup takes and how, from the service's settings. */
+/** `repositoryCompression`: the store's default (restic repositories want none), used where the settings name none. */
+export function scheduledBackupOptions(settings: Settings, repositoryCompression: string | undefined): Omit<BackupRunOptions, "command"> {
+  return {
+    selection: { kinds: scheduledKinds(settings), names: [] },
+    compression: settings.compression ?? repositoryCompression ?? "zstd",
+    snapshots: settings.backup.snapshots,
+    stop: settings.backup.mode === "stop",
+    defaults: settings.backup,
+    parallel: settings.parallel ?? defaultParallel(),
+    direct: settings.direct,
+    pzstd: settings.pzstd,
+    ...(settings.self ? { self: settings.self } : {}),
+    ...(settings.repositoryId ? { repositoryId: settings.repositoryId } : {}),
+  };
+}
+
 /** One scheduled backup then prune, under the repository lock. Never throws: failures are in the summary. */
 export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> {
   const started = ctx.now();
@@ -308,16 +325,8 @@ export async function scheduledBackup(ctx: ServiceContext, trigger: Trigger, slo
     const result = await backup(
       deps,
       {
-        selection: { kinds: scheduledKinds(ctx.settings), names: [] },
-        compression: store.defaultCompression ?? "zstd",
-        snapshots: false,
-        stop: false,
-        parallel: ctx.settings.parallel ?? defaultParallel(),
-        direct: ctx.settings.direct,
-        pzstd: ctx.settings.pzstd,
+        ...scheduledBackupOptions(ctx.settings, store.defaultCompression),
         command: `${SERVICE_COMMAND}: ${trigger} ${slot.toISOString()}`,
-        ...(ctx.settings.self ? { self: ctx.settings.self } : {}),
-        ...(ctx.settings.repositoryId ? { repositoryId: ctx.settings.repositoryId } : {}),
         wait: ctx,
         after: async (result) => {
           if (result.interrupted || signal.aborted || isEmptyPolicy(ctx.settings.policy)) return;

@@ -543,8 +543,14 @@ function isRunRecord(v: unknown): v is RunRecord {
     time(r.started) &&
     (r.finished === undefined || time(r.finished)) &&
     ["running", "ok", "partial", "failed", "interrupted"].includes(r.status as string) &&
-    (r.items === undefined || (Array.isArray(r.items) && r.items.every(item)))
+    (r.items === undefined || (Array.isArray(r.items) && r.items.every(item))) &&
+    (r.skipped === undefined || (Array.isArray(r.skipped) && r.skipped.every(skipped)))
   );
+}
+
+function skipped(s: unknown): boolean {
+  const x = s as Record<string, unknown> | null;
+  return typeof x === "object" && x !== null && typeof x.label === "string" && typeof x.reason === "string";
 }
 
 /** Builds one version in a temp directory; `commit` makes it appear, complete, in one rename. */

@@ -76,7 +76,10 @@ export interface RunRecord {
   started: string;
   finished?: string;
   status: "running" | "ok" | "partial" | "failed" | "interrupted";
-  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number }>;
+  /** mode and snapshots: how the item was backed up, when not live and without snapshots. */
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean }>;
+  /** Items the run found but left out, and why (user.incus-backup.exclude=true, ephemeral, ...). */
+  skipped?: Array<{ label: string; reason: string }>;
 }
 
 /** Who holds the exclusive lock. */

@@ -3,7 +3,7 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { scheduledBackup, scheduledVerify, serviceDeps, type ServiceContext, type VerifyRecord } from "../../../src/engine/daemon";
+import { scheduledBackup, scheduledBackupOptions, scheduledVerify, serviceDeps, type ServiceContext, type VerifyRecord } from "../../../src/engine/daemon";
 import { takeLock } from "../../../src/engine/locking";
 import { openStore } from "../../../src/repository/open";
 import { settingsFromEnv } from "../../../src/core/settings";
@@ -13,6 +13,9 @@ import { InterruptedError, RepositoryError } from "../../../src/errors";
 import { RepositoryLock, readLock } from "../../../src/repository/lock";
 import { DirectoryStore } from "../../../src/repository/directory";
 import { data, repoDir, tempDir, web, writeVersion } from "../helpers/repo";
+import { FakeIncus } from "../helpers/fake-incus";
+import { MemoryStore } from "../helpers/memory-store";
+import { backup } from "../../../src/engine/backup";
 
 function service(dir: string, log: string[], env: Record<string, string> = {}): ServiceContext {
   return {
@@ -64,6 +67,39 @@ describe("scheduledBackup", () => {
     expect(s.error).toMatch(/no-such\.socket/);
     expect(s.items).toEqual([]);
     expect(await readLock(join(dir, "lock.json"))).toBeUndefined();
+  });
+
+  it("follows the service-wide settings and each instance's user.incus-backup.* keys", async () => {
+    const fake = new FakeIncus({ apiExtensions: [] });
+    fake.addInstance({ name: "web", status: "Running" });
+    fake.addInstance({ name: "db", status: "Running", config: { "user.incus-backup.mode": "live", "user.incus-backup.snapshots": "true" } });
+    fake.addInstance({ name: "tmp", config: { "user.incus-backup.exclude": "true" } });
+    fake.addInstance({ name: "ci-7" });
+    fake.addInstance({ name: "eph", status: "Running", ephemeral: true });
+    const settings = settingsFromEnv({ INCUS_BACKUP_TZ: "UTC", INCUS_BACKUP_MODE: "stop", INCUS_BACKUP_EXCLUDE: "ci-*", INCUS_BACKUP_COMPRESSION: "gzip" }, "UTC");
+    const store = new MemoryStore();
+    const opts = scheduledBackupOptions(settings, undefined);
+    expect(opts.selection.kinds).toEqual(["database", "volume", "instance"]);
+    // The fake has instances only; the options are otherwise the service's.
+    const deps = { client: fake.client, store, reporter: silentReporter, now: () => new Date("2025-09-14T03:00:00Z"), toolVersion: "test" };
+    const r = await backup(deps, { ...opts, selection: { kinds: ["instance"], names: [] }, command: "test" }, new AbortController().signal);
+    expect(r?.items.map((i) => [i.item.name, i.ok])).toEqual(expect.arrayContaining([["web", true], ["db", true]]));
+    expect(r?.items).toHaveLength(2);
+    const posts = fake.requests.filter((q) => q.method === "POST" && /\/backups$/.test(q.path));
+    const body = (name: string) => posts.find((q) => q.path.includes(`/instances/${name}/`))?.body as Record<string, unknown> | undefined;
+    expect(body("web")).toMatchObject({ instance_only: true, compression_algorithm: "gzip" });
+    expect(body("db")).toMatchObject({ instance_only: false });
+    // web is stopped for its backup (INCUS_BACKUP_MODE=stop); db's key keeps it live.
+    const stops = fake.requests.filter((q) => q.method === "PUT" && q.path.endsWith("/state") && (q.body as { action?: string }).action === "stop");
+    expect(stops.map((q) => q.path)).toEqual(["/1.0/instances/web/state"]);
+    const [run] = await store.listRuns();
+    expect(run?.skipped).toEqual([
+      { label: "instance default/tmp", reason: "user.incus-backup.exclude=true" },
+      { label: "instance default/ci-7", reason: 'excluded by "ci-*"' },
+      { label: "instance default/eph", reason: "ephemeral" },
+    ]);
+    expect(run?.items?.find((i) => i.label === "instance default/web")).toMatchObject({ ok: true, mode: "stop" });
+    expect(run?.items?.find((i) => i.label === "instance default/db")).toMatchObject({ ok: true, snapshots: true });
   });
 
   it("never makes a repository: an empty directory (an unmounted NAS) fails the run, and nothing is written", async () => {

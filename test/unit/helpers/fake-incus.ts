@@ -26,6 +26,7 @@ export interface FakeInstance {
   config: Record<string, string>;
   devices: Record<string, Record<string, string>>;
   profiles: string[];
+  ephemeral?: boolean;
 }
 
 export interface FakeVolume {
@@ -162,7 +163,7 @@ export class FakeIncus {
       devices: structuredClone(i.devices),
       expanded_config: { ...i.config },
       expanded_devices: this.expanded(i),
-      ephemeral: false,
+      ephemeral: i.ephemeral === true,
       stateful: false,
       profiles: [...i.profiles],
       created_at: "2025-01-01T00:00:00Z",
