@@ -13,6 +13,7 @@ import { restoreCommand } from "./restore";
 import { statusCommand } from "./status";
 import { unlockCommand } from "./unlock";
 import { verifyCommand } from "./verify";
+import { drillCommand } from "./drill";
 
 export function buildApp(ctx: CliContext) {
   return subcommands({
@@ -28,6 +29,7 @@ export function buildApp(ctx: CliContext) {
       list: listCommand(ctx),
       files: filesCommand(ctx),
       verify: verifyCommand(ctx),
+      drill: drillCommand(ctx),
       prune: pruneCommand(ctx),
       daemon: daemonCommand(ctx),
       status: statusCommand(ctx),

@@ -127,6 +127,14 @@ export function formatStatus(r: StatusReport): string {
     vParts.push(`last ${at(v.last.finished)}: ${v.last.ok} of ${v.last.checked} version(s) ok${bad ? `, ${bad} FAILED` : ""}${v.last.interrupted ? ", interrupted" : ""}`);
   }
   add("verify", vParts.length ? vParts.join("; ") : "not scheduled");
+  const dr = r.drills;
+  const dParts: string[] = [];
+  if (dr.expression) dParts.push(`schedule "${dr.expression}"${dr.next ? `, next ${at(dr.next)}` : ""}`);
+  if (dr.last) dParts.push(`last ${at(dr.last.finished)}: ${dr.last.passed} of ${dr.last.drilled} passed${dr.last.interrupted ? ", interrupted" : ""}`);
+  const failing = dr.items.filter((i) => !i.ok);
+  if (dr.items.length) dParts.push(`${dr.items.length - failing.length} of ${dr.items.length} item(s) passed their last drill`);
+  add("drills", dParts.length ? dParts.join("; ") : "none yet (incus-backup drill)");
+  const drillsIndex = lines.length;
   if (r.notify) add("notify", `${r.notify.target} on ${r.notify.when}`);
   if (r.daemon) {
     const d = r.daemon;
@@ -138,6 +146,9 @@ export function formatStatus(r: StatusReport): string {
   const text = lines.map(([l, val]) => `${l.padEnd(width)}  ${val}`);
   const indent = " ".repeat(width + 4);
   text.splice(lastRunIndex, 0, ...itemLines.map((l) => indent + l));
+  const afterDrills = failing.map((f) => `${indent}FAILED  ${f.label} ${f.version} at ${at(f.finished)}: ${f.reason ?? "?"}`);
+  // Below the drills line (lines before it may have gained item lines above).
+  text.splice(drillsIndex + itemLines.length, 0, ...afterDrills);
   if (v.last) for (const f of v.last.failed) text.push(`${indent}FAILED  ${f.label} ${f.version}: ${f.problems.join("; ")}`);
   return text.join("\n");
 }

@@ -4,6 +4,7 @@
 
 import { UsageError } from "../errors";
 import { COMPRESSION_NAMES } from "./compression";
+import { DRILL_PROJECT } from "./drill";
 import type { ItemKey } from "./selection";
 
 /** The config keys an admin sets on an instance (`incus config set web user.incus-backup.mode=stop`) or a custom volume. */
@@ -103,6 +104,8 @@ export function decideItem(item: ItemFacts, named: boolean, defaults: BackupDefa
   }
 
   if (item.kind !== "instance" && item.kind !== "volume") return decision;
+  // Drill copies live only while a drill runs: never backed up, named or not.
+  if (item.project === DRILL_PROJECT) return { ...decision, skip: "a restore drill's scratch copy" };
   const excludeKey = boolKey(ITEM_KEYS.exclude);
   const reason = skipReason(item, excludeKey, defaults);
   if (reason === undefined) return decision;

@@ -1,6 +1,7 @@
 // The scheduled service's settings, read from INCUS_BACKUP_* variables (the container's environment.* keys).
 
 import { UsageError } from "../errors";
+import { DEFAULT_DRILL_LIMITS, parseLimits } from "./drill";
 import { DEFAULT_BACKUP_DEFAULTS, parseCompression, parseMode, parsePatternList, type BackupDefaults } from "./item_settings";
 import { EMPTY_POLICY, RULES, type RetentionPolicy } from "./retention";
 import { parseSchedule, type Schedule } from "./schedule";
@@ -40,7 +41,19 @@ export interface Settings {
   backup: BackupDefaults;
   /** INCUS_BACKUP_COMPRESSION; undefined: the repository's default. */
   compression: string | undefined;
+  /** Scheduled restore drills (INCUS_BACKUP_DRILL_SCHEDULE); undefined: none. */
+  drill: ({ schedule: Schedule } & DrillSettings) | undefined;
 }
+
+/** What a drill run takes (also `drill` by hand, where they are set): at most `max` instances, their copies' limits, the timeout. */
+export interface DrillSettings {
+  max: number | undefined;
+  limits: Record<string, string>;
+  timeout: number;
+}
+
+export const DEFAULT_DRILL_MAX = 3;
+export const DEFAULT_DRILL_TIMEOUT = 120;
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -64,6 +77,10 @@ export const ENV = {
   snapshots: "INCUS_BACKUP_SNAPSHOTS",
   ephemeral: "INCUS_BACKUP_EPHEMERAL",
   compression: "INCUS_BACKUP_COMPRESSION",
+  drillSchedule: "INCUS_BACKUP_DRILL_SCHEDULE",
+  drillMax: "INCUS_BACKUP_DRILL_MAX",
+  drillLimits: "INCUS_BACKUP_DRILL_LIMITS",
+  drillTimeout: "INCUS_BACKUP_DRILL_TIMEOUT",
   keep: (rule: string) => `INCUS_BACKUP_KEEP_${rule.toUpperCase()}`,
 } as const;
 
@@ -180,6 +197,25 @@ export function settingsFromEnv(env: Env, systemTz: string): Settings {
     pzstd: env.INCUS_BACKUP_PZSTD?.trim() !== "0",
     repositoryId,
     ...backupDefaultsFromEnv(env),
+    drill: (() => {
+      const d = drillSettingsFromEnv(env);
+      const text = value(env, ENV.drillSchedule);
+      return text === undefined ? undefined : { schedule: parseSchedule(text, tz, ENV.drillSchedule), ...d, max: d.max ?? DEFAULT_DRILL_MAX };
+    })(),
+  };
+}
+
+/** INCUS_BACKUP_DRILL_MAX, _LIMITS and _TIMEOUT. */
+export function drillSettingsFromEnv(env: Env): DrillSettings {
+  const max = value(env, ENV.drillMax);
+  const timeout = value(env, ENV.drillTimeout);
+  const limits = value(env, ENV.drillLimits);
+  const m = max === undefined ? undefined : parseCount(max, ENV.drillMax, 10_000);
+  if (m === 0) throw new UsageError(`${ENV.drillMax}=0: use a whole number from 1`);
+  return {
+    max: m,
+    limits: limits === undefined ? { ...DEFAULT_DRILL_LIMITS } : parseLimits(limits.split(/\s+/).filter(Boolean), ENV.drillLimits),
+    timeout: timeout === undefined ? DEFAULT_DRILL_TIMEOUT : Math.max(1, parseCount(timeout, ENV.drillTimeout, 86_400)),
   };
 }
 

@@ -5,7 +5,7 @@ import type { IncusClient } from "../incus/client";
 import { KINDS, itemLabel, type Kind } from "../core/selection";
 import { formatLocal, formatPolicy, isEmptyPolicy } from "../core/retention";
 import { missedRun } from "../core/schedule";
-import { nextReadData, redactUrl, type Settings } from "../core/settings";
+import { DEFAULT_DRILL_TIMEOUT, nextReadData, redactUrl, type Settings } from "../core/settings";
 import type { Store } from "../repository/store";
 import { backup, runStatus, type BackupRunOptions } from "./backup";
 import { checkRepository } from "./locking";
@@ -15,13 +15,14 @@ import { defaultParallel } from "./pool";
 import { prune } from "./prune";
 import type { Reporter } from "./reporter";
 import { verifyRun } from "./verify";
+import { drill } from "./drill";
 
 export type Trigger = "schedule" | "catch-up";
 export type RunStatus = "ok" | "partial" | "failed" | "interrupted";
 
 /** What one scheduled run did: logged, kept in state/daemon.json, and sent as the notification. */
 export interface RunSummary {
-  kind: "backup" | "verify";
+  kind: "backup" | "verify" | "drill";
   trigger: Trigger;
   /** The scheduled time this run is for (ISO). */
   slot: string;
@@ -35,6 +36,7 @@ export interface RunSummary {
   error?: string;
   prune?: { removed: number; kept: number; bytesFreed: number; failed: number; error?: string };
   verify?: { checked: number; failed: Array<{ label: string; version: string; problems: string[] }>; deep: boolean };
+  drill?: { drilled: number; failed: Array<{ label: string; version: string; reason: string }> };
 }
 
 /** state/daemon.json: what the service did and plans, for catch-up after downtime and for status. */
@@ -58,6 +60,8 @@ export interface DaemonState {
   next?: string;
   verifySchedule?: string;
   verifyNext?: string;
+  drillSchedule?: string;
+  drillNext?: string;
   lastRun?: Pick<RunSummary, "kind" | "trigger" | "slot" | "status" | "started" | "finished" | "version">;
   updated: string;
 }
@@ -87,6 +91,8 @@ export interface DaemonDeps {
   log(line: string): void;
   backup(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
   verify(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
+  /** A scheduled restore drill (with INCUS_BACKUP_DRILL_SCHEDULE). */
+  drill?(trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary>;
   notify(summary: RunSummary, signal: AbortSignal): Promise<void>;
   /**
    * Finishes or undoes what runs that died left half-done (restores, `backup --stop`), at start:
@@ -126,6 +132,7 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
     schedule: schedule.expression,
     tz,
     ...(settings.verify ? { verifySchedule: settings.verify.schedule.expression } : {}),
+    ...(settings.drill ? { drillSchedule: settings.drill.schedule.expression } : {}),
     updated: startedAt.toISOString(),
   };
   const save = async () => {
@@ -137,14 +144,16 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
     `started: backups on "${schedule.expression}" (${tz}), keep ${formatPolicy(settings.policy)}` +
       `${settings.images ? ", images included" : ""}` +
       `${settings.verify ? `; verify${settings.verify.deep ? " --deep" : ""} on "${settings.verify.schedule.expression}"` : ""}` +
+      `${settings.drill ? `; restore drills of ${settings.drill.max ?? "every"} instance(s) on "${settings.drill.schedule.expression}"` : ""}` +
       `${settings.notify ? `; notify ${redactUrl(settings.notify.url)} on ${settings.notify.when}` : ""}` +
       `; catch-up ${settings.catchUp ? "on" : "off"}`,
   );
 
   let interrupted = false;
-  const runJob = async (kind: "backup" | "verify", trigger: Trigger, slot: Date): Promise<void> => {
+  const runJob = async (kind: "backup" | "verify" | "drill", trigger: Trigger, slot: Date): Promise<void> => {
     deps.log(`${kind} ${trigger === "catch-up" ? "catching up on" : "for"} ${at(slot)} starting`);
-    const job = kind === "backup" ? deps.backup : deps.verify;
+    const job = kind === "backup" ? deps.backup : kind === "verify" ? deps.verify : deps.drill;
+    if (!job) return;
     const summary = await job(trigger, slot, signal);
     if (summary.status === "interrupted") interrupted = true;
     deps.log(summaryLine(summary));
@@ -182,16 +191,21 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
 
   let nextBackup = schedule.next(deps.now());
   let nextVerify = settings.verify?.schedule.next(deps.now());
+  let nextDrill = deps.drill ? settings.drill?.schedule.next(deps.now()) : undefined;
   const plan = async () => {
     state.next = nextBackup.toISOString();
     if (nextVerify) state.verifyNext = nextVerify.toISOString();
+    if (nextDrill) state.drillNext = nextDrill.toISOString();
     await save();
-    deps.log(`next backup at ${at(nextBackup)}${nextVerify ? `, next verify at ${at(nextVerify)}` : ""}`);
+    deps.log(`next backup at ${at(nextBackup)}${nextVerify ? `, next verify at ${at(nextVerify)}` : ""}${nextDrill ? `, next drill at ${at(nextDrill)}` : ""}`);
   };
   if (!signal.aborted) await plan();
 
   while (!signal.aborted) {
-    const due = nextVerify && nextVerify < nextBackup ? nextVerify : nextBackup;
+    // The earliest job due; at the same time: backup, then verify, then drill (a drill takes the newest backup).
+    let due = nextBackup;
+    if (nextVerify && nextVerify < due) due = nextVerify;
+    if (nextDrill && nextDrill < due) due = nextDrill;
     const wait = due.getTime() - deps.now().getTime();
     if (wait > 0) {
       await deps.sleep(Math.min(wait, MAX_SLEEP_MS), signal);
@@ -203,10 +217,14 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
       nextBackup = schedule.next(laterOf(deps.now(), slot));
       const skipped = countBetween((d) => schedule.next(d), slot, nextBackup);
       if (skipped > 0) deps.log(`the run took longer than the schedule allows: ${skipped} scheduled time(s) skipped`);
-    } else {
-      const slot = nextVerify!;
+    } else if (due === nextVerify) {
+      const slot = nextVerify;
       await runJob("verify", "schedule", slot);
       nextVerify = settings.verify!.schedule.next(laterOf(deps.now(), slot));
+    } else {
+      const slot = nextDrill!;
+      await runJob("drill", "schedule", slot);
+      nextDrill = settings.drill!.schedule.next(laterOf(deps.now(), slot));
     }
     if (!signal.aborted) await plan();
   }
@@ -249,6 +267,10 @@ export function summaryLine(s: RunSummary): string {
     for (const f of s.items.filter((i) => !i.ok)) parts.push(`${f.label} failed: ${f.error ?? "?"}`);
   }
   if (s.verify) parts.push(`${s.verify.checked - s.verify.failed.length} of ${s.verify.checked} version(s) ok${s.verify.deep ? " (deep)" : ""}`);
+  if (s.drill) {
+    parts.push(`${s.drill.drilled - s.drill.failed.length} of ${s.drill.drilled} drill(s) passed`);
+    for (const f of s.drill.failed) parts.push(`${f.label} ${f.version} failed: ${f.reason}`);
+  }
   if (s.prune) parts.push(s.prune.error ? `prune failed: ${s.prune.error}` : `pruned ${s.prune.removed}, kept ${s.prune.kept}${s.prune.failed ? `, ${s.prune.failed} could not be removed` : ""}`);
   if (s.error) parts.push(s.error);
   const seconds = (Date.parse(s.finished) - Date.parse(s.started)) / 1000;
@@ -421,6 +443,42 @@ export async function scheduledVerify(ctx: ServiceContext, trigger: Trigger, slo
   return summary;
 }
 
+/** One scheduled restore drill: at most INCUS_BACKUP_DRILL_MAX instances, the least recently drilled first. Never throws. */
+export async function scheduledDrill(ctx: ServiceContext, trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> {
+  const started = ctx.now();
+  const summary: RunSummary = { kind: "drill", trigger, slot: slot.toISOString(), status: "ok", started: started.toISOString(), finished: "", items: [] };
+  const d = ctx.settings.drill;
+  let client: IncusClient | undefined;
+  try {
+    const store = await checkedStore(ctx);
+    client = ctx.connect();
+    const results = await drill(
+      { client, store, reporter: ctx.reporter, now: ctx.now },
+      {
+        selection: { kinds: ["instance"], names: [] },
+        ...(d?.max === undefined ? {} : { max: d.max }),
+        timeout: d?.timeout ?? DEFAULT_DRILL_TIMEOUT,
+        settle: 3,
+        limits: d?.limits ?? {},
+        command: `${SERVICE_COMMAND}: drill ${slot.toISOString()}`,
+        wait: ctx,
+      },
+      signal,
+    );
+    summary.items = results.map((r) => ({ label: itemLabel(r.item), ok: r.ok, ...(r.reason === undefined ? {} : { error: r.reason }), seconds: r.timings.total }));
+    const failed = results.filter((r) => !r.ok).map((r) => ({ label: itemLabel(r.item), version: r.version, reason: r.reason ?? "failed" }));
+    summary.drill = { drilled: results.length, failed };
+    summary.status = failed.length === 0 ? "ok" : failed.length === results.length ? "failed" : "partial";
+  } catch (err) {
+    summary.status = signal.aborted ? "interrupted" : "failed";
+    summary.error = errorMessage(err);
+  } finally {
+    await client?.close().catch(() => undefined);
+  }
+  summary.finished = ctx.now().toISOString();
+  return summary;
+}
+
 /** The JSON a notification carries: the run's summary, where it ran, and a line for chat webhooks. */
 export function notificationPayload(summary: RunSummary, info: { host: string; toolVersion: string; next?: Date }): Record<string, unknown> {
   return {
@@ -457,6 +515,7 @@ export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: numb
     ...(info.start === undefined ? {} : { start: info.start }),
     backup: (trigger, slot, signal) => scheduledBackup(ctx, trigger, slot, signal),
     verify: (trigger, slot, signal) => scheduledVerify(ctx, trigger, slot, signal),
+    ...(ctx.settings.drill ? { drill: (trigger: Trigger, slot: Date, signal: AbortSignal) => scheduledDrill(ctx, trigger, slot, signal) } : {}),
     recover: (signal) => recoverAtStart(ctx, signal),
     notify: async (summary, signal) => {
       const n = ctx.settings.notify;

@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { IntegrityError, errorMessage, exitCodeOf, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
+import { removeDrillCopy } from "./drill_cleanup";
 import { IncusNotFoundError } from "../incus/errors";
 import {
   createInstanceFromBackup,
@@ -563,7 +564,10 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
   for (const e of entries) {
     const label = itemLabel({ kind: e.kind === "volume" ? "volume" : "instance", project: e.project, name: e.name, ...(e.pool === undefined ? {} : { pool: e.pool }) });
     try {
-      if (e.kind === "stopped") said.push(`${label}: ${await recoverStopped(deps, e)}`);
+      if (e.kind === "drill") {
+        const removed = await removeDrillCopy(deps.client, e);
+        said.push(`drill of ${e.drill?.of ?? "instance"} ${e.name}: an interrupted drill was tidied up${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
+      } else if (e.kind === "stopped") said.push(`${label}: ${await recoverStopped(deps, e)}`);
       else if (e.kind === "instance") said.push(`${label}: ${await recoverInstance(deps, e)}`);
       else said.push(`${label}: ${await recoverVolume(deps, e)}`);
       await journal.remove(e.id);
@@ -666,4 +670,15 @@ async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string
   }
   await finishVolume(deps, deps.store.journal, e, target);
   return "an interrupted restore was completed";
+}
+
+/**
+ * Imports a version as a new instance or volume named `target` (the drill copies), checked as a
+ * restore checks it: size and index first, the sha256 before the upload's last bytes.
+ */
+export async function importAs(deps: RestoreDeps, source: Candidate, target: ItemKey, signal: AbortSignal): Promise<void> {
+  const step = { op: "create", source, target, start: false, freshMacs: false, notes: [] } as Extract<Step, { op: "create" }>;
+  const archive = await checkArchive(deps, step, signal);
+  if (target.kind === "instance") await importInstance(deps, target, archive, target.name, signal);
+  else await importVolume(deps, target, archive, target.name, signal);
 }

@@ -8,6 +8,7 @@ import type { RunRecord, ServerOwner, Store } from "../repository/store";
 import { checkRepository } from "./locking";
 import { DAEMON_STATE, VERIFY_STATE, type DaemonState, type VerifyRecord } from "./daemon";
 import { PRUNE_STATE, type PruneRecord } from "./prune";
+import { DRILL_STATE, type DrillRecord } from "./drill";
 
 export interface StatusReport {
   now: string;
@@ -35,6 +36,13 @@ export interface StatusReport {
   policy: (RetentionPolicy & { source: "settings" | "default" | "last prune" }) | null;
   images: boolean | null;
   verify: { expression: string | null; next: string | null; deep: boolean | null; last: VerifyRecord | null };
+  /** Restore drills: the schedule, the last run, and every item's last drill (failed ones first). */
+  drills: {
+    expression: string | null;
+    next: string | null;
+    last: DrillRecord["lastRun"] | null;
+    items: Array<{ label: string; version: string; ok: boolean; reason?: string; finished: string }>;
+  };
   lastPrune: PruneRecord | null;
   /** Where notifications go: scheme and host only, the rest of a webhook URL is its secret. */
   notify: { target: string; when: string } | null;
@@ -75,6 +83,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
     policy: null,
     images: null,
     verify: { expression: null, next: null, deep: null, last: null },
+    drills: { expression: null, next: null, last: null, items: [] },
     lastPrune: null,
     notify: null,
     daemon: null,
@@ -86,6 +95,7 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
     report.images = s.images;
     if (s.verify) report.verify = { ...report.verify, expression: s.verify.schedule.expression, next: s.verify.schedule.next(o.now).toISOString(), deep: s.verify.deep };
     if (s.notify) report.notify = { target: redactUrl(s.notify.url), when: s.notify.when };
+    if (s.drill) report.drills = { ...report.drills, expression: s.drill.schedule.expression, next: s.drill.schedule.next(o.now).toISOString() };
   }
 
   let repo: Store | undefined;
@@ -140,6 +150,16 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   report.lastPrune = sound(await repo.readState<PruneRecord>(PRUNE_STATE), isPruneRecord) ?? null;
   if (!report.policy && report.lastPrune?.policy) report.policy = { ...report.lastPrune.policy, source: "last prune" };
   report.verify.last = sound(await repo.readState<VerifyRecord>(VERIFY_STATE), isVerifyRecord) ?? null;
+  const drills = sound(await repo.readState<DrillRecord>(DRILL_STATE), isDrillRecord);
+  if (drills) {
+    report.drills.last = drills.lastRun;
+    report.drills.items = Object.values(drills.items)
+      .map((i) => ({ label: i.label, version: i.version, ok: i.ok, ...(i.reason === undefined ? {} : { reason: i.reason }), finished: i.finished }))
+      .sort((a, b) => Number(a.ok) - Number(b.ok) || a.label.localeCompare(b.label));
+  }
+  if (report.drills.expression === null && daemon && typeof daemon.drillSchedule === "string") {
+    report.drills = { ...report.drills, expression: daemon.drillSchedule, next: daemon.stopped ? null : (daemon.drillNext ?? null) };
+  }
   return report;
 }
 
@@ -173,6 +193,22 @@ function isDaemonState(d: Record<string, unknown>): boolean {
     optional(d.verifySchedule, (x) => typeof x === "string") &&
     optional(d.verifyNext, isTime) &&
     optional(d.lastRun, (x) => typeof x === "object" && x !== null)
+  );
+}
+
+function isDrillRecord(d: Record<string, unknown>): boolean {
+  const run = d.lastRun as Record<string, unknown> | undefined;
+  const items = d.items as Record<string, Record<string, unknown>> | undefined;
+  return (
+    isTime(d.finished) &&
+    typeof run === "object" &&
+    run !== null &&
+    isNumber(run.drilled) &&
+    isNumber(run.passed) &&
+    Array.isArray(run.failed) &&
+    typeof items === "object" &&
+    items !== null &&
+    Object.values(items).every((i) => typeof i === "object" && i !== null && typeof i.label === "string" && typeof i.version === "string" && typeof i.ok === "boolean" && isTime(i.finished))
   );
 }
 

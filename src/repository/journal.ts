@@ -7,6 +7,7 @@ import { mkdirPrivate, writeFileAtomic } from "./files";
 import { JOURNAL_DIR } from "./layout";
 import { safePathComponent } from "../core/names";
 import { INERT_KEYS, type SavedIdentity } from "../core/nics";
+import { DRILL_COPY_NAME, DRILL_PROJECT } from "../core/drill";
 import type { JournalEntry, JournalInstanceRef, JournalStore } from "./store";
 
 export type { JournalEntry, JournalInstanceRef } from "./store";
@@ -63,6 +64,7 @@ const PHASES: Record<JournalEntry["kind"], readonly JournalEntry["phase"][]> = {
   instance: ["import", "swap", "finish", "undo"],
   volume: ["import", "stop", "refresh", "finish"],
   stopped: ["stopped"],
+  drill: ["drill"],
 };
 
 /**
@@ -76,8 +78,9 @@ export function entryProblem(v: unknown, id: string): string | undefined {
   const safe = (x: unknown) => typeof x === "string" && safePathComponent(x) === undefined;
   const refs = (x: unknown) => Array.isArray(x) && x.every((r) => typeof r === "object" && r !== null && safe((r as JournalInstanceRef).project) && safe((r as JournalInstanceRef).name));
   if (e.id !== id || !/^[0-9a-f]{1,64}$/.test(id)) return "its id does not match its file name";
-  if (e.kind !== "instance" && e.kind !== "volume" && e.kind !== "stopped") return "unknown kind";
+  if (e.kind !== "instance" && e.kind !== "volume" && e.kind !== "stopped" && e.kind !== "drill") return "unknown kind";
   if (!PHASES[e.kind].includes(e.phase as JournalEntry["phase"])) return "unknown phase";
+  if (e.kind === "drill") return drillProblem(e, safe);
   if (!safe(e.project) || !safe(e.name) || (e.kind === "volume" && !safe(e.pool))) return "bad project, pool or name";
   if (typeof e.temp !== "string" || !(e.kind === "stopped" ? e.temp === "" : /^ibk-restore-[0-9a-f]{8}$/.test(e.temp))) {
     return "its temporary name is not one this tool makes";
@@ -106,4 +109,20 @@ function isSavedIdentity(v: unknown): v is SavedIdentity {
     !Array.isArray(o.config) &&
     Object.entries(o.config).every(([k, v]) => k in INERT_KEYS && (v === null || typeof v === "string"))
   );
+}
+
+/** A drill's entry may only ever name things in the scratch project, under names drills make. */
+function drillProblem(e: Record<string, unknown>, safe: (x: unknown) => boolean): string | undefined {
+  if (e.project !== DRILL_PROJECT) return `a drill entry outside the ${DRILL_PROJECT} project`;
+  if (typeof e.temp !== "string" || !DRILL_COPY_NAME.test(e.temp)) return "its copy's name is not one this tool makes";
+  if (!safe(e.name) || (e.pool !== undefined && !safe(e.pool))) return "bad pool or name";
+  const d = e.drill as Record<string, unknown> | undefined;
+  if (typeof d !== "object" || d === null || (d.of !== "instance" && d.of !== "volume")) return "bad drill record";
+  if (d.of === "volume" && !safe(e.pool)) return "a volume drill without its pool";
+  const ph = d.placeholders;
+  if (!Array.isArray(ph) || !ph.every((p) => typeof p === "object" && p !== null && safe((p as { pool?: unknown }).pool) && safe((p as { name?: unknown }).name))) {
+    return "bad list of stand-in volumes";
+  }
+  if (!Array.isArray(e.restart) || e.restart.length !== 0) return "a drill starts nothing again";
+  return undefined;
 }

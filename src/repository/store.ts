@@ -131,7 +131,8 @@ export interface JournalInstanceRef {
  */
 export interface JournalEntry {
   id: string;
-  kind: "instance" | "volume" | "stopped";
+  /** drill: a restore drill's copy in the scratch project (core/drill.ts), deleted by recovery. */
+  kind: "instance" | "volume" | "stopped" | "drill";
   project: string;
   pool?: string;
   name: string;
@@ -139,7 +140,9 @@ export interface JournalEntry {
   temp: string;
   /** Instance only: the name the original is moved to during the swap. */
   aside?: string;
-  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "undo" | "stopped";
+  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "undo" | "stopped" | "drill";
+  /** Drill only: what the copy is, and the stand-in volumes made for its import (in the scratch project). */
+  drill?: { of: "instance" | "volume"; placeholders: Array<{ pool: string; name: string }> };
   /** Instance only: whether the original was running. */
   wasRunning?: boolean;
   /**

@@ -35,7 +35,7 @@ function harness(o: HarnessOptions): Harness {
   const runs: Harness["runs"] = [];
   const notified: RunSummary[] = [];
   let n = 0;
-  const job = (kind: "backup" | "verify") => async (trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> => {
+  const job = (kind: "backup" | "verify" | "drill") => async (trigger: Trigger, slot: Date, signal: AbortSignal): Promise<RunSummary> => {
     const started = new Date(now).toISOString();
     runs.push({ kind, trigger, slot: slot.toISOString(), at: started });
     now += o.runMs ?? 30_000;
@@ -53,6 +53,7 @@ function harness(o: HarnessOptions): Harness {
     log: (line) => log.push(`${new Date(now).toISOString()} ${line}`),
     backup: job("backup"),
     verify: job("verify"),
+    drill: job("drill"),
     notify: async (s) => {
       if (o.notifyFails) throw new Error("cannot reach https://hooks.example.com/…: ECONNREFUSED");
       notified.push(s);
@@ -141,6 +142,14 @@ describe("runDaemon", () => {
     await runDaemon(h.deps, settings({ INCUS_BACKUP_VERIFY_SCHEDULE: "0 5 * * *" }), h.controller.signal);
     expect(h.runs.map((r) => `${r.kind} ${r.slot}`)).toEqual(["backup 2025-05-05T03:00:00.000Z", "verify 2025-05-05T05:00:00.000Z"]);
     expect(h.state()!.verifyNext).toBe("2025-05-06T05:00:00.000Z");
+  });
+
+  it("runs restore drills on their own schedule, after a backup due at the same time", async () => {
+    const h = harness({ start: "2025-05-05T00:00:00Z", until: "2025-05-06T04:00:00Z" });
+    await runDaemon(h.deps, settings({ INCUS_BACKUP_DRILL_SCHEDULE: "0 3 * * *", INCUS_BACKUP_DRILL_MAX: "2" }), h.controller.signal);
+    expect(h.runs.map((r) => `${r.kind} ${r.slot}`)).toEqual(["backup 2025-05-05T03:00:00.000Z", "drill 2025-05-05T03:00:00.000Z", "backup 2025-05-06T03:00:00.000Z", "drill 2025-05-06T03:00:00.000Z"]);
+    expect(h.state()!.drillNext).toBe("2025-05-07T03:00:00.000Z");
+    expect(h.log.join("\n")).toContain('restore drills of 2 instance(s) on "0 3 * * *"');
   });
 
   it("notifies on failure only, by default", async () => {
