@@ -25,6 +25,12 @@ export const ExitCode = {
   Repository: 8,
   /** A backup file does not match its manifest (size or sha256), or cannot be read back. */
   Integrity: 9,
+  /** `status` only: the last backup run failed, was partial or interrupted, or died. */
+  LastRunFailed: 10,
+  /** `status` only: no successful run since a scheduled time that is past its grace period. */
+  Overdue: 11,
+  /** `status` only: the service stopped, its process is gone, or it never started on this repository. */
+  ServiceNotRunning: 12,
   /** Interrupted by SIGINT or SIGTERM. */
   Interrupted: 130,
 } as const;
