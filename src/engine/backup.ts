@@ -222,6 +222,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
         ...(r.error === undefined ? {} : { error: r.error }),
         ...(r.bytes === undefined ? {} : { bytes: r.bytes }),
         seconds: r.seconds,
+        key: { kind: r.item.kind, project: r.item.project, ...(r.item.pool === undefined ? {} : { pool: r.item.pool }), name: r.item.name },
       })),
     })
     .catch((err: unknown) => deps.reporter.warn(`could not save the run record: ${errorMessage(err)}`));

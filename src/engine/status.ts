@@ -232,7 +232,7 @@ export function daemonAlive(d: DaemonState, o: Pick<StatusOptions, "host" | "ins
   return o.host !== undefined && o.pidAlive && d.host === o.host ? o.pidAlive(d.pid) : null;
 }
 
-function isDaemonState(d: Record<string, unknown>): boolean {
+export function isDaemonState(d: Record<string, unknown>): boolean {
   return (
     typeof d.host === "string" &&
     isNumber(d.pid) &&
@@ -248,7 +248,7 @@ function isDaemonState(d: Record<string, unknown>): boolean {
   );
 }
 
-function isPruneRecord(p: Record<string, unknown>): boolean {
+export function isPruneRecord(p: Record<string, unknown>): boolean {
   return (
     isTime(p.finished) &&
     typeof p.trigger === "string" &&

@@ -76,7 +76,8 @@ export interface RunRecord {
   started: string;
   finished?: string;
   status: "running" | "ok" | "partial" | "failed" | "interrupted";
-  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number }>;
+  /** `key`: the item itself, for the metrics file (records of older versions have only the label). */
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name"> }>;
 }
 
 /** Who holds the exclusive lock. */
