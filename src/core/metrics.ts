@@ -121,10 +121,10 @@ function itemFacts(f: MetricsFacts): ItemFacts[] {
   const byId = new Map<string, ItemFacts>();
   const byLabel = new Map<string, ItemFacts>();
   const add = (key: RecordedKey): ItemFacts => {
-    const id = itemId(key);
+    const id = metricId(key);
     let facts = byId.get(id);
     if (!facts) {
-      facts = { key: { kind: key.kind, project: key.project, ...(key.pool === undefined ? {} : { pool: key.pool }), name: key.name }, failures: 0 };
+      facts = { key: { kind: key.kind, project: key.project, ...(key.kind === "volume" ? { pool: key.pool ?? "" } : {}), name: key.name }, failures: 0 };
       byId.set(id, facts);
     }
     return facts;
@@ -147,7 +147,12 @@ function itemFacts(f: MetricsFacts): ItemFacts[] {
       else facts.failures++;
     }
   }
-  return [...byId.values()].sort((a, b) => itemId(a.key).localeCompare(itemId(b.key)));
+  return [...byId.values()].sort((a, b) => metricId(a.key).localeCompare(metricId(b.key)));
+}
+
+/** An item's identity here: an instance's manifest records its root disk's pool, its run record entry does not; only a volume's pool tells items apart. */
+function metricId(k: RecordedKey): string {
+  return itemId({ kind: k.kind, project: k.project, ...(k.kind === "volume" && k.pool !== undefined ? { pool: k.pool } : {}), name: k.name });
 }
 
 function soundKey(k: RecordedKey): boolean {
@@ -155,7 +160,7 @@ function soundKey(k: RecordedKey): boolean {
 }
 
 function itemLabels(k: RecordedKey): Record<string, string> {
-  return { kind: k.kind, project: k.project, ...(k.kind === "volume" ? { pool: k.pool ?? "" } : {}), name: k.name };
+  return { kind: k.kind, project: k.project, ...(k.pool === undefined ? {} : { pool: k.pool }), name: k.name };
 }
 
 function seconds(iso: string): number {

@@ -6,6 +6,8 @@ import type { ItemKey } from "../../../src/core/selection";
 import { parseMetrics, sample } from "../helpers/prometheus";
 
 const web: ItemKey = { kind: "instance", project: "default", name: "web" };
+/** How an instance's manifest names it: with its root disk's pool, which its run record entry has not. */
+const webListed: ItemKey = { ...web, pool: "fast" };
 const data: ItemKey = { kind: "volume", project: "default", pool: "fast", name: "data" };
 const db: ItemKey = { kind: "database", project: "", name: "server" };
 const t = (iso: string) => Date.parse(iso) / 1000;
@@ -58,8 +60,8 @@ const facts: MetricsFacts = {
     v(db, "20250912-030000", "2025-09-12T03:00:00Z", 10),
     v(db, "20250914-030000", "2025-09-14T03:00:00Z", 12),
     v(data, "20250912-030000", "2025-09-12T03:00:30Z", 500),
-    v(web, "20250913-030000", "2025-09-13T03:01:00Z", 1100),
-    v(web, "20250914-030000", "2025-09-14T03:01:00Z", 1200),
+    v(webListed, "20250913-030000", "2025-09-13T03:01:00Z", 1100),
+    v(webListed, "20250914-030000", "2025-09-14T03:01:00Z", 1200),
   ],
   lastRun: runs[2]!,
   lastPrune: { finished: "2025-09-14T03:02:30Z", removed: 3 },
