@@ -25,6 +25,14 @@ export const ExitCode = {
   Repository: 8,
   /** A backup file does not match its manifest (size or sha256), or cannot be read back. */
   Integrity: 9,
+  /** `status` only: the last backup run failed, was partial or interrupted, or died. */
+  LastRunFailed: 10,
+  /** `status` only: no successful run since a scheduled time that is past its grace period. */
+  Overdue: 11,
+  /** `status` only: the service stopped, its process is gone, or it never started on this repository. */
+  ServiceNotRunning: 12,
+  /** `status` only: the last restore drill of an item failed (`incus-backup drill`). */
+  DrillFailed: 13,
   /** Interrupted by SIGINT or SIGTERM. */
   Interrupted: 130,
 } as const;

@@ -21,7 +21,7 @@ export function buildApp(ctx: CliContext) {
     version: VERSION,
     description:
       "Back up and restore an Incus server into a directory (a NAS mount). Exit codes: 0 ok, 1 failure, 2 usage, " +
-      "3 partial, 4 Incus unreachable, 5 not found, 6 not confirmed, 7 locked, 8 repository, 9 integrity, 130 interrupted.",
+      "3 partial, 4 Incus unreachable, 5 not found, 6 not confirmed, 7 locked, 8 repository, 9 integrity, 130 interrupted (status also 10-13, see its help).",
     cmds: {
       init: initCommand(ctx),
       backup: backupCommand(ctx),

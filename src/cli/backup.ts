@@ -15,6 +15,7 @@ import type { CliContext } from "./context";
 import { err, out } from "./context";
 import { formatBytes, formatDuration, itemJson } from "./format";
 import { reporterFor } from "./progress";
+import { writeMetrics } from "./metrics";
 
 export function backupCommand(ctx: CliContext) {
   return command({
@@ -129,6 +130,8 @@ export function backupCommand(ctx: CliContext) {
         return summarize(ctx, result, a.json);
       } finally {
         await client.close();
+        // However the run ended: a failed one is what monitoring is for.
+        await writeMetrics(ctx, store, reporter);
       }
     },
   });

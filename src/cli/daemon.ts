@@ -13,8 +13,11 @@ import { VERSION } from "../version";
 import { connect, dirArg, repoSpec, socketArg } from "./common";
 import { repoSpecText } from "../core/repo_spec";
 import { openStore } from "../repository/open";
+import type { Store } from "../repository/store";
 import type { CliContext } from "./context";
 import { outcomeLine } from "./progress";
+import { publishMetrics } from "../engine/metrics";
+import { metricsWriter } from "../local/metrics_file";
 
 export function daemonCommand(ctx: CliContext) {
   return command({
@@ -24,6 +27,7 @@ export function daemonCommand(ctx: CliContext) {
       "verify on INCUS_BACKUP_VERIFY_SCHEDULE, catch up once after downtime, notify INCUS_BACKUP_NOTIFY_URL. Logs one timestamped line per event on stdout. " +
       "Settings: INCUS_BACKUP_SCHEDULE, INCUS_BACKUP_TZ, INCUS_BACKUP_KEEP_{LAST,HOURLY,DAILY,WEEKLY,MONTHLY,YEARLY}, INCUS_BACKUP_IMAGES, INCUS_BACKUP_PARALLEL, " +
       "INCUS_BACKUP_NOTIFY_URL, INCUS_BACKUP_NOTIFY (failure|always), INCUS_BACKUP_CATCHUP, INCUS_BACKUP_VERIFY_SCHEDULE, INCUS_BACKUP_VERIFY_DEEP, " +
+      "INCUS_BACKUP_METRICS_FILE (a Prometheus text file for node_exporter's textfile collector, rewritten after each backup and prune), " +
       "INCUS_BACKUP_VERIFY_READ_DATA (restic: the share of the data restic check reads, all, N% or n/m; a part n/m moves on to the next part each time), INCUS_BACKUP_SELF, " +
       "INCUS_BACKUP_REPO (restic:LOCATION or a directory; else INCUS_BACKUP_DIR), INCUS_BACKUP_REPOSITORY_ID (the id `incus-backup init` printed: a directory holding another repository, or none, is refused; deploy/install.sh sets it).",
     args: { ...dirArg, ...socketArg },
@@ -36,6 +40,8 @@ export function daemonCommand(ctx: CliContext) {
         const settings = settingsFromEnv(ctx.env, system);
         tz = settings.schedule.tz;
         const spec = repoSpec(ctx, a);
+        const reporter = logReporter(log, "backup", false);
+        const write = metricsWriter(ctx.env);
         service = {
           location: repoSpecText(spec),
           // Never made a repository here: `incus-backup init` (deploy/install.sh runs it) does.
@@ -44,7 +50,8 @@ export function daemonCommand(ctx: CliContext) {
           now: ctx.now,
           sleep,
           log,
-          reporter: logReporter(log, "backup", false),
+          reporter,
+          ...(write ? { publishMetrics: (store: Store | undefined) => publishMetrics(store, write, reporter) } : {}),
           verifyReporter: logReporter(log, "verify", true),
           settings,
           toolVersion: VERSION,

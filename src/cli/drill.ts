@@ -8,7 +8,8 @@ import { drillSettingsFromEnv } from "../core/settings";
 import { drill, type DrillResult } from "../engine/drill";
 import { checkVersionArg, connect, countText, dirArg, openRepository, socketArg } from "./common";
 import { selectionFrom } from "../core/selection";
-import { out, type CliContext } from "./context";
+import { err, out, type CliContext } from "./context";
+import { writeMetrics } from "./metrics";
 import { itemJson } from "./format";
 import { reporterFor } from "./progress";
 import { VERSION } from "../version";
@@ -81,6 +82,7 @@ export function drillCommand(ctx: CliContext) {
         return failed === results.length ? ExitCode.Failure : ExitCode.Partial;
       } finally {
         await client.close();
+        await writeMetrics(ctx, store, { warn: (t) => err(ctx, `warning: ${t}`) });
       }
     },
   });

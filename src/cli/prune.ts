@@ -10,6 +10,7 @@ import { countText, dirArg, openRepository, selectionOf, selectorArgs } from "./
 import { err, out, type CliContext } from "./context";
 import { formatBytes, table } from "./format";
 import { reporterFor } from "./progress";
+import { writeMetrics } from "./metrics";
 
 const keepArgs = {
   keepLast: option({ long: "keep-last", type: optional(countText), description: "keep the N newest versions" }),
@@ -49,7 +50,7 @@ export function pruneCommand(ctx: CliContext) {
         { store, reporter, now: ctx.now },
         { selection, policy, tz, trigger: "manual", dryRun: a.dryRun, command: ctx.argv.join(" ") },
         ctx.signal,
-      );
+      ).finally(() => (a.dryRun ? undefined : writeMetrics(ctx, store, reporter)));
       render(ctx, done.plan, done.result, a.json);
       const result = done.result;
       if (!result) return ExitCode.OK;

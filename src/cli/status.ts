@@ -1,8 +1,9 @@
-// `incus-backup status`: the last run, what runs now, the next run, policy, last prune and verify, repository size.
+// `incus-backup status`: the last run, what runs now, the next run, policy, last prune and verify, repository size; problems as exit codes.
 
 import { command, flag } from "cmd-ts";
 import { hostname } from "node:os";
-import { ExitCode, UsageError } from "../errors";
+import { UsageError } from "../errors";
+import { healthExitCode } from "../core/health";
 import { ENV, settingsFromEnv, systemTimeZone, timeZoneFromEnv, type Settings } from "../core/settings";
 import { checkTimeZone, formatLocal, formatPolicy } from "../core/retention";
 import { gatherStatus, type StatusReport } from "../engine/status";
@@ -19,12 +20,16 @@ export function statusCommand(ctx: CliContext) {
   return command({
     name: "status",
     description:
-      "Show the last run and its items, a run in progress, the next scheduled run, the retention policy, the last prune and verify, and the repository size. " +
-      "Exits 2 when the service's settings are invalid (it then schedules nothing) and 8 when the repository cannot be read, is not one (an unmounted NAS), " +
-        "or is not the one the service was set up with.",
+      "Show the last run and its items, a run in progress, the next scheduled run, the retention policy, the last prune, verify and restore drills, the repository size, and the problems found. " +
+      "For monitoring (a Nagios-style check, cron), the exit code is the first problem of: 2 the service's settings are invalid (it then schedules nothing); " +
+      "8 the repository cannot be read, is not one (an unmounted NAS), or is not the one the service was set up with; " +
+      "12 the service is not running (it stopped, its process is gone, or, where its settings are set, it never started on this repository); " +
+      "11 overdue: no successful or partial run started since the latest scheduled time, which is more than an hour plus the last such run's duration ago (only with a schedule); " +
+      "10 the last run failed, was partial or interrupted, or died; 13 the last restore drill of an item failed. 0 when none applies. --json lists every problem with its code.",
     examples: [
       { description: "In the deployed container", command: "incus exec backup -- incus-backup status" },
       { description: "For monitoring", command: "incus exec backup -- incus-backup status --json" },
+      { description: "A check for cron or Nagios: nonzero is a problem", command: "incus exec backup -- incus-backup status >/dev/null || echo \"backup problem: exit $?\"" },
     ],
     args: {
       ...dirArg,
@@ -66,9 +71,7 @@ export function statusCommand(ctx: CliContext) {
         ...(settingsError ? { settingsError } : {}),
       });
       out(ctx, a.json ? JSON.stringify(report, null, 2) : formatStatus(report));
-      if (report.settingsError) return ExitCode.Usage;
-      if (report.repository.error) return ExitCode.Repository;
-      return ExitCode.OK;
+      return healthExitCode(report.problems);
     },
   });
 }
@@ -127,6 +130,7 @@ export function formatStatus(r: StatusReport): string {
     vParts.push(`last ${at(v.last.finished)}: ${v.last.ok} of ${v.last.checked} version(s) ok${bad ? `, ${bad} FAILED` : ""}${v.last.interrupted ? ", interrupted" : ""}`);
   }
   add("verify", vParts.length ? vParts.join("; ") : "not scheduled");
+  const verifyIndex = lines.length;
   const dr = r.drills;
   const dParts: string[] = [];
   if (dr.expression) dParts.push(`schedule "${dr.expression}"${dr.next ? `, next ${at(dr.next)}` : ""}`);
@@ -142,14 +146,16 @@ export function formatStatus(r: StatusReport): string {
     else if (d.alive === false) add("service", `NOT RUNNING: pid ${d.pid} on ${d.host}, started ${at(d.started)}, is gone`);
     else add("service", `pid ${d.pid} on ${d.host} since ${at(d.started)}`);
   }
+  add("health", r.problems.length === 0 ? "ok" : `${r.problems.length} problem(s), exit ${healthExitCode(r.problems)}`);
+  const problemsIndex = lines.length;
   const width = Math.max(...lines.map(([l]) => l.length));
   const text = lines.map(([l, val]) => `${l.padEnd(width)}  ${val}`);
   const indent = " ".repeat(width + 4);
+  // Each block goes under its line, the lowest first so that the indexes above still hold.
+  text.splice(problemsIndex, 0, ...r.problems.map((p) => `${indent}${p.code}  ${p.message}`));
+  text.splice(drillsIndex, 0, ...failing.map((f) => `${indent}FAILED  ${f.label} ${f.version} at ${at(f.finished)}: ${f.reason ?? "?"}`));
+  text.splice(verifyIndex, 0, ...(v.last?.failed ?? []).map((f) => `${indent}FAILED  ${f.label} ${f.version}: ${f.problems.join("; ")}`));
   text.splice(lastRunIndex, 0, ...itemLines.map((l) => indent + l));
-  const afterDrills = failing.map((f) => `${indent}FAILED  ${f.label} ${f.version} at ${at(f.finished)}: ${f.reason ?? "?"}`);
-  // Below the drills line (lines before it may have gained item lines above).
-  text.splice(drillsIndex + itemLines.length, 0, ...afterDrills);
-  if (v.last) for (const f of v.last.failed) text.push(`${indent}FAILED  ${f.label} ${f.version}: ${f.problems.join("; ")}`);
   return text.join("\n");
 }
 

@@ -242,6 +242,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
           seconds: r.seconds,
           ...(r.item.kind === "instance" && d.mode === "stop" ? { mode: "stop" as const } : {}),
           ...((r.item.kind === "instance" || r.item.kind === "volume") && d.snapshots ? { snapshots: true } : {}),
+          key: { kind: r.item.kind, project: r.item.project, ...(r.item.pool === undefined ? {} : { pool: r.item.pool }), name: r.item.name },
         };
       }),
       ...(skipped.length === 0 ? {} : { skipped: skipped.map((x) => ({ label: itemLabel(x.item), reason: x.reason })) }),

@@ -101,6 +101,8 @@ export interface DaemonDeps {
   recover?(signal: AbortSignal): Promise<void>;
   loadState(): Promise<DaemonState | undefined>;
   saveState(state: DaemonState): Promise<void>;
+  /** Rewrites the metrics file after a backup run, once its summary is saved (it is part of them). Never throws. */
+  metrics?(): Promise<void>;
   host: string;
   pid: number;
   install?: string;
@@ -163,6 +165,7 @@ export async function runDaemon(deps: DaemonDeps, settings: Settings, signal: Ab
       if (summary.status !== "interrupted") state.coveredUntil = deps.now().toISOString();
     }
     await save();
+    if (kind === "backup" || kind === "drill") await deps.metrics?.();
     const n = settings.notify;
     // Not for interrupted runs: the container is stopping, and the catch-up run reports.
     if (n && summary.status !== "interrupted" && (n.when === "always" || summary.status !== "ok")) {
@@ -307,6 +310,8 @@ export interface ServiceContext {
   verifyReporter: Reporter;
   settings: Settings;
   toolVersion: string;
+  /** Writes the metrics file (INCUS_BACKUP_METRICS_FILE) of the store, or of none that could be opened. Never throws. */
+  publishMetrics?(store: Store | undefined): Promise<void>;
 }
 
 /** The lock holder's command line, as a manual run that finds the lock taken shows it. */
@@ -526,6 +531,9 @@ export function serviceDeps(ctx: ServiceContext, info: { host: string; pid: numb
         userAgent: `incus-backup/${ctx.toolVersion}`,
       });
     },
+    ...(ctx.publishMetrics
+      ? { metrics: async () => ctx.publishMetrics!(await checkedStore(ctx).catch(() => undefined)) }
+      : {}),
     loadState: async () => (await checkedStore(ctx)).readState<DaemonState>(DAEMON_STATE),
     saveState: async (s) => (await checkedStore(ctx)).saveState(DAEMON_STATE, s),
   };

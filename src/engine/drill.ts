@@ -66,7 +66,7 @@ export interface DrillResult {
 /** The record status shows: every item's last drill, and the last run. */
 export interface DrillRecord {
   finished: string;
-  items: Record<string, { label: string; version: string; ok: boolean; reason?: string; finished: string; seconds: number }>;
+  items: Record<string, { label: string; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name">; version: string; ok: boolean; reason?: string; finished: string; seconds: number }>;
   lastRun: { finished: string; drilled: number; passed: number; failed: string[]; interrupted: boolean };
 }
 
@@ -130,7 +130,7 @@ async function saveRecord(deps: DrillDeps, results: DrillResult[], interrupted: 
   const old = await deps.store.readState<DrillRecord>(DRILL_STATE).catch(() => undefined);
   const items = { ...(old?.items ?? {}) };
   for (const r of results) {
-    items[itemId(r.item)] = { label: itemLabel(r.item), version: r.version, ok: r.ok, ...(r.reason === undefined ? {} : { reason: r.reason }), finished: now, seconds: r.timings.total };
+    items[itemId(r.item)] = { label: itemLabel(r.item), key: r.item, version: r.version, ok: r.ok, ...(r.reason === undefined ? {} : { reason: r.reason }), finished: now, seconds: r.timings.total };
   }
   const record: DrillRecord = {
     finished: now,

@@ -1,9 +1,11 @@
-// Status: the last run and its items, what runs now, the next scheduled run, the policy, the last prune and verify, the size.
+// Status: the last run and its items, what runs now, the next scheduled run, the policy, the last prune and verify, the size, the problems.
 
 import { errorMessage } from "../errors";
 import { itemId } from "../core/selection";
 import { redactUrl, type Settings } from "../core/settings";
 import type { RetentionPolicy } from "../core/retention";
+import { parseSchedule } from "../core/schedule";
+import { healthProblems, newestRun, type HealthFacts, type Problem, type RunFacts } from "../core/health";
 import type { RunRecord, ServerOwner, Store } from "../repository/store";
 import { checkRepository } from "./locking";
 import { DAEMON_STATE, VERIFY_STATE, type DaemonState, type VerifyRecord } from "./daemon";
@@ -30,7 +32,15 @@ export interface StatusReport {
   running: { pid: number; host: string; command: string; since: string } | null;
   lastRun: RunRecord | null;
   /** From the settings when the service's variables are set, else as the daemon last planned it. */
-  schedule: { expression: string; tz: string; next: string | null; catchUp: boolean | null; source: "settings" | "daemon" } | null;
+  schedule: {
+    expression: string;
+    tz: string;
+    next: string | null;
+    /** The latest scheduled time before now: what the overdue check measures against. */
+    previous: string | null;
+    catchUp: boolean | null;
+    source: "settings" | "daemon";
+  } | null;
   /** A setting the service refuses: it schedules nothing until it is fixed. */
   settingsError: string | null;
   policy: (RetentionPolicy & { source: "settings" | "default" | "last prune" }) | null;
@@ -47,6 +57,8 @@ export interface StatusReport {
   /** Where notifications go: scheme and host only, the rest of a webhook URL is its secret. */
   notify: { target: string; when: string } | null;
   daemon: (Pick<DaemonState, "host" | "pid" | "started" | "stopped" | "coveredUntil" | "lastRun"> & { alive: boolean | null }) | null;
+  /** Every problem found, each with the exit code it gives (core/health.ts), the one status exits with first. */
+  problems: Problem[];
 }
 
 export interface StatusOptions {
@@ -87,10 +99,20 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
     lastPrune: null,
     notify: null,
     daemon: null,
+    problems: [],
   };
   const s = o.settings;
+  let previousSlot: Date | null = null;
   if (s) {
-    report.schedule = { expression: s.schedule.expression, tz: s.schedule.tz, next: s.schedule.next(o.now).toISOString(), catchUp: s.catchUp, source: "settings" };
+    previousSlot = s.schedule.prev(o.now) ?? null;
+    report.schedule = {
+      expression: s.schedule.expression,
+      tz: s.schedule.tz,
+      next: s.schedule.next(o.now).toISOString(),
+      previous: previousSlot?.toISOString() ?? null,
+      catchUp: s.catchUp,
+      source: "settings",
+    };
     report.policy = { ...s.policy, source: s.policySource };
     report.images = s.images;
     if (s.verify) report.verify = { ...report.verify, expression: s.verify.schedule.expression, next: s.verify.schedule.next(o.now).toISOString(), deep: s.verify.deep };
@@ -108,7 +130,19 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   } catch (err) {
     report.repository.error = errorMessage(err);
   }
-  if (!repo || !report.repository.initialized) return report;
+  const judge = (facts: Omit<HealthFacts, "now" | "settingsError" | "repositoryError" | "serviceExpected">) => {
+    report.problems = healthProblems({
+      ...facts,
+      now: o.now,
+      settingsError: report.settingsError,
+      repositoryError: report.repository.error ?? null,
+      serviceExpected: s !== undefined || o.settingsError !== undefined,
+    });
+  };
+  if (!repo || !report.repository.initialized) {
+    judge({ lastRun: null, locked: false, lastSuccess: null, expectedSince: null, previousSlot: null, daemon: null, failedDrills: [] });
+    return report;
+  }
 
   try {
     const { versions, damaged } = await repo.list();
@@ -124,6 +158,9 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   if (holder) report.running = { pid: holder.pid, host: holder.host, command: holder.command, since: holder.started };
   const runs = await repo.listRuns();
   report.lastRun = runs.at(-1) ?? null;
+  // A run that started after the lock was looked at has a "running" record: look again before calling it dead.
+  let locked = holder !== undefined;
+  if (!locked && report.lastRun?.status === "running") locked = (await repo.lockHolder().catch(() => undefined)) !== undefined;
 
   // State files are only ever written by this tool; one damaged by hand or by a disk is ignored
   // rather than allowed to break the report.
@@ -141,7 +178,15 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
       ...(daemon.lastRun ? { lastRun: daemon.lastRun } : {}),
     };
     if (!report.schedule && typeof daemon.schedule === "string") {
-      report.schedule = { expression: daemon.schedule, tz: daemon.tz, next: daemon.stopped ? null : (daemon.next ?? null), catchUp: null, source: "daemon" };
+      previousSlot = previousOf(daemon.schedule, daemon.tz, o.now);
+      report.schedule = {
+        expression: daemon.schedule,
+        tz: daemon.tz,
+        next: daemon.stopped ? null : (daemon.next ?? null),
+        previous: previousSlot?.toISOString() ?? null,
+        catchUp: null,
+        source: "daemon",
+      };
     }
     if (report.verify.expression === null && typeof daemon.verifySchedule === "string") {
       report.verify = { ...report.verify, expression: daemon.verifySchedule, next: daemon.stopped ? null : (daemon.verifyNext ?? null) };
@@ -160,7 +205,35 @@ export async function gatherStatus(o: StatusOptions): Promise<StatusReport> {
   if (report.drills.expression === null && daemon && typeof daemon.drillSchedule === "string") {
     report.drills = { ...report.drills, expression: daemon.drillSchedule, next: daemon.stopped ? null : (daemon.drillNext ?? null) };
   }
+
+  const service = daemon?.lastRun && daemon.lastRun.kind === "backup" && isRunFacts(daemon.lastRun) ? daemon.lastRun : null;
+  const succeeded = (r: RunFacts) => r.status === "ok" || r.status === "partial";
+  const serviceSuccess = service && succeeded(service) ? service : null;
+  const recordSuccess = runs.findLast(succeeded) ?? null;
+  judge({
+    lastRun: newestRun(report.lastRun, service),
+    locked,
+    lastSuccess: newestRun(recordSuccess, serviceSuccess),
+    expectedSince: runs[0]?.started ?? daemon?.started ?? null,
+    previousSlot,
+    daemon: report.daemon ? { alive: report.daemon.alive, pid: report.daemon.pid, host: report.daemon.host, ...(report.daemon.stopped ? { stopped: report.daemon.stopped } : {}) } : null,
+    failedDrills: report.drills.items.filter((i) => !i.ok).map((i) => `${i.label} ${i.version}`),
+  });
   return report;
+}
+
+/** The daemon's schedule's latest time before now; null for one that no longer parses. */
+function previousOf(expression: string, tz: string, now: Date): Date | null {
+  try {
+    return parseSchedule(expression, tz).prev(now) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const RUN_STATUSES: ReadonlySet<unknown> = new Set(["running", "ok", "partial", "failed", "interrupted"]);
+function isRunFacts(r: { status?: unknown; started?: unknown }): r is RunFacts {
+  return RUN_STATUSES.has(r.status) && isTime(r.started);
 }
 
 function sound<T>(v: T | undefined, check: (x: Record<string, unknown>) => boolean): T | undefined {
@@ -180,7 +253,7 @@ export function daemonAlive(d: DaemonState, o: Pick<StatusOptions, "host" | "ins
   return o.host !== undefined && o.pidAlive && d.host === o.host ? o.pidAlive(d.pid) : null;
 }
 
-function isDaemonState(d: Record<string, unknown>): boolean {
+export function isDaemonState(d: Record<string, unknown>): boolean {
   return (
     typeof d.host === "string" &&
     isNumber(d.pid) &&
@@ -212,7 +285,7 @@ function isDrillRecord(d: Record<string, unknown>): boolean {
   );
 }
 
-function isPruneRecord(p: Record<string, unknown>): boolean {
+export function isPruneRecord(p: Record<string, unknown>): boolean {
   return (
     isTime(p.finished) &&
     typeof p.trigger === "string" &&

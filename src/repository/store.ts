@@ -76,8 +76,11 @@ export interface RunRecord {
   started: string;
   finished?: string;
   status: "running" | "ok" | "partial" | "failed" | "interrupted";
-  /** mode and snapshots: how the item was backed up, when not live and without snapshots. */
-  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean }>;
+  /**
+   * mode and snapshots: how the item was backed up, when not live and without snapshots.
+   * `key`: the item itself, for the metrics file (records of older versions have only the label).
+   */
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name"> }>;
   /** Items the run found but left out, and why (user.incus-backup.exclude=true, ephemeral, ...). */
   skipped?: Array<{ label: string; reason: string }>;
 }

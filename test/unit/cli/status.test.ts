@@ -82,7 +82,8 @@ describe("status", () => {
   it("shows the last run with its items, the next run, policy, prune, verify and size", async () => {
     const dir = await fullRepo();
     const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
-    expect(r.code).toBe(0);
+    // The last run was partial.
+    expect(r.code).toBe(10);
     const lines = r.stdout.split("\n");
     expect(lines[0]).toMatch(/^repository  .*: 2 item\(s\), 3 version\(s\), \d+ B \(id [0-9a-f]{16}\)$/);
     expect(r.stdout).toMatch(/^running +nothing$/m);
@@ -96,6 +97,7 @@ describe("status", () => {
     expect(r.stdout).toMatch(/FAILED +instance default\/web 20250913-010000: instance\.tar\.zst: sha256 mismatch/);
     expect(r.stdout).toMatch(/^notify +https:\/\/hooks\.example\.com\/… on always$/m);
     expect(r.stdout).toMatch(/^service +pid 7 on backup since 2025-09-10 10:00:00 \+02:00$/m);
+    expect(r.stdout).toMatch(/^health +1 problem\(s\), exit 10\n +10  the last run 20250914-010000 \(started 2025-09-14T01:00:00.000Z\) was partial$/m);
   });
 
   it("says when the daemon recorded on this host is gone", async () => {
@@ -110,10 +112,27 @@ describe("status", () => {
     expect(alive.daemon.alive).toBe(true);
   });
 
+  it("exits 11 a day later without a run (overdue), and 12 once the service recorded its stop; --json lists them all", async () => {
+    const dir = await fullRepo();
+    const nextDay = new Date("2025-09-15T10:00:00Z");
+    const late = await runCli(["status", "--dir", dir, "--json"], { env: SERVICE_ENV, now: nextDay });
+    expect(late.code).toBe(11);
+    const j = JSON.parse(late.stdout) as { problems: Array<{ code: number; message: string }>; schedule: { previous: string } };
+    expect(j.schedule.previous).toBe("2025-09-15T01:00:00.000Z");
+    expect(j.problems.map((p) => p.code)).toEqual([11, 10]);
+    expect(j.problems[0]!.message).toBe("overdue: a run was due at 2025-09-15T01:00:00.000Z, the last successful run 20250914-010000 started 2025-09-14T01:00:00.000Z");
+    const { repo } = await DirectoryStore.open(dir, { create: false });
+    const daemon = (await repo.readState<DaemonState>("daemon"))!;
+    await repo.saveState("daemon", { ...daemon, stopped: "2025-09-14T08:00:00.000Z" });
+    const down = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: nextDay });
+    expect(down.code).toBe(12);
+    expect(down.stdout).toMatch(/^health +3 problem\(s\), exit 12\n +12  the service stopped at 2025-09-14T08:00:00.000Z \(pid 7 on backup\)\n +11  overdue: .*\n +10  the last run /m);
+  });
+
   it("prints JSON with the same facts", async () => {
     const dir = await fullRepo();
     const r = await runCli(["status", "--dir", dir, "--json"], { env: SERVICE_ENV, now: NOW });
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(10);
     const j = JSON.parse(r.stdout) as Record<string, any>;
     expect(j.repository).toMatchObject({ initialized: true, items: 2, versions: 3, damaged: 0 });
     expect(j.lastRun).toMatchObject({ version: "20250914-010000", status: "partial" });
@@ -125,6 +144,7 @@ describe("status", () => {
     expect(j.verify.last.failed).toHaveLength(1);
     expect(j.notify).toEqual({ target: "https://hooks.example.com/…", when: "always" });
     expect(j.running).toBeNull();
+    expect(j.problems).toEqual([{ kind: "lastRunFailed", code: 10, message: expect.stringContaining("was partial") as unknown }]);
   });
 
   it("never shows the notify URL's secret, in text or JSON", async () => {
@@ -149,7 +169,7 @@ describe("status", () => {
   it("outside the service, shows the schedule as the daemon last planned it", async () => {
     const dir = await fullRepo();
     const r = await runCli(["status", "--dir", dir], { env: { TZ: "UTC" }, now: NOW });
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(10);
     expect(r.stdout).toMatch(/^next run +2025-09-15 01:00:00 \+00:00 \(schedule "0 3 \* \* \*" in Europe\/Berlin, as the service last planned it\)$/m);
     expect(r.stdout).toMatch(/^policy +keep daily 7, weekly 4 \(of the last prune\)$/m);
     expect(r.stdout).not.toMatch(/^notify/m);
@@ -158,7 +178,10 @@ describe("status", () => {
   it("says so for an empty repository", async () => {
     const dir = await repoDir();
     const r = await runCli(["status", "--dir", dir], { env: SERVICE_ENV, now: NOW });
-    expect(r.code).toBe(0);
+    // Where the service's settings are set, a repository it never recorded itself in: it never started.
+    expect(r.code).toBe(12);
+    expect(r.stdout).toMatch(/^ +12  the service has not started on this repository/m);
+    expect((await runCli(["status", "--dir", dir], { now: NOW })).code).toBe(0);
     expect(r.stdout).toMatch(/^repository +.*: 0 item\(s\), 0 version\(s\), 0 B \(id [0-9a-f]{16}\)$/m);
     expect(r.stdout).toMatch(/^last run +none yet$/m);
     expect(r.stdout).toMatch(/^next run +2025-09-15 03:00:00 \+02:00/m);
@@ -200,13 +223,14 @@ describe("status", () => {
     ["daemon.json with a start that is not a time", "state/daemon.json", { host: "backup", pid: 1, started: "yesterday" }],
     ["a run record with items of the wrong types", "runs/20250914-020000.json", { version: "20250914-020000", command: "x", started: "2025-09-14T02:00:00Z", status: "ok", items: [null] }],
     ["a lock without times", "lock.json", { host: "elsewhere", pid: 5 }],
-  ])("ignores a damaged state file (%s) instead of failing", async (_label, file, content) => {
+  ])("ignores a damaged state file (%s) instead of failing", async (label, file, content) => {
     const dir = await fullRepo();
     await writeFile(join(dir, file), JSON.stringify(content));
     for (const args of [["status", "--dir", dir], ["status", "--json", "--dir", dir]]) {
       const r = await runCli(args, { env: SERVICE_ENV, now: NOW });
       expect(r.stderr).toBe("");
-      expect(r.code).toBe(0);
+      // The fixture's last run was partial (10); without a sound daemon.json the service never started here (12).
+      expect(r.code).toBe(label.startsWith("daemon.json") ? 12 : 10);
     }
   });
 

@@ -71,6 +71,17 @@ function harness(o: HarnessOptions): Harness {
 const settings = (env: Record<string, string> = {}) => settingsFromEnv({ INCUS_BACKUP_TZ: "UTC", ...env }, "UTC");
 
 describe("runDaemon", () => {
+  it("rewrites the metrics after each backup, once the state with that run is saved; not after a verify", async () => {
+    const h = harness({ start: "2025-05-05T01:00:00Z", until: "2025-05-05T06:00:00Z" });
+    const seen: Array<string | undefined> = [];
+    h.deps.metrics = async () => {
+      seen.push(h.state()?.lastRun?.slot);
+    };
+    await runDaemon(h.deps, settings({ INCUS_BACKUP_VERIFY_SCHEDULE: "0 4 * * *" }), h.controller.signal);
+    expect(h.runs.map((r) => r.kind)).toEqual(["backup", "verify"]);
+    expect(seen).toEqual(["2025-05-05T03:00:00.000Z"]);
+  });
+
   it("waits for the scheduled time, runs, plans the next one, and stops at once when idle", async () => {
     const h = harness({ start: "2025-05-05T01:00:00Z", until: "2025-05-06T12:00:00Z" });
     const r = await runDaemon(h.deps, settings(), h.controller.signal);
