@@ -95,7 +95,9 @@ describe("restore drills", () => {
     expect(by(broken)).toMatchObject({ ok: false, reason: expect.stringMatching(/it stopped [\d.]+ s after it started \(status Stopped\): its init exited or crashed|it did not start/) });
     expect(by(badcheck)).toMatchObject({ ok: false, reason: "its check exited 3: the service is down", output: "the service is down" });
     expect(await scratch()).toEqual([]);
-    const status = await toolOk(["status", `--dir=${dir}`], on());
+    // A failed drill is a problem for monitoring: status exits 13.
+    const status = await toolOk(["status", `--dir=${dir}`], on(), 13);
+    expect(status.stdout).toMatch(/13 +the last restore drill of 2 item\(s\) failed/);
     expect(status.stdout).toMatch(new RegExp(`FAILED  instance default/${badcheck} \\d{8}-\\d{6} at .*: its check exited 3`));
     expect(status.stdout).toMatch(/drills +last .*: 0 of 2 passed; 1 of 3 item\(s\) passed their last drill/);
   });
