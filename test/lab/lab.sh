@@ -26,6 +26,12 @@ usage: lab.sh COMMAND [ARGS]
                            profile and a btrfs pool); prints its socket
   server-remove [VERSION] NAME
                            stop and remove that extra incusd
+  cluster-add [VERSION] NAME
+                           a two-member cluster (node1, node2) of two extra incusd, NAME-1 and
+                           NAME-2, each in its network namespace, joined over a veth pair;
+                           local dir pools, a managed bridge; prints both sockets
+  cluster-remove [VERSION] NAME
+                           stop and remove both members
   gc                       remove throwaway labs of this PID namespace whose holder and owner
                            died, and lab temp dirs left with no state
   leftovers                list what labs left behind on this machine (temp dirs, processes,
@@ -1307,6 +1313,70 @@ cmd_server_remove() {
 	log "lab $TARGET_VERSION: extra incusd '$SERVER_NAME' removed"
 }
 
+# A two-member Incus cluster in a lab, as two hosts: two extra incusd (NAME-1, NAME-2), each in
+# its network namespace, joined over a veth pair between the namespaces (10.199.0.1 and .2, only
+# reachable there). Members node1 and node2, each with a local `default` dir pool, the root disk
+# and a managed bridge on eth0 in the default profile. Prints both sockets, node1's first.
+cmd_cluster_add() {
+	local name s1 s2 ns1 ns2 token preseed t0 args=() a
+	for a in "$@"; do
+		if [[ "$a" =~ ^[a-z][a-z0-9-]{0,13}$ ]] && ! is_version "$a" && [ ! -e "$a" ]; then name=$a; else args+=("$a"); fi
+	done
+	[ -n "${name:-}" ] || die "missing cluster NAME (lowercase letters, digits, hyphens; at most 14)"
+	t0=$(now)
+	parse_target "${args[@]}"
+	s1=$(bash "$LAB_HOME/lab.sh" server-add "$STATE_FILE" "$TARGET_VERSION" --bare "$name-1")
+	s2=$(bash "$LAB_HOME/lab.sh" server-add "$STATE_FILE" "$TARGET_VERSION" --bare "$name-2")
+	ns1=ibk-$name-1
+	ns2=ibk-$name-2
+	outer exec "$(lab_var LAB "$TARGET_VERSION")" -- sh -c '
+		set -e
+		ip link add c1 netns "$1" type veth peer name c2 netns "$2"
+		ip -n "$1" addr add 10.199.0.1/24 dev c1
+		ip -n "$1" link set c1 up
+		ip -n "$2" addr add 10.199.0.2/24 dev c2
+		ip -n "$2" link set c2 up
+	' sh "$ns1" "$ns2"
+	incus_at "$s1" config set core.https_address 10.199.0.1:8443 >/dev/null
+	quiet incus_at "$s1" cluster enable node1 || die "cannot make the cluster on $name-1"
+	quiet incus_at "$s1" storage create default dir || die "cannot create the default pool of the cluster $name"
+	incus_at "$s1" profile device add default root disk pool=default path=/ >/dev/null
+	token=$(incus_at "$s1" cluster add node2 --quiet)
+	preseed="cluster:
+  server_name: node2
+  enabled: true
+  server_address: 10.199.0.2:8443
+  cluster_token: $token
+  member_config:
+  - entity: storage-pool
+    name: default
+    key: source
+    value: \"\"
+"
+	# The join checks the token against node1's address, which only the namespaces reach.
+	outer exec "$(lab_var LAB "$TARGET_VERSION")" -- sh -c 'printf "%s" "$3" | INCUS_DIR="$1" ip netns exec "$2" incus admin init --preseed' \
+		sh "/var/lib/incus-$name-2" "$ns2" "$preseed" >/dev/null || die "node2 of the cluster $name could not join"
+	# A managed bridge on every member, as `incus admin init` leaves on a host.
+	quiet incus_at "$s1" network create "$LAB_BRIDGE" --target node1 &&
+		quiet incus_at "$s1" network create "$LAB_BRIDGE" --target node2 &&
+		quiet incus_at "$s1" network create "$LAB_BRIDGE" "${LAB_BRIDGE_CONFIG[@]}" ||
+		die "cannot create the $LAB_BRIDGE network of the cluster $name"
+	incus_at "$s1" profile device add default eth0 nic "network=$LAB_BRIDGE" name=eth0 >/dev/null
+	log "lab $TARGET_VERSION: cluster '$name' (node1, node2) up in $(since "$t0")"
+	printf '%s\n%s\n' "$s1" "$s2"
+}
+
+cmd_cluster_remove() {
+	local name a args=()
+	for a in "$@"; do
+		if [[ "$a" =~ ^[a-z][a-z0-9-]{0,13}$ ]] && ! is_version "$a" && [ ! -e "$a" ]; then name=$a; else args+=("$a"); fi
+	done
+	[ -n "${name:-}" ] || die "missing cluster NAME"
+	parse_target "${args[@]}"
+	bash "$LAB_HOME/lab.sh" server-remove "$STATE_FILE" "$TARGET_VERSION" "$name-2" || :
+	bash "$LAB_HOME/lab.sh" server-remove "$STATE_FILE" "$TARGET_VERSION" "$name-1"
+}
+
 main() {
 	local cmd=${1:-}
 	[ $# -gt 0 ] && shift
@@ -1322,6 +1392,8 @@ main() {
 	restart-incusd) cmd_restart_incusd "$@" ;;
 	server-add) cmd_server_add "$@" ;;
 	server-remove) cmd_server_remove "$@" ;;
+	cluster-add) cmd_cluster_add "$@" ;;
+	cluster-remove) cmd_cluster_remove "$@" ;;
 	gc) cmd_gc ;;
 	leftovers) cmd_leftovers ;;
 	pointer) printf '%s\n' "$POINTER" ;;

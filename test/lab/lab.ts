@@ -160,6 +160,23 @@ export async function startExtraServer(name: string, opts: { version?: string; b
   return r.stdout.trim();
 }
 
+/**
+ * A two-member cluster in a lab (test/lab/lab.sh cluster-add): members node1 and node2, two extra
+ * incusd in network namespaces of their own joined over a veth pair, each with a local `default`
+ * dir pool and a managed bridge on eth0 of the default profile. Returns both members' sockets.
+ * `name`: up to 14 lowercase letters, digits and hyphens. Remove it with stopCluster.
+ */
+export async function startCluster(name: string, opts: { version?: string } = {}): Promise<{ node1: string; node2: string }> {
+  const r = await labScript(["cluster-add", opts.version ?? labVersion(), name]);
+  const [node1, node2] = r.stdout.trim().split("\n");
+  if (!node1 || !node2) throw new Error(`lab.sh cluster-add printed no sockets: ${r.stdout}${r.stderr}`);
+  return { node1, node2 };
+}
+
+export async function stopCluster(name: string, opts: { version?: string } = {}): Promise<void> {
+  await labScript(["cluster-remove", opts.version ?? labVersion(), name]);
+}
+
 /** Shuts an extra incusd down and removes its data. */
 export async function stopExtraServer(name: string, opts: { version?: string } = {}): Promise<void> {
   await labScript(["server-remove", opts.version ?? labVersion(), name]);
