@@ -44,16 +44,20 @@ export function listCommand(ctx: CliContext) {
         err(ctx, "no backups found");
         return ExitCode.OK;
       }
+      // A cluster's backups say which member each item was on.
+      const clustered = chosen.some((v) => v.manifest.member !== undefined);
+      const member = (v: StoredVersion) => (clustered ? [v.manifest.member ?? "-"] : []);
       if (a.names.length > 0) {
         const rows = sortEntries(chosen).map((v) => [
           v.manifest.kind,
           v.manifest.project,
           displayName(v),
+          ...member(v),
           v.manifest.version,
           v.manifest.created.replace(/\.\d+Z$/, "Z"),
           formatBytes(v.size),
         ]);
-        out(ctx, table(["TYPE", "PROJECT", "NAME", "VERSION", "CREATED", "SIZE"], rows));
+        out(ctx, table(["TYPE", "PROJECT", "NAME", ...(clustered ? ["MEMBER"] : []), "VERSION", "CREATED", "SIZE"], rows));
         return ExitCode.OK;
       }
       const groups = new Map<string, StoredVersion[]>();
@@ -67,12 +71,13 @@ export function listCommand(ctx: CliContext) {
           latest.manifest.kind,
           latest.manifest.project,
           displayName(latest),
+          ...member(latest),
           String(g.length),
           latest.manifest.version,
           formatBytes(g.reduce((n, v) => n + v.size, 0)),
         ];
       });
-      out(ctx, table(["TYPE", "PROJECT", "NAME", "VERSIONS", "LATEST", "SIZE"], rows));
+      out(ctx, table(["TYPE", "PROJECT", "NAME", ...(clustered ? ["MEMBER"] : []), "VERSIONS", "LATEST", "SIZE"], rows));
       return ExitCode.OK;
     },
   });
@@ -105,6 +110,7 @@ function jsonRow(v: StoredVersion) {
     ...(m.pool === undefined ? {} : { pool: m.pool }),
     name: m.name,
     ...(m.aliases === undefined ? {} : { aliases: m.aliases }),
+    ...(m.member === undefined ? {} : { member: m.member }),
     version: m.version,
     created: m.created,
     size: v.size,

@@ -40,6 +40,11 @@ export function restoreCommand(ctx: CliContext) {
         type: optional(string),
         description: "YYYYMMDD-HHMMSS or a prefix of it (the latest match wins); default: the latest",
       }),
+      targetMember: option({
+        long: "target-member",
+        type: optional(string),
+        description: "in a cluster: the member for items whose member (the one they were backed up on) is not in it; others go back to theirs",
+      }),
       targetName: option({
         long: "target-name",
         type: optional(string),
@@ -90,6 +95,7 @@ export function restoreCommand(ctx: CliContext) {
             selection,
             ...(version === undefined ? {} : { version }),
             ...(a.targetName === undefined ? {} : { targetName: a.targetName }),
+            ...(a.targetMember === undefined ? {} : { targetMember: checkComponent(a.targetMember, "--target-member") }),
             serverConfig: a.serverConfig,
             noStart: a.noStart,
             dryRun: a.dryRun,

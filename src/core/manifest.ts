@@ -31,7 +31,15 @@ export interface Manifest extends ItemKey {
   object?: unknown;
   /** Instance status at backup time ("Running", "Stopped", ...). */
   status?: string;
+  /** The cluster member the instance or volume was on (absent on a server that is not clustered). */
+  member?: string;
   files: FileEntry[];
+}
+
+/** The member an Incus object (instance, volume) is on; undefined outside a cluster ("none", ""). */
+export function memberOf(object: unknown): string | undefined {
+  const loc = (object as { location?: unknown } | null)?.location;
+  return typeof loc === "string" && loc !== "" && loc !== "none" ? loc : undefined;
 }
 
 /** Checks the shape of a parsed manifest; returns the problem, or undefined if it is sound. */
@@ -43,6 +51,7 @@ export function manifestProblem(m: unknown): string | undefined {
   if (typeof o.project !== "string") return "project is not a string";
   if (typeof o.name !== "string" || safePathComponent(o.name)) return "name is missing or unsafe";
   if (o.pool !== undefined && (typeof o.pool !== "string" || safePathComponent(o.pool))) return "pool is unsafe";
+  if (o.member !== undefined && (typeof o.member !== "string" || safePathComponent(o.member))) return "member is unsafe";
   if (typeof o.version !== "string" || !isVersion(o.version)) return "version is missing or malformed";
   if (typeof o.created !== "string" || Number.isNaN(Date.parse(o.created))) return "created is not a date";
   if (!Array.isArray(o.files)) return "files is not a list";

@@ -24,9 +24,9 @@ export interface InstanceRef {
 /** What the target server has now, as far as the plan needs it. */
 export interface LiveState {
   /** Existing instances, by `project/name`, with their status and their NICs' identities. */
-  instances: Map<string, { status: string; nics?: NicIdentity[] }>;
+  instances: Map<string, { status: string; nics?: NicIdentity[]; location?: string }>;
   /** Existing custom volumes, by `project/pool/name`, with the instances that use them. */
-  volumes: Map<string, { users: Array<InstanceRef & { running: boolean }> }>;
+  volumes: Map<string, { users: Array<InstanceRef & { running: boolean }>; location?: string }>;
   /** Existing images, by `project/fingerprint`. */
   images: Set<string>;
   /** Existing image aliases, by `project/alias`, with the fingerprint they point at. */
@@ -43,6 +43,8 @@ export type Step =
       freshMacs?: boolean;
       /** What the plan should say about it (address clashes, new MACs). */
       notes?: string[];
+      /** In a cluster: the member it goes to (core/placement.ts). */
+      member?: string;
     }
   | {
       op: "replace";
@@ -54,8 +56,9 @@ export type Step =
       notes?: string[];
       /** Snapshots of the existing instance, deleted with it (filled in from the server before printing). */
       snapshots?: string[];
+      member?: string;
     }
-  | { op: "replace-contents"; source: Candidate; target: ItemKey; restart: InstanceRef[]; stopOnly: InstanceRef[] }
+  | { op: "replace-contents"; source: Candidate; target: ItemKey; restart: InstanceRef[]; stopOnly: InstanceRef[]; member?: string; notes?: string[] }
   | {
       op: "image";
       source: Candidate;

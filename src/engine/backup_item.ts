@@ -1,7 +1,7 @@
 // What every item of a backup run shares: the run's dependencies and options, its slots, and the
 // manifest fields every kind of item records.
 
-import type { Manifest } from "../core/manifest";
+import { memberOf, type Manifest } from "../core/manifest";
 import type { ItemDecision } from "../core/item_settings";
 import type { ItemKey, Selection } from "../core/selection";
 import type { Version } from "../core/version";
@@ -77,7 +77,7 @@ export function manifestFor(
   ctx: ItemContext,
   item: ItemKey,
   created: Date,
-  extra: Pick<Manifest, "options"> & Partial<Pick<Manifest, "pool" | "object" | "status" | "aliases">>,
+  extra: Pick<Manifest, "options"> & Partial<Pick<Manifest, "pool" | "object" | "status" | "aliases" | "member">>,
 ): Omit<Manifest, "files"> {
   return {
     format: 1,
@@ -92,5 +92,6 @@ export function manifestFor(
       ...(ctx.serverInfo.version === undefined ? {} : { version: ctx.serverInfo.version }),
     },
     ...extra,
+    ...(memberOf(extra.object) === undefined ? {} : { member: memberOf(extra.object)! }),
   };
 }

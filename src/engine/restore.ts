@@ -4,10 +4,12 @@ import { randomBytes } from "node:crypto";
 import { IntegrityError, errorMessage, exitCodeOf, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { removeDrillCopy } from "./drill_cleanup";
+import { placeholdersFor } from "../core/drill";
 import { IncusNotFoundError } from "../incus/errors";
 import {
   createInstanceFromBackup,
   deleteInstance,
+  moveInstanceToMember,
   getInstance,
   getInstanceSnapshotNames,
   getInstances,
@@ -66,14 +68,14 @@ export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<L
     state.images.add(imageKey(img.project, img.fingerprint));
     for (const a of img.aliases ?? []) state.aliases.set(`${img.project}/${a.name}`, img.fingerprint);
   }
-  for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status, nics: nicIdentities(i) });
+  for (const i of instances) state.instances.set(instanceKey(i.project, i.name), { status: i.status, nics: nicIdentities(i), ...(i.location ? { location: i.location } : {}) });
   for (const v of volumes) {
     const users = instancesUsingVolume(instances, v.volume, v.pool).map((i) => ({
       project: i.project,
       name: i.name,
       running: i.status === "Running",
     }));
-    state.volumes.set(volumeKey(v.project, v.pool, v.name), { users });
+    state.volumes.set(volumeKey(v.project, v.pool, v.name), { users, ...(v.volume.location ? { location: v.volume.location } : {}) });
   }
   return state;
 }
@@ -145,14 +147,14 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
   const archive = await checkArchive(deps, step, signal);
   if (step.op === "create") {
     if (step.target.kind === "instance") {
-      await importInstance(deps, step.target, archive, step.target.name, signal);
+      await importInstance(deps, step.target, archive, step.target.name, signal, step.member);
       if (step.freshMacs) await clearMacs(deps, step.target.project, step.target.name);
       if (step.start) {
         deps.reporter.itemStep(step.target, "starting");
         await startInstance(deps.client, step.target.project, step.target.name, signal);
       }
     } else {
-      await importVolume(deps, step.target, archive, step.target.name, signal);
+      await importVolume(deps, step.target, archive, step.target.name, signal, step.member);
     }
     return;
   }
@@ -205,13 +207,59 @@ function tempName(kind: "restore" | "old"): string {
   return `ibk-${kind}-${randomBytes(4).toString("hex")}`;
 }
 
-function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
-  return importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
+/**
+ * Imports an instance; in a cluster, onto `member`. Incus puts an uploaded instance on the member
+ * this tool talks to, so for another member it is imported here and moved there. The import checks
+ * that the custom volumes its disks name exist here: those that do not (they are the other
+ * member's local volumes) get empty stand-ins, marked as such, for the import, removed once it has moved.
+ */
+async function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal, member?: string): Promise<void> {
+  const here = deps.connectedMember;
+  const elsewhere = member !== undefined && here !== undefined && member !== here;
+  const standIns = elsewhere ? await makeStandIns(deps.client, target.project, here, archive.source) : [];
+  try {
+    await importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
+    if (elsewhere) {
+      deps.reporter.itemStep(target, `moving to member ${member}`);
+      await moveInstanceToMember(deps.client, target.project, name, member, { signal });
+    }
+  } finally {
+    for (const v of standIns) await deleteStandIn(deps.client, target.project, here!, v);
+  }
 }
 
-function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal): Promise<void> {
+const STAND_IN_KEY = "user.incus-backup.stand-in";
+
+async function makeStandIns(c: IncusClient, project: string, here: string, source: Candidate): Promise<Array<{ pool: string; name: string }>> {
+  const object = (source.manifest.object ?? {}) as { devices?: Record<string, Record<string, string>> };
+  const made: Array<{ pool: string; name: string }> = [];
+  for (const v of placeholdersFor(object.devices)) {
+    const path = `/1.0/storage-pools/${encodeURIComponent(v.pool)}/volumes/custom`;
+    try {
+      await c.get(`${path}/${encodeURIComponent(v.name)}`, `Get volume ${v.pool}/${v.name}`, { query: { project, target: here } });
+      continue;
+    } catch (err) {
+      if (!(err instanceof IncusNotFoundError)) throw err;
+    }
+    await c.sync("POST", path, `Create a stand-in for volume ${v.pool}/${v.name} on member ${here}`, {
+      query: { project, target: here },
+      body: { name: v.name, type: "custom", config: { [STAND_IN_KEY]: "true" } },
+    });
+    made.push(v);
+  }
+  return made;
+}
+
+async function deleteStandIn(c: IncusClient, project: string, here: string, v: { pool: string; name: string }): Promise<void> {
+  const path = `/1.0/storage-pools/${encodeURIComponent(v.pool)}/volumes/custom/${encodeURIComponent(v.name)}`;
+  const vol = await c.get<{ config?: Record<string, string>; used_by?: string[] }>(path, `Get volume ${v.pool}/${v.name}`, { query: { project, target: here } }).catch(() => undefined);
+  if (!vol || vol.config?.[STAND_IN_KEY] !== "true" || (vol.used_by ?? []).length > 0) return;
+  await c.sync("DELETE", path, `Delete the stand-in for volume ${v.pool}/${v.name}`, { query: { project, target: here } }).catch(() => undefined);
+}
+
+function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal, member?: string): Promise<void> {
   return importArchive(deps, target, archive, signal, (source, opts) =>
-    createStoragePoolVolumeFromBackup(deps.client, { project: target.project, pool: target.pool ?? "", source, name }, opts),
+    createStoragePoolVolumeFromBackup(deps.client, { project: target.project, pool: target.pool ?? "", source, name, ...(member === undefined ? {} : { target: member }) }, opts),
   );
 }
 
@@ -290,7 +338,7 @@ async function replaceInstance(deps: RestoreDeps, journal: JournalStore, step: E
   };
   await journal.write(entry);
   try {
-    await importInstance(deps, step.target, archive, entry.temp, signal);
+    await importInstance(deps, step.target, archive, entry.temp, signal, step.member);
     if (step.freshMacs) await clearMacs(deps, project, entry.temp);
   } catch (err) {
     // Nothing to undo but the import: its copy goes (a protected one too), and the journal with it
@@ -452,13 +500,14 @@ async function replaceVolumeContents(
     name,
     temp: tempName("restore"),
     phase: "import",
+    ...(step.member === undefined ? {} : { member: step.member }),
     stop: [...step.restart, ...step.stopOnly],
     restart: step.restart,
     started: deps.now().toISOString(),
   };
   await journal.write(entry);
   try {
-    await importVolume(deps, step.target, archive, entry.temp, signal);
+    await importVolume(deps, step.target, archive, entry.temp, signal, step.member);
   } catch (err) {
     await deleteStoragePoolVolume(client, project, pool, entry.temp).catch(() => undefined);
     await journal.remove(entry.id);
@@ -486,7 +535,7 @@ async function replaceVolumeContents(
   await journal.write(entry);
   deps.reporter.itemStep(step.target, "replacing the volume's contents");
   try {
-    await copyStoragePoolVolume(client, project, pool, entry.temp, name, { refresh: true, volumeOnly: true });
+    await copyStoragePoolVolume(client, project, pool, entry.temp, name, { refresh: true, volumeOnly: true, ...(entry.member === undefined ? {} : { member: entry.member }) });
   } catch (err) {
     // The contents may be partly replaced. The restored copy is complete and checked, so the
     // journal stays and the next run finishes the replace from it; the instances run meanwhile.
@@ -666,7 +715,7 @@ async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string
       const now = await getInstance(deps.client, r.project, r.name).catch(() => undefined);
       if (now && now.status !== "Stopped") await stopInstance(deps.client, r.project, r.name, stopOptions(deps));
     }
-    await copyStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp, e.name, { refresh: true, volumeOnly: true });
+    await copyStoragePoolVolume(deps.client, e.project, e.pool ?? "", e.temp, e.name, { refresh: true, volumeOnly: true, ...(e.member === undefined ? {} : { member: e.member }) });
   }
   await finishVolume(deps, deps.store.journal, e, target);
   return "an interrupted restore was completed";

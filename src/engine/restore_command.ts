@@ -2,7 +2,8 @@
 // then, once confirmed, carry it out under the lock when it replaces anything.
 
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
-import { isDestructive, olderRunNotes, planRestore, type Plan } from "../core/plan";
+import { instanceKey, isDestructive, olderRunNotes, planRestore, volumeKey, type Plan } from "../core/plan";
+import { checkTargetMember, placeNew, placeReplacement, type ClusterInfo, type Placement } from "../core/placement";
 import { configIsDestructive, planConfig, type ConfigPlan } from "../core/config_plan";
 import { itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
@@ -26,6 +27,8 @@ export interface RestoreOptions {
   self?: { project: string; name: string };
   /** The command line, for the lock. */
   command: string;
+  /** In a cluster: where items go whose member is not in it (core/placement.ts). */
+  targetMember?: string;
 }
 
 /** The database part of a restore: the version picked and its plan, or a note why there is none. */
@@ -42,6 +45,8 @@ export interface PreparedRestore {
   destructive: boolean;
   /** Restores that died half-way and wait for recovery (a dry run only counts them). */
   pendingRecoveries: number;
+  /** The server: a cluster or not, its members, the one this tool talks to. */
+  cluster: ClusterInfo;
 }
 
 /**
@@ -53,6 +58,8 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
   const { store, client, reporter } = deps;
   const { selection, version } = opts;
   const { versions, damaged } = await store.list(selection.kinds);
+  const cluster = await clusterInfo(client, signal);
+  checkTargetMember(cluster, opts.targetMember);
   let pending = 0;
   if (opts.dryRun) pending = await pendingRecoveries(store);
   else for (const line of await recoverBeforePlanning(deps, opts.command, signal)) reporter.info(line);
@@ -60,11 +67,12 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
   for (const d of damaged) reporter.warn(`ignoring a damaged backup at ${d.location}: ${d.problem}`);
   const config = selection.kinds.includes("database") ? await planDatabase(store, client, versions, opts, signal) : undefined;
   const itemKinds = selection.kinds.filter((k) => k !== "database");
+  const live = itemKinds.length > 0 ? await liveState(client, signal) : undefined;
   const plan: Plan =
     itemKinds.length > 0
       ? planRestore(
           versions.filter((v) => v.manifest.kind !== "database"),
-          await liveState(client, signal),
+          live!,
           {
             selection: { ...selection, kinds: itemKinds },
             ...(version === undefined ? {} : { version }),
@@ -88,10 +96,19 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
   }
   // Without --version, say which items cannot come from the latest run (with it, the notes say what a prefix picked).
   if (version === undefined) plan.notes.push(...olderRunNotes(plan, config?.plan ? config.version : undefined));
+  for (const s of plan.steps) {
+    if (s.op === "image") continue;
+    let p: Placement;
+    if (s.op === "create") p = placeNew(s.source.manifest, cluster, opts.targetMember);
+    else if (s.op === "replace") p = placeReplacement(live?.instances.get(instanceKey(s.target.project, s.target.name))?.location, cluster);
+    else p = placeReplacement(live?.volumes.get(volumeKey(s.target.project, s.target.pool ?? "", s.target.name))?.location, cluster);
+    if (p.member !== undefined) s.member = p.member;
+    if (p.note !== undefined) s.notes = [...(s.notes ?? []), p.note];
+  }
   await checkTargetProjects(client, plan, config?.plan, signal);
   await describeReplacements(client, plan, signal);
   const destructive = isDestructive(plan) || (config?.plan !== undefined && configIsDestructive(config.plan));
-  return { plan, ...(config ? { config } : {}), destructive, pendingRecoveries: pending };
+  return { plan, ...(config ? { config } : {}), destructive, pendingRecoveries: pending, cluster };
 }
 
 /**
@@ -109,7 +126,7 @@ export async function runRestore(
   try {
     if (lock) for (const line of await recoverJournals(deps)) deps.reporter.info(line);
     const config = prepared.config?.plan ? await applyConfigPlan(deps.client, prepared.config.plan, deps.reporter, signal) : undefined;
-    const result = await executePlan(deps, prepared.plan, signal, opts.parallel);
+    const result = await executePlan({ ...deps, ...(prepared.cluster.connected === undefined ? {} : { connectedMember: prepared.cluster.connected }) }, prepared.plan, signal, opts.parallel);
     return { ...(config ? { config } : {}), result };
   } finally {
     await lock?.release();
@@ -176,4 +193,13 @@ async function planDatabase(store: Store, client: IncusClient, versions: StoredV
 export function describeSelection(sel: Selection): string {
   const names = sel.names.length ? ` named ${sel.names.map((n) => JSON.stringify(n)).join(", ")}` : "";
   return `${sel.kinds.join(", ")}${names}${sel.project ? ` in project ${sel.project}` : ""}`;
+}
+
+/** Whether the server is a cluster, its members, and which one this tool talks to. */
+export async function clusterInfo(c: IncusClient, signal?: AbortSignal): Promise<ClusterInfo> {
+  const server = await c.server(signal);
+  if (server.environment?.server_clustered !== true) return { clustered: false, members: [] };
+  const urls = await c.list<string>("/1.0/cluster/members", "List cluster members", signal === undefined ? {} : { signal });
+  const members = urls.map((u) => decodeURIComponent(u.split("?")[0]!.split("/").pop() ?? "")).filter(Boolean);
+  return { clustered: true, members, ...(server.environment.server_name === undefined ? {} : { connected: server.environment.server_name }) };
 }

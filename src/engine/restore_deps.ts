@@ -12,6 +12,8 @@ export interface RestoreDeps {
   now: () => Date;
   /** Seconds an instance gets to shut down cleanly before it is forced (restore --stop-timeout). */
   stopTimeout?: number;
+  /** In a cluster: the member this tool talks to, where Incus puts an uploaded instance. */
+  connectedMember?: string;
   /** Slots for the two phases of an item (see executePlan); unlimited when absent. */
   slots?: { transfer: Semaphore; make: Semaphore };
 }

@@ -110,7 +110,11 @@ export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Prom
     });
     const counts: Record<string, number> = {};
     for (const e of snapshot.entities) counts[e.kind] = (counts[e.kind] ?? 0) + 1;
-    await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts } }));
+    // In a cluster, local.sql is the database of the member this tool talks to: the server dumps
+    // only its own (GET /internal/sql has no ?target, checked on 6.0), and the manifest says whose.
+    const server = await ctx.deps.client.server(ctx.signal);
+    const member = server.environment?.server_clustered === true ? server.environment.server_name : undefined;
+    await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts }, ...(member === undefined ? {} : { member }) }));
     return a.size + b.size + c.size;
   } catch (err) {
     await writer.abort();

@@ -125,6 +125,16 @@ export async function renameInstance(c: IncusClient, project: string, name: stri
   await op.wait(opts);
 }
 
+/** Moves a stopped instance to another member of the cluster (its storage is copied there). */
+export async function moveInstanceToMember(c: IncusClient, project: string, name: string, member: string, opts: WaitOptions = {}) {
+  const op = await c.operation("POST", base(name), `Move instance ${name} to member ${member}`, {
+    query: { project, target: member },
+    body: { name, migration: true, live: false },
+    ...signalOf(opts),
+  });
+  await op.wait(opts);
+}
+
 export async function deleteInstance(c: IncusClient, project: string, name: string, opts: WaitOptions = {}) {
   const op = await c.operation("DELETE", base(name), `Delete instance ${name}`, { query: { project }, ...signalOf(opts) });
   await op.wait(opts);

@@ -56,11 +56,11 @@ export async function copyStoragePoolVolume(
   pool: string,
   source: string,
   target: string,
-  args: { refresh?: boolean; volumeOnly?: boolean; contentType?: string },
+  args: { refresh?: boolean; volumeOnly?: boolean; contentType?: string; member?: string },
   opts: WaitOptions = {},
 ): Promise<void> {
   const op = await c.operation("POST", custom(pool), `Copy volume ${pool}/${source} to ${target}`, {
-    query: { project },
+    query: { project, ...(args.member === undefined ? {} : { target: args.member }) },
     body: {
       name: target,
       type: "custom",
@@ -129,14 +129,15 @@ export async function deleteStorageVolumeBackup(c: IncusClient, project: string,
 /** Uploads a volume backup tarball to create a new custom volume (fails if the name is taken). */
 export function createStoragePoolVolumeFromBackup(
   c: IncusClient,
-  args: { project: string; pool: string; source: UploadSource; name?: string },
+  args: { project: string; pool: string; source: UploadSource; name?: string; target?: string },
   opts: TransferOptions = {},
 ): Promise<Operation> {
   const headers: Record<string, string> = {};
   if (args.name) headers["x-incus-name"] = args.name;
+  // In a cluster, `target` is the member whose (local) pool gets it: the server forwards the upload there.
   return uploadStream(c, custom(args.pool), `Import volume ${args.pool}/${args.name ?? "from backup"}`, args.source, {
     ...opts,
-    query: { project: args.project },
+    query: { project: args.project, ...(args.target === undefined ? {} : { target: args.target }) },
     headers,
   });
 }

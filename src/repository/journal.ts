@@ -80,6 +80,7 @@ export function entryProblem(v: unknown, id: string): string | undefined {
   if (e.id !== id || !/^[0-9a-f]{1,64}$/.test(id)) return "its id does not match its file name";
   if (e.kind !== "instance" && e.kind !== "volume" && e.kind !== "stopped" && e.kind !== "drill") return "unknown kind";
   if (!PHASES[e.kind].includes(e.phase as JournalEntry["phase"])) return "unknown phase";
+  if (e.member !== undefined && !safe(e.member)) return "bad member";
   if (e.kind === "drill") return drillProblem(e, safe);
   if (!safe(e.project) || !safe(e.name) || (e.kind === "volume" && !safe(e.pool))) return "bad project, pool or name";
   if (typeof e.temp !== "string" || !(e.kind === "stopped" ? e.temp === "" : /^ibk-restore-[0-9a-f]{8}$/.test(e.temp))) {

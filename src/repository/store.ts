@@ -144,6 +144,8 @@ export interface JournalEntry {
   /** Instance only: the name the original is moved to during the swap. */
   aside?: string;
   phase: "import" | "swap" | "stop" | "refresh" | "finish" | "undo" | "stopped" | "drill";
+  /** In a cluster: the member the volume is on (its copy is made there). */
+  member?: string;
   /** Drill only: what the copy is, and the stand-in volumes made for its import (in the scratch project). */
   drill?: { of: "instance" | "volume"; placeholders: Array<{ pool: string; name: string }> };
   /** Instance only: whether the original was running. */

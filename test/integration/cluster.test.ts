@@ -1,0 +1,94 @@
+// A two-member cluster (test/lab/lab.sh cluster-add): instances and local volumes on each member
+// are backed up with their member, replaced in place on the far member, rebuilt on their members
+// after everything was deleted, and restored onto a single fresh server with members ignored.
+// The tool talks to node1's socket only, as the backup container on one member would.
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { incusOk, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
+import { macsOf } from "./helpers/realistic";
+import { isolatedServer, repoDir } from "./helpers/server";
+import { listJson, toolOk } from "./helpers/tool";
+
+describe("a two-member cluster", () => {
+  const track = tracker();
+  const name = uniqueName("cl").slice(0, 14).replace(/-$/, "");
+  let node1: string;
+  let dir: string;
+  const on = () => ({ socket: node1 });
+  /** Where each instance and custom volume is, and its status: "c1 RUNNING node1". */
+  const where = async () => {
+    const inst = (await incusOk(["list", "-f", "csv", "-c", "nsL"], on())).trim().split("\n").filter(Boolean).map((l) => l.replaceAll(",", " "));
+    const vols = (await incusOk(["storage", "volume", "list", "default", "-f", "csv", "-c", "nL", "type=custom"], on())).trim().split("\n").filter(Boolean).map((l) => `volume ${l.replaceAll(",", " ")}`);
+    return [...inst, ...vols].sort();
+  };
+  const cat = (inst: string, path: string) => incusOk(["exec", inst, "--", "cat", path], on()).then((s) => s.trim());
+
+  beforeAll(async () => {
+    track.defer(() => stopCluster(name));
+    ({ node1 } = await startCluster(name));
+    const img = await mkdtemp(join(tmpdir(), "ibk-image-"));
+    try {
+      await incusOk(["image", "export", "busybox", join(img, "busybox")]);
+      await incusOk(["image", "import", join(img, "busybox"), join(img, "busybox.root"), "--alias", "busybox"], on());
+    } finally {
+      await rm(img, { recursive: true, force: true });
+    }
+    for (const [inst, member] of [["c1", "node1"], ["c2", "node2"]] as const) {
+      const vol = `v${inst.slice(1)}`;
+      await incusOk(["storage", "volume", "create", "default", vol, "--target", member], on());
+      await incusOk(["init", "busybox", inst, "--target", member], on());
+      await incusOk(["config", "device", "add", inst, vol, "disk", "pool=default", `source=${vol}`, "path=/srv"], on());
+      await incusOk(["start", inst], on());
+      await incusOk(["exec", inst, "--", "sh", "-c", `echo ${inst}-root > /root/data && echo ${vol}-data > /srv/data`], on());
+    }
+    dir = await repoDir(track);
+    await toolOk(["backup", "--all", `--dir=${dir}`], on());
+  });
+  afterAll(() => track.cleanup());
+
+  it("backs up every member's instances and local volumes, each with its member; the database says whose local dump it has", async () => {
+    const rows = await listJson(dir);
+    const member = (type: string, n: string) => (rows.find((r) => r.type === type && r.name === n) as unknown as { member?: string } | undefined)?.member;
+    expect([member("instance", "c1"), member("instance", "c2"), member("volume", "v1"), member("volume", "v2")]).toEqual(["node1", "node2", "node1", "node2"]);
+    const db = rows.find((r) => r.type === "database")!;
+    const manifest = JSON.parse(await readFile(join(db.path, "manifest.json"), "utf8")) as { member?: string };
+    expect(manifest.member).toBe("node1");
+    expect(await readFile(join(db.path, "local.sql"), "utf8")).toContain("'core.https_address','10.199.0.1:8443'");
+    const text = await toolOk(["list", `--dir=${dir}`], on());
+    expect(text.stdout).toMatch(/instance +default +c2 +node2 /);
+  });
+
+  it("replaces an instance and a volume in place on the far member: there, running, with its MAC and its data", async () => {
+    const macs = await macsOf("c2", node1);
+    await incusOk(["exec", "c2", "--", "sh", "-c", "echo changed > /root/data && echo changed > /srv/data"], on());
+    const r = await toolOk(["restore", "--instance", "--name", "c2", "--force", `--dir=${dir}`], on());
+    expect(r.stdout).toContain("on member node2, where it is");
+    expect(await cat("c2", "/root/data")).toBe("c2-root");
+    const v = await toolOk(["restore", "--volume", "--name", "v2", "--force", `--dir=${dir}`], on());
+    expect(v.stdout).toContain("on member node2, where it is");
+    expect(await cat("c2", "/srv/data")).toBe("v2-data");
+    expect(await where()).toEqual(["c1 RUNNING node1", "c2 RUNNING node2", "volume v1 node1", "volume v2 node2"]);
+    expect(await macsOf("c2", node1)).toEqual(macs);
+  });
+
+  it("rebuilds everything on its member after everything was deleted; no stand-in is left", async () => {
+    for (const i of ["c1", "c2"]) await incusOk(["delete", "--force", i], on());
+    for (const [v, m] of [["v1", "node1"], ["v2", "node2"]]) await incusOk(["storage", "volume", "delete", "default", v!, "--target", m!], on());
+    const r = await toolOk(["restore", "--all", "--force", `--dir=${dir}`], on());
+    console.log(`cluster restore --all:\n${r.stdout}`);
+    expect(r.stdout).toMatch(/create +instance default\/c2 .*\n +on member node2, where it was backed up/);
+    expect(await where()).toEqual(["c1 RUNNING node1", "c2 RUNNING node2", "volume v1 node1", "volume v2 node2"]);
+    expect(await cat("c2", "/root/data")).toBe("c2-root");
+    expect(await cat("c2", "/srv/data")).toBe("v2-data");
+    expect(await cat("c1", "/srv/data")).toBe("v1-data");
+  });
+
+  it("restores onto a single fresh server: members are ignored, and the plan says so", async () => {
+    const single = await isolatedServer(track);
+    const r = await toolOk(["restore", "--instances", "--volumes", "--force", `--dir=${dir}`], { socket: single });
+    expect(r.stdout).toContain("it was on member node2 of a cluster; this server is not one: members are ignored");
+    expect(await incusOk(["exec", "c2", "--", "cat", "/srv/data"], { socket: single })).toContain("v2-data");
+  });
+});
