@@ -8,7 +8,7 @@ import { tidyRepository } from "./housekeeping";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { recoverBeforePlanning } from "./restore";
 import { Transform } from "node:stream";
-import type { FileEntry } from "../core/manifest";
+import { memberOf, type FileEntry } from "../core/manifest";
 import { archiveChecker } from "./archive";
 import type { IncusClient } from "../incus/client";
 import { IncusError } from "../incus/errors";
@@ -243,6 +243,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
           ...(r.item.kind === "instance" && d.mode === "stop" ? { mode: "stop" as const } : {}),
           ...((r.item.kind === "instance" || r.item.kind === "volume") && d.snapshots ? { snapshots: true } : {}),
           key: { kind: r.item.kind, project: r.item.project, ...(r.item.pool === undefined ? {} : { pool: r.item.pool }), name: r.item.name },
+          ...(memberOfItem(r.item) === undefined ? {} : { member: memberOfItem(r.item)! }),
         };
       }),
       ...(skipped.length === 0 ? {} : { skipped: skipped.map((x) => ({ label: itemLabel(x.item), reason: x.reason })) }),
@@ -292,6 +293,12 @@ function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
     case "database":
       return backupDatabase(ctx, item);
   }
+}
+
+/** The cluster member a live instance or volume is on. */
+function memberOfItem(item: ItemKey): string | undefined {
+  const live = item as { instance?: unknown; volume?: unknown };
+  return memberOf(live.instance ?? live.volume);
 }
 
 /** How an item is backed up: its decision from the plan, else the run's options. */

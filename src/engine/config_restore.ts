@@ -10,6 +10,7 @@ import type { ConfigPlan } from "../core/config_plan";
 import type { Store, StoredVersion } from "../repository/store";
 import { DATABASE_FILES, type DatabaseSnapshot } from "./database";
 import type { Reporter } from "./reporter";
+import { clusterInfo } from "./cluster";
 
 /** Reads config.json of a database version after checking it against the manifest. */
 export async function loadSnapshot(store: Store, entry: StoredVersion): Promise<DatabaseSnapshot> {
@@ -39,10 +40,11 @@ export function entityLabel(rec: Pick<EntityRecord, "kind" | "project" | "parent
  * Creates an object; if an earlier step made it exist meanwhile (a new project comes with its own
  * default profile), sets its writable fields instead.
  */
-async function createOrUpdate(c: IncusClient, rec: EntityRecord, body: Record<string, unknown>): Promise<void> {
+async function createOrUpdate(c: IncusClient, rec: EntityRecord, body: Record<string, unknown>, members: string[]): Promise<void> {
   const d = descriptor(rec.kind);
   try {
-    await createEntity(c, d, rec, body);
+    if (members.length > 0 && rec.kind in MEMBER_KEYS) await createOnCluster(c, rec, body, members);
+    else await createEntity(c, d, rec, body);
   } catch (err) {
     if (!(err instanceof IncusAlreadyExistsError)) throw err;
     const put: Record<string, unknown> = {};
@@ -55,6 +57,37 @@ async function createOrUpdate(c: IncusClient, rec: EntityRecord, body: Record<st
   }
 }
 
+/**
+ * Config keys of networks and storage pools that are per member in a cluster: each member gets
+ * them in its own pending create (the values are the backed-up member's; a pool's source and
+ * size are that host's, so none is passed on: each member makes its own, as `incus storage create`
+ * does on a new server).
+ */
+const MEMBER_KEYS: Record<string, { keep: readonly string[]; drop: readonly string[] }> = {
+  network: { keep: ["bridge.external_interfaces", "parent", "bgp.ipv4.nexthop", "bgp.ipv6.nexthop"], drop: [] },
+  "storage-pool": { keep: [], drop: ["source", "size", "zfs.pool_name", "lvm.vg_name", "lvm.thinpool_name", "volatile.initial_source"] },
+};
+
+/**
+ * In a cluster, a network or a storage pool is made in two steps: a pending create on every
+ * member (`?target=`, with the member-specific keys), then the create that sets it up everywhere.
+ */
+async function createOnCluster(c: IncusClient, rec: EntityRecord, body: Record<string, unknown>, members: string[]): Promise<void> {
+  const d = descriptor(rec.kind);
+  const keys = MEMBER_KEYS[rec.kind]!;
+  const config = (body.config ?? {}) as Record<string, string>;
+  const own = Object.fromEntries(Object.entries(config).filter(([k]) => keys.keep.includes(k)));
+  const global = Object.fromEntries(Object.entries(config).filter(([k]) => !keys.keep.includes(k) && !keys.drop.includes(k)));
+  const kind = Object.fromEntries(Object.entries(body).filter(([k]) => k === "name" || k === "type" || k === "driver"));
+  for (const m of members) {
+    await c.sync("POST", d.collection(rec.parent), `Create ${d.label} ${rec.id} on member ${m}`, {
+      query: { ...(d.projectScoped ? { project: rec.project } : {}), target: m },
+      body: { ...kind, config: own },
+    });
+  }
+  await createEntity(c, d, rec, { ...body, config: global });
+}
+
 export interface ConfigResult {
   applied: number;
   failed: Array<{ label: string; error: string }>;
@@ -63,12 +96,13 @@ export interface ConfigResult {
 /** Applies creates and updates in dependency order; one failure does not stop the rest. */
 export async function applyConfigPlan(c: IncusClient, plan: ConfigPlan, reporter: Reporter, signal: AbortSignal): Promise<ConfigResult> {
   const result: ConfigResult = { applied: 0, failed: [] };
+  const { members } = await clusterInfo(c, signal);
   for (const a of plan.actions) {
     if (signal.aborted) break;
     if (a.action === "conflict") continue;
     const label = entityLabel(a.rec);
     try {
-      if (a.action === "create") await createOrUpdate(c, a.rec, a.body);
+      if (a.action === "create") await createOrUpdate(c, a.rec, a.body, members);
       else await updateEntity(c, descriptor(a.rec.kind), a.rec, a.body);
       result.applied++;
       reporter.info(`${a.action === "create" ? "created" : "updated"} ${label}`);

@@ -4,6 +4,7 @@
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
 import { instanceKey, isDestructive, olderRunNotes, planRestore, volumeKey, type Plan } from "../core/plan";
 import { checkTargetMember, placeNew, placeReplacement, type ClusterInfo, type Placement } from "../core/placement";
+import { clusterInfo } from "./cluster";
 import { configIsDestructive, planConfig, type ConfigPlan } from "../core/config_plan";
 import { itemId, itemLabel, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
@@ -193,13 +194,4 @@ async function planDatabase(store: Store, client: IncusClient, versions: StoredV
 export function describeSelection(sel: Selection): string {
   const names = sel.names.length ? ` named ${sel.names.map((n) => JSON.stringify(n)).join(", ")}` : "";
   return `${sel.kinds.join(", ")}${names}${sel.project ? ` in project ${sel.project}` : ""}`;
-}
-
-/** Whether the server is a cluster, its members, and which one this tool talks to. */
-export async function clusterInfo(c: IncusClient, signal?: AbortSignal): Promise<ClusterInfo> {
-  const server = await c.server(signal);
-  if (server.environment?.server_clustered !== true) return { clustered: false, members: [] };
-  const urls = await c.list<string>("/1.0/cluster/members", "List cluster members", signal === undefined ? {} : { signal });
-  const members = urls.map((u) => decodeURIComponent(u.split("?")[0]!.split("/").pop() ?? "")).filter(Boolean);
-  return { clustered: true, members, ...(server.environment.server_name === undefined ? {} : { connected: server.environment.server_name }) };
 }

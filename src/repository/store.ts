@@ -80,7 +80,7 @@ export interface RunRecord {
    * mode and snapshots: how the item was backed up, when not live and without snapshots.
    * `key`: the item itself, for the metrics file (records of older versions have only the label).
    */
-  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name"> }>;
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean; member?: string; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name"> }>;
   /** Items the run found but left out, and why (user.incus-backup.exclude=true, ephemeral, ...). */
   skipped?: Array<{ label: string; reason: string }>;
 }

@@ -43,6 +43,13 @@ describe("a two-member cluster", () => {
       await incusOk(["start", inst], on());
       await incusOk(["exec", inst, "--", "sh", "-c", `echo ${inst}-root > /root/data && echo ${vol}-data > /srv/data`], on());
     }
+    // Configuration a fresh cluster must get, member by member: a network and a second pool.
+    for (const m of ["node1", "node2"]) {
+      await incusOk(["network", "create", "net2", "--target", m], on());
+      await incusOk(["storage", "create", "extra", "dir", "--target", m], on());
+    }
+    await incusOk(["network", "create", "net2", "ipv4.address=10.88.0.1/24", "ipv6.address=none"], on());
+    await incusOk(["storage", "create", "extra", "dir"], on());
     dir = await repoDir(track);
     await toolOk(["backup", "--all", `--dir=${dir}`], on());
   });
@@ -58,6 +65,8 @@ describe("a two-member cluster", () => {
     expect(await readFile(join(db.path, "local.sql"), "utf8")).toContain("'core.https_address','10.199.0.1:8443'");
     const text = await toolOk(["list", `--dir=${dir}`], on());
     expect(text.stdout).toMatch(/instance +default +c2 +node2 /);
+    const status = await toolOk(["status", `--dir=${dir}`], on());
+    expect(status.stdout).toMatch(/ok +instance default\/c2 .*\(on node2\)/);
   });
 
   it("replaces an instance and a volume in place on the far member: there, running, with its MAC and its data", async () => {
@@ -83,6 +92,21 @@ describe("a two-member cluster", () => {
     expect(await cat("c2", "/root/data")).toBe("c2-root");
     expect(await cat("c2", "/srv/data")).toBe("v2-data");
     expect(await cat("c1", "/srv/data")).toBe("v1-data");
+  });
+
+  it("rebuilds a fresh cluster with the same member names: the network and pool made on every member, each item on its member", async () => {
+    const fresh = `${name.slice(0, 12)}f`;
+    track.defer(() => stopCluster(fresh));
+    const { node1: other } = await startCluster(fresh);
+    const r = await toolOk(["restore", "--all", "--force", `--dir=${dir}`], { socket: other });
+    expect(r.stdout).toMatch(/create +network default\/net2/);
+    expect(r.stdout).toMatch(/create +storage pool extra/);
+    expect(r.stdout).toMatch(/configuration: \d+ change\(s\) applied\n/);
+    const there = { socket: other };
+    expect((await incusOk(["network", "get", "net2", "ipv4.address"], there)).trim()).toBe("10.88.0.1/24");
+    expect(await incusOk(["storage", "list", "-f", "csv", "-c", "ns"], there)).toContain("extra,CREATED");
+    expect((await incusOk(["list", "-f", "csv", "-c", "nsL"], there)).trim().split("\n").sort()).toEqual(["c1,RUNNING,node1", "c2,RUNNING,node2"]);
+    expect((await incusOk(["exec", "c2", "--", "cat", "/srv/data"], there)).trim()).toBe("v2-data");
   });
 
   it("restores onto a single fresh server: members are ignored, and the plan says so", async () => {

@@ -1373,6 +1373,13 @@ cmd_cluster_remove() {
 	done
 	[ -n "${name:-}" ] || die "missing cluster NAME"
 	parse_target "${args[@]}"
+	# Both daemons shut down while their link still stands: node1's shutdown, once node2's
+	# namespace (and with it the veth pair) is gone, would wait 30 s for an answer that never comes.
+	local n var
+	for n in 2 1; do
+		var=IBK_SERVER_$(vkey "$TARGET_VERSION")_${name//-/_}_$n
+		[ -z "${!var:-}" ] || INCUS_TIMEOUT=60 incus_at "${!var}" admin shutdown --timeout 30 >/dev/null 2>&1 || :
+	done
 	bash "$LAB_HOME/lab.sh" server-remove "$STATE_FILE" "$TARGET_VERSION" "$name-2" || :
 	bash "$LAB_HOME/lab.sh" server-remove "$STATE_FILE" "$TARGET_VERSION" "$name-1"
 }
