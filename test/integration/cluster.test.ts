@@ -6,12 +6,12 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
+import { incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
 import { macsOf } from "./helpers/realistic";
 import { isolatedServer, repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
-describe("a two-member cluster", () => {
+describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
   const track = tracker();
   const name = uniqueName("cl").slice(0, 14).replace(/-$/, "");
   let node1: string;
@@ -26,11 +26,11 @@ describe("a two-member cluster", () => {
   const cat = (inst: string, path: string) => incusOk(["exec", inst, "--", "cat", path], on()).then((s) => s.trim());
 
   beforeAll(async () => {
-    track.defer(() => stopCluster(name));
-    ({ node1 } = await startCluster(name));
+    track.defer(() => stopCluster(name, { version }));
+    ({ node1 } = await startCluster(name, { version }));
     const img = await mkdtemp(join(tmpdir(), "ibk-image-"));
     try {
-      await incusOk(["image", "export", "busybox", join(img, "busybox")]);
+      await incusOk(["image", "export", "busybox", join(img, "busybox")], { socket: labSocket(version) });
       await incusOk(["image", "import", join(img, "busybox"), join(img, "busybox.root"), "--alias", "busybox"], on());
     } finally {
       await rm(img, { recursive: true, force: true });
@@ -96,8 +96,8 @@ describe("a two-member cluster", () => {
 
   it("rebuilds a fresh cluster with the same member names: the network and pool made on every member, each item on its member", async () => {
     const fresh = `${name.slice(0, 12)}f`;
-    track.defer(() => stopCluster(fresh));
-    const { node1: other } = await startCluster(fresh);
+    track.defer(() => stopCluster(fresh, { version }));
+    const { node1: other } = await startCluster(fresh, { version });
     const r = await toolOk(["restore", "--all", "--force", `--dir=${dir}`], { socket: other });
     expect(r.stdout).toMatch(/create +network default\/net2/);
     expect(r.stdout).toMatch(/create +storage pool extra/);
@@ -110,7 +110,7 @@ describe("a two-member cluster", () => {
   });
 
   it("restores onto a single fresh server: members are ignored, and the plan says so", async () => {
-    const single = await isolatedServer(track);
+    const single = await isolatedServer(track, { version });
     const r = await toolOk(["restore", "--instances", "--volumes", "--force", `--dir=${dir}`], { socket: single });
     expect(r.stdout).toContain("it was on member node2 of a cluster; this server is not one: members are ignored");
     expect(await incusOk(["exec", "c2", "--", "cat", "/srv/data"], { socket: single })).toContain("v2-data");

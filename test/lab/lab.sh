@@ -1375,7 +1375,10 @@ cmd_cluster_remove() {
 	parse_target "${args[@]}"
 	# Both daemons shut down while their link still stands: node1's shutdown, once node2's
 	# namespace (and with it the veth pair) is gone, would wait 30 s for an answer that never comes.
+	# Throwaway instances are killed first: a member's shutdown would give each its stop timeout.
 	local n var
+	var=IBK_SERVER_$(vkey "$TARGET_VERSION")_${name//-/_}_1
+	[ -z "${!var:-}" ] || INCUS_TIMEOUT=60 incus_at "${!var}" stop --all --force >/dev/null 2>&1 || :
 	for n in 2 1; do
 		var=IBK_SERVER_$(vkey "$TARGET_VERSION")_${name//-/_}_$n
 		[ -z "${!var:-}" ] || INCUS_TIMEOUT=60 incus_at "${!var}" admin shutdown --timeout 30 >/dev/null 2>&1 || :
