@@ -104,8 +104,10 @@ export function decideItem(item: ItemFacts, named: boolean, defaults: BackupDefa
   }
 
   if (item.kind !== "instance" && item.kind !== "volume") return decision;
-  // Drill copies live only while a drill runs: never backed up, named or not.
+  // Drill copies live only while a drill runs: never backed up, named or not; nor the empty
+  // stand-ins a cluster restore makes for a moment (one a killed restore left).
   if (item.project === DRILL_PROJECT) return { ...decision, skip: "a restore drill's scratch copy" };
+  if (item.kind === "volume" && config["user.incus-backup.stand-in"] === "true") return { ...decision, skip: "an empty stand-in a cluster restore made (delete it if no restore runs)" };
   const excludeKey = boolKey(ITEM_KEYS.exclude);
   const reason = skipReason(item, excludeKey, defaults);
   if (reason === undefined) return decision;

@@ -110,6 +110,11 @@ describe("the scratch project", () => {
     expect(decideItem(item, true, DEFAULT_BACKUP_DEFAULTS).skip).toBe("a restore drill's scratch copy");
   });
 
+  it("nor is a stand-in volume of a cluster restore", () => {
+    const v = { kind: "volume" as const, project: "default", pool: "default", name: "data", config: { "user.incus-backup.stand-in": "true" } };
+    expect(decideItem(v, true, DEFAULT_BACKUP_DEFAULTS).skip).toMatch(/stand-in/);
+  });
+
   it("a drill's journal entry may name only drill copies in the scratch project", () => {
     const ok = { id: "ab12", kind: "drill", phase: "drill", project: DRILL_PROJECT, name: "web", temp: "ibk-drill-0123abcd", drill: { of: "instance", placeholders: [{ pool: "tank", name: "data" }] }, restart: [], started: "2025-01-01T00:00:00Z" };
     expect(entryProblem(ok, "ab12")).toBeUndefined();
