@@ -167,6 +167,8 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
   const server = await deps.client.server(signal);
   // Refused before anything is written if the repository holds another server's backups.
   await claimRepository(deps.store, server, started);
+  // A run frozen since it took the lock (and taken over meanwhile) writes not even its run record.
+  await deps.store.checkLock();
   const version = await deps.store.reserveVersion(started, { command: opts.command, started: started.toISOString(), status: "running" });
   const results: ItemResult[] = [];
   const direct = opts.direct !== false && (server.api_extensions ?? []).includes("direct_backup");

@@ -494,6 +494,75 @@ exec /usr/bin/incus "$@"
     expect(u.stdout).toMatch(new RegExp(`the backups in ${idmapNas} were not touched`));
   });
 
+  it("two deployed containers share one NAS directory, with one host name: neither takes the other's live lock, unlock refuses it, and after a takeover the frozen run stops without writing", async () => {
+    // Two installs, as on two hosts that mount the same NAS share; both are called `twinA` inside
+    // (every deployed container is `backup` on its own host), each with its own PID namespace.
+    const [a, b] = [uniqueName("ibk-twa"), uniqueName("ibk-twb")];
+    const shared = `/srv/nas-${a}`;
+    await labShell(`mkdir -p ${shared} && chmod 0700 ${shared}`);
+    track.defer(() => labShell(`rm -rf ${shared}`));
+    // A schedule that does not come round during the test: only the runs started here touch the NAS.
+    const idle = ["--nas-mode", "shift", "--schedule", "0 0 1 1 *"];
+    for (const n of [a, b]) {
+      track.defer(() => deploy("uninstall.sh", ["--name", n], true));
+      await deploy("install.sh", ["--dir", shared, "--name", n, ...idle]);
+    }
+    const ids = await Promise.all([a, b].map(async (n) => (await config(n)).config));
+    expect(ids[0]!["environment.INCUS_BACKUP_REPOSITORY_ID"]).toBe(ids[1]!["environment.INCUS_BACKUP_REPOSITORY_ID"]);
+    expect(ids[0]!["environment.INCUS_BACKUP_INSTALL_ID"]).not.toBe(ids[1]!["environment.INCUS_BACKUP_INSTALL_ID"]);
+    await incusOk(["exec", b, "--", "busybox", "hostname", a], on());
+    expect((await incusOk(["exec", b, "--", "uname", "-n"], on())).trim()).toBe(a);
+
+    // A's backup, frozen the moment its lock is on the NAS (a busy loop in A itself catches it).
+    const run = `( sh -c 'echo $$ >/tmp/a.pid; exec incus-backup backup --instances --name ${web}' >/tmp/a.out 2>&1; echo $? >/tmp/a.rc ) </dev/null >/dev/null 2>&1 &
+while [ ! -e /backups/lock.json ] && [ ! -e /tmp/a.rc ]; do :; done; kill -STOP "$(cat /tmp/a.pid)"; cat /tmp/a.pid`;
+    const aPid = (await incusOk(["exec", a, "--", "sh", "-c", run], on())).trim();
+    expect(aPid).toMatch(/^\d+$/);
+    try {
+      const lock = JSON.parse(await lab(`cat ${shared}/lock.json`)) as { host: string; pid: number; install: string; refreshed: string };
+      expect(lock).toMatchObject({ host: a, pid: Number(aPid), install: ids[0]!["environment.INCUS_BACKUP_INSTALL_ID"] });
+      const installA = `install ${lock.install.slice(0, 8)}`;
+
+      // B, of the same host name, meets A's live lock: refused at once, by backup and by unlock.
+      const refused = await tool(b, ["backup", "--instances", "--name", web], 300_000, true);
+      expect(refused.code, refused.stderr).toBe(7);
+      expect(refused.stderr).toContain(`locked by pid ${aPid} on host ${a} (${installA})`);
+      const unlock = await tool(b, ["unlock"], 300_000, true);
+      expect(unlock.code, unlock.stderr).toBe(7);
+      expect(JSON.parse(await lab(`cat ${shared}/lock.json`))).toEqual(lock);
+
+      // A stays frozen for longer than a lock is valid (its last refresh 11 minutes back): B takes over.
+      const old = new Date(Date.now() - 11 * 60_000).toISOString();
+      await labShell(`cat > ${shared}/lock.json`, { input: JSON.stringify({ ...lock, refreshed: old }) });
+      const taken = await tool(b, ["backup", "--instances", "--name", web]);
+      expect(taken.code, taken.stderr).toBe(0);
+      expect(taken.stderr).toMatch(new RegExp(`taking over a stale lock: locked by pid ${aPid} on host ${a} \\(${installA}\\) .*\\(not refreshed for 11 min\\)`));
+      const listed = (await tool(b, ["list", "--json"])).stdout;
+      expect(JSON.parse(listed)).toHaveLength(1);
+      const runs = await lab(`ls ${shared}/runs`);
+
+      // A wakes up: it stops at its next safe point, exit 7, and nothing of it is listed.
+      await incusOk(["exec", a, "--", "sh", "-c", `kill -CONT ${aPid}`], on());
+      let rc = "";
+      for (let i = 0; rc === "" && i < 600; i++) {
+        rc = (await incus(["exec", a, "--", "cat", "/tmp/a.rc"], { ...on(), allowFail: true })).stdout.trim();
+        if (rc === "") await new Promise((res) => setTimeout(res, 200));
+      }
+      const aOut = await incusOk(["exec", a, "--", "cat", "/tmp/a.out"], on());
+      console.log(`two containers, one NAS: B refused (exit ${refused.code}), unlock refused (exit ${unlock.code}), B took over; A then said: ${aOut.trim().split("\n").pop()}`);
+      expect(rc, aOut).toBe("7");
+      expect(aOut).toMatch(/the repository lock of this run (was taken over|is gone: another run took it over).*stopped before writing more/);
+      expect((await tool(b, ["list", "--json"])).stdout).toBe(listed);
+      // Not even a run record of A's.
+      expect(await lab(`ls ${shared}/runs`)).toBe(runs);
+      expect((await tool(a, ["verify", "--deep"])).code).toBe(0);
+      expect((await lab(`ls -A ${shared}/.tmp 2>/dev/null; test ! -e ${shared}/lock.json && echo unlocked`)).trim()).toBe("unlocked");
+    } finally {
+      await incus(["exec", a, "--", "sh", "-c", `kill -CONT ${aPid}`], { ...on(), allowFail: true });
+    }
+    for (const n of [a, b]) await deploy("uninstall.sh", ["--name", n]);
+  });
+
   it("uninstall.sh removes the container and the profile, and leaves every backup in place", async () => {
     const fingerprintFiles = `cd ${nas} && find . -type f ! -name lock.json -print0 | sort -z | xargs -0 sha256sum`;
     // A scheduled run may be writing: stop first, then take the picture that must not change.
