@@ -25,12 +25,61 @@ export interface InstanceRef {
 export interface LiveState {
   /** Existing instances, by `project/name`, with their status and their NICs' identities. */
   instances: Map<string, { status: string; nics?: NicIdentity[]; location?: string }>;
-  /** Existing custom volumes, by `project/pool/name`, with the instances that use them. */
-  volumes: Map<string, { users: Array<InstanceRef & { running: boolean }>; location?: string }>;
+  /**
+   * Existing custom volumes, by `project/pool/name`, with the instances that use them. A name that
+   * several cluster members have (a local pool has one per member) is there once per member, as
+   * `project/pool/name@MEMBER`, and the plain key lists the `members` (see addLiveVolume).
+   */
+  volumes: Map<string, LiveVolumeState>;
   /** Existing images, by `project/fingerprint`. */
   images: Set<string>;
   /** Existing image aliases, by `project/alias`, with the fingerprint they point at. */
   aliases: Map<string, string>;
+}
+
+export interface LiveVolumeState {
+  users: Array<InstanceRef & { running: boolean }>;
+  location?: string;
+  /** Set on the plain key of a name that several members have: which ones. */
+  members?: string[];
+}
+
+/** Records a live volume under its key; a second member's volume of the same key makes the key ambiguous. */
+export function addLiveVolume(live: Pick<LiveState, "volumes">, key: string, v: LiveVolumeState): void {
+  const seen = live.volumes.get(key);
+  if (seen === undefined || v.location === undefined || (seen.members === undefined && seen.location === undefined)) {
+    live.volumes.set(key, v);
+    return;
+  }
+  if (seen.members === undefined) {
+    live.volumes.set(`${key}@${seen.location!}`, seen);
+    live.volumes.set(key, { users: [], members: [seen.location!] });
+  }
+  live.volumes.set(`${key}@${v.location}`, v);
+  live.volumes.get(key)!.members!.push(v.location);
+}
+
+/**
+ * The live volume a restore of `target` replaces, if any. Where several members have one of that
+ * name, it is the one on the member the backup was taken on; if that is none of them, which one is
+ * meant cannot be told, and the restore is refused before anything changes.
+ */
+export function liveVolumeFor(live: Pick<LiveState, "volumes">, target: ItemKey, recordedMember: string | undefined): LiveVolumeState | undefined {
+  const key = volumeKey(target.project, target.pool ?? "", target.name);
+  const v = live.volumes.get(key);
+  if (v?.members === undefined) return v;
+  return volumeOnMember(v.members.map((m) => live.volumes.get(`${key}@${m}`)!), key, recordedMember);
+}
+
+/** Of the volumes of one name (at most one per member), the one a backup taken on `recordedMember` is of; see liveVolumeFor. */
+export function volumeOnMember<T extends { location?: string }>(found: readonly T[], label: string, recordedMember: string | undefined): T | undefined {
+  if (found.length <= 1) return found[0];
+  const mine = recordedMember === undefined ? undefined : found.find((v) => v.location === recordedMember);
+  if (mine !== undefined) return mine;
+  const [pool, name] = label.split("/").slice(-2);
+  throw new UsageError(
+    `members ${found.map((v) => v.location ?? "?").sort().join(" and ")} each have a volume ${label}, and the backup ${recordedMember === undefined ? "does not say which member it was on" : `was taken on member ${recordedMember}`}: which one is meant cannot be told; nothing was changed (rename one of them first: incus storage volume rename ${pool ?? ""} ${name ?? ""} NEW --target MEMBER)`,
+  );
 }
 
 export type Step =
@@ -193,7 +242,7 @@ function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstanc
     return { op: "replace", source: c, target, wasRunning, start: !noStart && wasRunning, freshMacs: identity.freshMacs, notes: identity.notes };
   }
   if (target.kind === "volume") {
-    const existing = live.volumes.get(volumeKey(target.project, target.pool ?? "", target.name));
+    const existing = liveVolumeFor(live, target, c.manifest.member);
     if (!existing) return { op: "create", source: c, target, start: false };
     const running = existing.users.filter((u) => u.running);
     // Instances replaced later in this plan are started by their own step, not here.

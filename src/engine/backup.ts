@@ -3,12 +3,13 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { Writable } from "node:stream";
-import { IntegrityError, InterruptedError, LockLostError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
+import { AppError, ExitCode, IntegrityError, InterruptedError, LockLostError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
 import { tidyRepository } from "./housekeeping";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { recoverBeforePlanning } from "./restore";
 import { Transform } from "node:stream";
 import { memberOf, type FileEntry } from "../core/manifest";
+import { sameNamedOnMembers } from "../core/placement";
 import { archiveChecker } from "./archive";
 import type { IncusClient } from "../incus/client";
 import { IncusError } from "../incus/errors";
@@ -177,6 +178,7 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
   const compressors = { pzstd: opts.pzstd !== false, cpus: opts.cpus ?? availableParallelism(), waiting: compressing, making: 0, refused: new Set<string>(), warned: new Set<string>() };
   const ctx: ItemContext = { direct, slots, compressors, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
+  const clashes = sameNamedOnMembers(items.filter((i) => i.kind === "volume").map((i) => ({ id: itemId(i), member: memberOfItem(i) })));
   const estimates = await previousSizes(deps.store, items);
   const known = items.every((i) => estimates.has(itemId(i)));
   deps.reporter.plan?.(items.length, known ? items.reduce((n, i) => n + (estimates.get(itemId(i)) ?? 0), 0) : undefined);
@@ -198,6 +200,14 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
     }
     deps.reporter.itemStart(item);
     try {
+      const clash = clashes.get(itemId(item));
+      if (clash !== undefined) {
+        const here = memberOfItem(item) ?? "?";
+        throw new AppError(
+          `this one is on member ${here}, and member ${clash.filter((m) => m !== here).join(" and ")} has one of that name too: the repository keys a volume by project, pool and name, so neither is backed up rather than the two mixed up (rename one: incus storage volume rename ${item.pool} ${item.name} NEW --target MEMBER)`,
+          ExitCode.Failure,
+        );
+      }
       const bytes = await backupItem(ctx, item);
       const r: ItemResult = { item, ok: true, bytes, seconds: (Date.now() - t0) / 1000 };
       results.push(r);

@@ -13,7 +13,7 @@ export interface DatabaseSnapshot {
   entities: EntityRecord[];
 }
 
-export const DATABASE_FILES = { config: "config.json", global: "global.sql", local: "local.sql" } as const;
+export const DATABASE_FILES = { config: "config.json", global: "global.sql", local: "local.sql", members: "members.json" } as const;
 
 /**
  * Reads every project, storage pool, managed network (with ACLs, zones and their records,

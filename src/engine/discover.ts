@@ -61,8 +61,12 @@ export function instancesUsingVolume(instances: readonly Instance[], volume: Sto
     if (!m) continue;
     (m[1] === "instances" ? direct : profiles).add(`${project}/${decodeURIComponent(m[2]!)}`);
   }
+  // In a cluster, a volume of a local pool is one member's: instances elsewhere that name a volume
+  // of that name use their own member's.
+  const member = volume.location !== undefined && volume.location !== "" && volume.location !== "none" ? volume.location : undefined;
   return instances.filter((i) => {
     if (direct.has(`${i.project}/${i.name}`)) return true;
+    if (member !== undefined && i.location !== undefined && i.location !== "" && i.location !== member) return false;
     if (i.profiles.some((p) => profiles.has(`${i.project}/${p}`))) return true;
     if (i.project !== volume.project) return false;
     const devices = i.expanded_devices ?? i.devices ?? {};

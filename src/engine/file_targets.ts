@@ -7,7 +7,8 @@ import { NotFoundError, UsageError } from "../errors";
 import type { Manifest } from "../core/manifest";
 import { IncusNotFoundError } from "../incus/errors";
 import { getInstance, getInstances } from "../incus/instances";
-import { getStoragePoolVolume } from "../incus/storage_volumes";
+import { getStoragePoolVolumes } from "../incus/storage_volumes";
+import { volumeOnMember } from "../core/plan";
 import { instancesUsingVolume } from "./discover";
 import type { IncusClient } from "../incus/client";
 import { createInstanceFile, deleteInstanceFile, getInstanceFile, getInstanceFileInfo, instanceFileSha256 } from "../incus/instance_files";
@@ -109,14 +110,17 @@ export async function volumeTargetFor(client: IncusClient, m: Manifest, stage: S
   const pool = m.pool ?? "";
   const label = `${pool}/${m.name}`;
   const opts = signal ? { signal } : {};
-  const volume = await getStoragePoolVolume(client, m.project, pool, m.name, opts).catch((err: unknown) => {
-    if (err instanceof IncusNotFoundError) {
-      throw new NotFoundError(`volume ${label} is not on the server, so there is nothing to restore files into; nothing was changed`, {
-        hint: `restore the whole volume (incus-backup restore --volume --name ${label}), ${TO_HINT}`,
-      });
-    }
-    throw err;
+  const notThere = () =>
+    new NotFoundError(`volume ${label} is not on the server, so there is nothing to restore files into; nothing was changed`, {
+      hint: `restore the whole volume (incus-backup restore --volume --name ${label}), ${TO_HINT}`,
+    });
+  // In a cluster, several members may have a volume of this name (a local pool): the backup's member's.
+  const all = await getStoragePoolVolumes(client, pool, m.project, opts).catch((err: unknown) => {
+    throw err instanceof IncusNotFoundError ? notThere() : err;
   });
+  const named = all.filter((v) => v.name === m.name && v.type === "custom");
+  if (named.length === 0) throw notThere();
+  const volume = volumeOnMember(named, `${m.project}/${label}`, m.member)!;
   const users = instancesUsingVolume(await getInstances(client, undefined, opts), volume, pool);
   const mounts = users.flatMap((i) =>
     Object.values(i.expanded_devices ?? i.devices ?? {})

@@ -2,7 +2,7 @@
 // then, once confirmed, carry it out under the lock when it replaces anything.
 
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
-import { instanceKey, isDestructive, olderRunNotes, planRestore, volumeKey, type Plan } from "../core/plan";
+import { instanceKey, isDestructive, liveVolumeFor, olderRunNotes, planRestore, volumeKey, type Plan } from "../core/plan";
 import { checkTargetMember, placeNew, placeReplacement, type ClusterInfo, type Placement } from "../core/placement";
 import { clusterInfo } from "./cluster";
 import { configIsDestructive, planConfig, type ConfigPlan } from "../core/config_plan";
@@ -102,7 +102,7 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
     let p: Placement;
     if (s.op === "create") p = placeNew(s.source.manifest, cluster, opts.targetMember);
     else if (s.op === "replace") p = placeReplacement(live?.instances.get(instanceKey(s.target.project, s.target.name))?.location, cluster);
-    else p = placeReplacement(live?.volumes.get(volumeKey(s.target.project, s.target.pool ?? "", s.target.name))?.location, cluster);
+    else p = placeReplacement(live === undefined ? undefined : liveVolumeFor(live, s.target, s.source.manifest.member)?.location, cluster);
     if (p.member !== undefined) s.member = p.member;
     if (p.note !== undefined) s.notes = [...(s.notes ?? []), p.note];
   }

@@ -8,6 +8,7 @@ import type { ItemKey } from "../core/selection";
 import type { FileSink } from "../repository/store";
 import { manifestFor, type ItemContext } from "./backup_item";
 import { DATABASE_FILES, databaseDumps, exportDatabase } from "./database";
+import { memberRecords } from "./cluster";
 
 export interface LiveImage extends ItemKey {
   kind: "image";
@@ -93,15 +94,18 @@ export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Prom
   ctx.deps.reporter.itemStep(item, "reading the configuration");
   const snapshot = await exportDatabase(ctx.deps.client, ctx.signal);
   const dumps = await databaseDumps(ctx.deps.client, ctx.signal);
+  const members = await memberRecords(ctx.deps.client, ctx.signal);
+  for (const m of members ?? []) if (m.error !== undefined) ctx.deps.reporter.warn(`database: member ${m.name} could not be read: ${m.error}`);
   const writer = await ctx.deps.store.begin(item, ctx.version);
   try {
     // Writing into the repository is the transfer phase, whatever its size.
-    const [a, b, c] = await ctx.slots.transfer.use(async () => {
+    const files = await ctx.slots.transfer.use(async () => {
       try {
         return [
           await writer.writeFile(DATABASE_FILES.config, JSON.stringify(snapshot, null, 2) + "\n"),
           await writer.writeFile(DATABASE_FILES.global, dumps.global),
           await writer.writeFile(DATABASE_FILES.local, dumps.local),
+          ...(members === undefined ? [] : [await writer.writeFile(DATABASE_FILES.members, JSON.stringify({ format: 1, members }, null, 2) + "\n")]),
         ];
       } catch (err) {
         await writer.abort();
@@ -112,10 +116,11 @@ export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Prom
     for (const e of snapshot.entities) counts[e.kind] = (counts[e.kind] ?? 0) + 1;
     // In a cluster, local.sql is the database of the member this tool talks to: the server dumps
     // only its own (GET /internal/sql has no ?target, checked on 6.0), and the manifest says whose.
+    // members.json has what every member's own database holds that its API shows.
     const server = await ctx.deps.client.server(ctx.signal);
     const member = server.environment?.server_clustered === true ? server.environment.server_name : undefined;
     await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts }, ...(member === undefined ? {} : { member }) }));
-    return a.size + b.size + c.size;
+    return files.reduce((n, f) => n + f.size, 0);
   } catch (err) {
     await writer.abort();
     throw err;

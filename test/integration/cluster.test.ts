@@ -6,10 +6,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
+import { incus, incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
 import { macsOf } from "./helpers/realistic";
 import { isolatedServer, repoDir } from "./helpers/server";
-import { listJson, toolOk } from "./helpers/tool";
+import { listJson, tool, toolOk } from "./helpers/tool";
 
 describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
   const track = tracker();
@@ -63,10 +63,66 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     const manifest = JSON.parse(await readFile(join(db.path, "manifest.json"), "utf8")) as { member?: string };
     expect(manifest.member).toBe("node1");
     expect(await readFile(join(db.path, "local.sql"), "utf8")).toContain("'core.https_address','10.199.0.1:8443'");
+    // The other members' own part, read through node1's API: member records and member config.
+    const members = JSON.parse(await readFile(join(db.path, "members.json"), "utf8")) as { members: Array<{ name: string; member: { url: string; roles: string[] }; config: Record<string, string> }> };
+    expect(members.members.map((m) => [m.name, m.member.url, m.config["core.https_address"]])).toEqual([
+      ["node1", "https://10.199.0.1:8443", "10.199.0.1:8443"],
+      ["node2", "https://10.199.0.2:8443", "10.199.0.2:8443"],
+    ]);
+    expect(members.members[0]!.member.roles).toContain("database");
+    await toolOk(["verify", "--deep", "--database", `--dir=${dir}`], on());
     const text = await toolOk(["list", `--dir=${dir}`], on());
     expect(text.stdout).toMatch(/instance +default +c2 +node2 /);
     const status = await toolOk(["status", `--dir=${dir}`], on());
     expect(status.stdout).toMatch(/ok +instance default\/c2 .*\(on node2\)/);
+  });
+
+  it("two members each with a volume of one name: a backup refuses both rather than mix them up; a restore replaces only the one on the backup's member", async () => {
+    const own = await repoDir(track);
+    const mounted = async (inst: string) => incusOk(["exec", inst, "--", "cat", "/mnt/vd/data"], on()).then((s) => s.trim());
+    try {
+      // First node2's (the far member's), backed up; then node1's, of the same name.
+      await incusOk(["storage", "volume", "create", "default", "vd", "--target", "node2"], on());
+      await incusOk(["config", "device", "add", "c2", "vd", "disk", "pool=default", "source=vd", "path=/mnt/vd"], on());
+      await incusOk(["exec", "c2", "--", "sh", "-c", "echo vd-node2 > /mnt/vd/data"], on());
+      await toolOk(["backup", "--volumes", "--name", "vd", `--dir=${own}`], on());
+      const [first] = await listJson(own);
+      expect(first).toMatchObject({ type: "volume", name: "vd" });
+      expect((first as unknown as { member?: string }).member).toBe("node2");
+
+      await incusOk(["storage", "volume", "create", "default", "vd", "--target", "node1"], on());
+      await incusOk(["config", "device", "add", "c1", "vd", "disk", "pool=default", "source=vd", "path=/mnt/vd"], on());
+      await incusOk(["exec", "c1", "--", "sh", "-c", "echo vd-node1 > /mnt/vd/data"], on());
+      const clash = await tool(["backup", "--volumes", `--dir=${own}`], on());
+      console.log(`same-named volumes on two members, backup: exit ${clash.code}\n${clash.stdout}${clash.stderr}`);
+      expect(clash.code).toBe(3);
+      for (const [m, other] of [["node1", "node2"], ["node2", "node1"]]) {
+        expect(clash.stdout).toMatch(new RegExp(`failed: volume default/default/vd: this one is on member ${m}, and member ${other} has one of that name too: .*neither is backed up`));
+      }
+      const rows = await listJson(own);
+      expect(rows.filter((r) => r.name === "vd")).toHaveLength(1);
+      expect(rows.filter((r) => r.name === "v1" || r.name === "v2")).toHaveLength(2);
+
+      // The older backup (node2's) goes back onto node2's volume only, with c2 (not c1) stopped
+      // and started around it.
+      await incusOk(["exec", "c2", "--", "sh", "-c", "echo changed > /mnt/vd/data"], on());
+      const r = await toolOk(["restore", "--volume", "--name", "vd", "--version", first!.version, "--force", `--dir=${own}`], on());
+      expect(r.stdout).toContain("on member node2, where it is");
+      expect(r.stdout).toMatch(/default\/c2/);
+      expect(r.stdout).not.toMatch(/default\/c1\b/);
+      expect([await mounted("c1"), await mounted("c2")]).toEqual(["vd-node1", "vd-node2"]);
+      // A single file goes back the same way: through c2, which mounts node2's volume, not c1.
+      await incusOk(["exec", "c2", "--", "rm", "/mnt/vd/data"], on());
+      const f = await toolOk(["restore", "--volume", "--name", "default/vd", "--version", first!.version, "--path", "/data", `--dir=${own}`], on());
+      expect(f.stdout).toMatch(/mounted at \/mnt\/vd in the running instance default\/c2/);
+      expect([await mounted("c1"), await mounted("c2")]).toEqual(["vd-node1", "vd-node2"]);
+    } finally {
+      for (const [inst, m] of [["c1", "node1"], ["c2", "node2"]] as const) {
+        await incus(["config", "device", "remove", inst, "vd"], { ...on(), allowFail: true });
+        await incus(["storage", "volume", "delete", "default", "vd", "--target", m], { ...on(), allowFail: true });
+      }
+    }
+    expect(await where()).toEqual(["c1 RUNNING node1", "c2 RUNNING node2", "volume v1 node1", "volume v2 node2"]);
   });
 
   it("replaces an instance and a volume in place on the far member: there, running, with its MAC and its data", async () => {

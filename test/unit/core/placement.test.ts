@@ -1,7 +1,8 @@
 // Where a restored item goes in a cluster: back to its member, --target-member, the member this tool talks to; ignored on a single server.
 
 import { describe, expect, it } from "vitest";
-import { checkTargetMember, placeNew, placeReplacement, type ClusterInfo } from "../../../src/core/placement";
+import { checkTargetMember, placeNew, placeReplacement, sameNamedOnMembers, type ClusterInfo } from "../../../src/core/placement";
+import { addLiveVolume, liveVolumeFor } from "../../../src/core/plan";
 import { UsageError } from "../../../src/errors";
 
 const cluster: ClusterInfo = { clustered: true, connected: "node1", members: ["node1", "node2"] };
@@ -38,5 +39,40 @@ describe("checkTargetMember", () => {
     expect(() => checkTargetMember(cluster, "node9")).toThrow(/not a member of this cluster \(members: node1, node2\)/);
     expect(() => checkTargetMember(single, "node1")).toThrow(UsageError);
     expect(() => checkTargetMember(single, undefined)).not.toThrow();
+  });
+});
+
+describe("sameNamedOnMembers", () => {
+  it("finds a volume name that more than one member has, and only those", () => {
+    const got = sameNamedOnMembers([
+      { id: "local/v", member: "node2" },
+      { id: "local/v", member: "node1" },
+      { id: "local/w", member: "node1" },
+      { id: "remote/x", member: undefined },
+      { id: "remote/x", member: undefined },
+    ]);
+    expect([...got]).toEqual([["local/v", ["node1", "node2"]]]);
+  });
+});
+
+describe("addLiveVolume and liveVolumeFor", () => {
+  const key = { kind: "volume" as const, project: "default", pool: "local", name: "v" };
+  const users = (name: string) => [{ project: "default", name, running: true }];
+
+  it("a name on one member is found wherever the backup was taken", () => {
+    const live = { volumes: new Map() };
+    addLiveVolume(live, "default/local/v", { users: users("a"), location: "node2" });
+    expect(liveVolumeFor(live, key, "node1")).toEqual({ users: users("a"), location: "node2" });
+    expect(liveVolumeFor(live, key, undefined)?.location).toBe("node2");
+  });
+
+  it("a name on two members: the one on the backup's member, with its own users; else refused", () => {
+    const live = { volumes: new Map() };
+    addLiveVolume(live, "default/local/v", { users: users("a"), location: "node1" });
+    addLiveVolume(live, "default/local/v", { users: users("b"), location: "node2" });
+    expect(liveVolumeFor(live, key, "node2")).toEqual({ users: users("b"), location: "node2" });
+    expect(liveVolumeFor(live, key, "node1")).toEqual({ users: users("a"), location: "node1" });
+    expect(() => liveVolumeFor(live, key, "node3")).toThrow(UsageError);
+    expect(() => liveVolumeFor(live, key, undefined)).toThrow(/members node1 and node2 each have a volume default\/local\/v, and the backup does not say which member it was on: .*nothing was changed/);
   });
 });
