@@ -215,46 +215,97 @@ function tempName(kind: "restore" | "old"): string {
  */
 async function importInstance(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal, member?: string): Promise<void> {
   const here = deps.connectedMember;
-  const elsewhere = member !== undefined && here !== undefined && member !== here;
-  const standIns = elsewhere ? await makeStandIns(deps.client, target.project, here, archive.source) : [];
-  try {
+  if (member === undefined || here === undefined || member === here) {
     await importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
-    if (elsewhere) {
-      deps.reporter.itemStep(target, `moving to member ${member}`);
-      await moveInstanceToMember(deps.client, target.project, name, member, { signal });
-    }
-  } finally {
-    for (const v of standIns) await deleteStandIn(deps.client, target.project, here!, v);
+    return;
   }
+  // Journaled before the first stand-in is made: a run killed from here on has the next one
+  // finish the move and delete the stand-ins (recoverMove).
+  const standIns = await missingStandIns(deps.client, target.project, here, archive.source);
+  const entry: JournalEntry = {
+    id: randomBytes(6).toString("hex"),
+    kind: "move",
+    project: target.project,
+    name,
+    temp: "",
+    phase: "move",
+    member,
+    move: { from: here, standIns },
+    restart: [],
+    started: deps.now().toISOString(),
+  };
+  await deps.store.journal.write(entry);
+  try {
+    for (const v of standIns) await makeStandIn(deps.client, target.project, here, v);
+    await importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
+    deps.reporter.itemStep(target, `moving to member ${member}`);
+    await moveInstanceToMember(deps.client, target.project, name, member, { signal });
+  } catch (err) {
+    for (const v of standIns) await deleteStandIn(deps.client, target.project, here, v);
+    // An instance imported but not moved keeps the entry: the next run moves it on (or the
+    // caller deletes it, and the next run finds nothing left to do).
+    const imported = await getInstance(deps.client, target.project, name).then(
+      () => true,
+      (e: unknown) => !(e instanceof IncusNotFoundError),
+    );
+    if (!imported) await deps.store.journal.remove(entry.id);
+    throw err;
+  }
+  for (const v of standIns) await deleteStandIn(deps.client, target.project, here, v);
+  await deps.store.journal.remove(entry.id);
+}
+
+/** A killed cluster import: the instance, if it got imported, goes on to its member; the stand-ins go. */
+async function recoverMove(deps: RestoreDeps, e: JournalEntry): Promise<string> {
+  const { from, standIns } = e.move!;
+  const said: string[] = [];
+  const inst = await getInstance(deps.client, e.project, e.name).catch((err: unknown) => {
+    if (err instanceof IncusNotFoundError) return undefined;
+    throw err;
+  });
+  if (inst !== undefined && inst.location === from) {
+    await moveInstanceToMember(deps.client, e.project, e.name, e.member!);
+    said.push(`moved to member ${e.member!}, as the interrupted restore was doing`);
+  }
+  for (const v of standIns) if (await deleteStandIn(deps.client, e.project, from, v)) said.push(`removed the stand-in volume ${v.pool}/${v.name} on member ${from}`);
+  return said.length > 0 ? said.join("; ") : "nothing was left to tidy";
 }
 
 const STAND_IN_KEY = "user.incus-backup.stand-in";
 
-async function makeStandIns(c: IncusClient, project: string, here: string, source: Candidate): Promise<Array<{ pool: string; name: string }>> {
+/** The custom volumes an instance's disks name that member `here` lacks: the import needs stand-ins for them there. */
+async function missingStandIns(c: IncusClient, project: string, here: string, source: Candidate): Promise<Array<{ pool: string; name: string }>> {
   const object = (source.manifest.object ?? {}) as { devices?: Record<string, Record<string, string>> };
-  const made: Array<{ pool: string; name: string }> = [];
+  const missing: Array<{ pool: string; name: string }> = [];
   for (const v of placeholdersFor(object.devices)) {
     const path = `/1.0/storage-pools/${encodeURIComponent(v.pool)}/volumes/custom`;
     try {
       await c.get(`${path}/${encodeURIComponent(v.name)}`, `Get volume ${v.pool}/${v.name}`, { query: { project, target: here } });
-      continue;
     } catch (err) {
       if (!(err instanceof IncusNotFoundError)) throw err;
+      missing.push(v);
     }
-    await c.sync("POST", path, `Create a stand-in for volume ${v.pool}/${v.name} on member ${here}`, {
-      query: { project, target: here },
-      body: { name: v.name, type: "custom", config: { [STAND_IN_KEY]: "true" } },
-    });
-    made.push(v);
   }
-  return made;
+  return missing;
 }
 
-async function deleteStandIn(c: IncusClient, project: string, here: string, v: { pool: string; name: string }): Promise<void> {
+async function makeStandIn(c: IncusClient, project: string, here: string, v: { pool: string; name: string }): Promise<void> {
+  const path = `/1.0/storage-pools/${encodeURIComponent(v.pool)}/volumes/custom`;
+  await c.sync("POST", path, `Create a stand-in for volume ${v.pool}/${v.name} on member ${here}`, {
+    query: { project, target: here },
+    body: { name: v.name, type: "custom", config: { [STAND_IN_KEY]: "true" } },
+  });
+}
+
+/** Deletes a stand-in: only a volume marked as one and attached to nothing. Whether it did. */
+async function deleteStandIn(c: IncusClient, project: string, here: string, v: { pool: string; name: string }): Promise<boolean> {
   const path = `/1.0/storage-pools/${encodeURIComponent(v.pool)}/volumes/custom/${encodeURIComponent(v.name)}`;
   const vol = await c.get<{ config?: Record<string, string>; used_by?: string[] }>(path, `Get volume ${v.pool}/${v.name}`, { query: { project, target: here } }).catch(() => undefined);
-  if (!vol || vol.config?.[STAND_IN_KEY] !== "true" || (vol.used_by ?? []).length > 0) return;
-  await c.sync("DELETE", path, `Delete the stand-in for volume ${v.pool}/${v.name}`, { query: { project, target: here } }).catch(() => undefined);
+  if (!vol || vol.config?.[STAND_IN_KEY] !== "true" || (vol.used_by ?? []).length > 0) return false;
+  return c.sync("DELETE", path, `Delete the stand-in for volume ${v.pool}/${v.name}`, { query: { project, target: here } }).then(
+    () => true,
+    () => false,
+  );
 }
 
 function importVolume(deps: RestoreDeps, target: ItemKey, archive: CheckedArchive, name: string, signal: AbortSignal, member?: string): Promise<void> {
@@ -610,13 +661,15 @@ export async function recoverJournals(deps: RestoreDeps): Promise<string[]> {
   const journal = deps.store.journal;
   const { entries, problems } = await journal.list();
   const said: string[] = [...problems];
-  for (const e of entries) {
+  // Moves last: a replace's own recovery may delete the copy a move entry names first.
+  for (const e of [...entries.filter((x) => x.kind !== "move"), ...entries.filter((x) => x.kind === "move")]) {
     const label = itemLabel({ kind: e.kind === "volume" ? "volume" : "instance", project: e.project, name: e.name, ...(e.pool === undefined ? {} : { pool: e.pool }) });
     try {
       if (e.kind === "drill") {
         const removed = await removeDrillCopy(deps.client, e);
         said.push(`drill of ${e.drill?.of ?? "instance"} ${e.name}: an interrupted drill was tidied up${removed.length ? ` (removed ${removed.join(", ")})` : ""}`);
-      } else if (e.kind === "stopped") said.push(`${label}: ${await recoverStopped(deps, e)}`);
+      } else if (e.kind === "move") said.push(`${label}: ${await recoverMove(deps, e)}`);
+      else if (e.kind === "stopped") said.push(`${label}: ${await recoverStopped(deps, e)}`);
       else if (e.kind === "instance") said.push(`${label}: ${await recoverInstance(deps, e)}`);
       else said.push(`${label}: ${await recoverVolume(deps, e)}`);
       await journal.remove(e.id);

@@ -65,6 +65,7 @@ const PHASES: Record<JournalEntry["kind"], readonly JournalEntry["phase"][]> = {
   volume: ["import", "stop", "refresh", "finish"],
   stopped: ["stopped"],
   drill: ["drill"],
+  move: ["move"],
 };
 
 /**
@@ -78,10 +79,11 @@ export function entryProblem(v: unknown, id: string): string | undefined {
   const safe = (x: unknown) => typeof x === "string" && safePathComponent(x) === undefined;
   const refs = (x: unknown) => Array.isArray(x) && x.every((r) => typeof r === "object" && r !== null && safe((r as JournalInstanceRef).project) && safe((r as JournalInstanceRef).name));
   if (e.id !== id || !/^[0-9a-f]{1,64}$/.test(id)) return "its id does not match its file name";
-  if (e.kind !== "instance" && e.kind !== "volume" && e.kind !== "stopped" && e.kind !== "drill") return "unknown kind";
+  if (e.kind !== "instance" && e.kind !== "volume" && e.kind !== "stopped" && e.kind !== "drill" && e.kind !== "move") return "unknown kind";
   if (!PHASES[e.kind].includes(e.phase as JournalEntry["phase"])) return "unknown phase";
   if (e.member !== undefined && !safe(e.member)) return "bad member";
   if (e.kind === "drill") return drillProblem(e, safe);
+  if (e.kind === "move") return moveProblem(e, safe);
   if (!safe(e.project) || !safe(e.name) || (e.kind === "volume" && !safe(e.pool))) return "bad project, pool or name";
   if (typeof e.temp !== "string" || !(e.kind === "stopped" ? e.temp === "" : /^ibk-restore-[0-9a-f]{8}$/.test(e.temp))) {
     return "its temporary name is not one this tool makes";
@@ -110,6 +112,23 @@ function isSavedIdentity(v: unknown): v is SavedIdentity {
     !Array.isArray(o.config) &&
     Object.entries(o.config).every(([k, v]) => k in INERT_KEYS && (v === null || typeof v === "string"))
   );
+}
+
+/**
+ * A move's entry: recovery moves the instance it names (if it is still on the member it was
+ * imported on) and deletes only volumes that are marked as stand-ins and attached to nothing.
+ */
+function moveProblem(e: Record<string, unknown>, safe: (x: unknown) => boolean): string | undefined {
+  if (!safe(e.project) || !safe(e.name) || !safe(e.member)) return "bad project, name or member";
+  if (e.temp !== "") return "a move has no temporary name";
+  const m = e.move as Record<string, unknown> | undefined;
+  if (typeof m !== "object" || m === null || !safe(m.from) || m.from === e.member) return "bad move record";
+  const si = m.standIns;
+  if (!Array.isArray(si) || !si.every((p) => typeof p === "object" && p !== null && safe((p as { pool?: unknown }).pool) && safe((p as { name?: unknown }).name))) {
+    return "bad list of stand-in volumes";
+  }
+  if (!Array.isArray(e.restart) || e.restart.length !== 0) return "a move starts nothing";
+  return undefined;
 }
 
 /** A drill's entry may only ever name things in the scratch project, under names drills make. */

@@ -134,8 +134,13 @@ export interface JournalInstanceRef {
  */
 export interface JournalEntry {
   id: string;
-  /** drill: a restore drill's copy in the scratch project (core/drill.ts), deleted by recovery. */
-  kind: "instance" | "volume" | "stopped" | "drill";
+  /**
+   * drill: a restore drill's copy in the scratch project (core/drill.ts), deleted by recovery.
+   * move: in a cluster, an instance imported on the member this tool talks to for another member
+   * (`member`), with the stand-in volumes made for its import; recovery finishes the move and
+   * deletes the stand-ins.
+   */
+  kind: "instance" | "volume" | "stopped" | "drill" | "move";
   project: string;
   pool?: string;
   name: string;
@@ -143,11 +148,13 @@ export interface JournalEntry {
   temp: string;
   /** Instance only: the name the original is moved to during the swap. */
   aside?: string;
-  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "undo" | "stopped" | "drill";
+  phase: "import" | "swap" | "stop" | "refresh" | "finish" | "undo" | "stopped" | "drill" | "move";
   /** In a cluster: the member the volume is on (its copy is made there). */
   member?: string;
   /** Drill only: what the copy is, and the stand-in volumes made for its import (in the scratch project). */
   drill?: { of: "instance" | "volume"; placeholders: Array<{ pool: string; name: string }> };
+  /** Move only: the member it was imported on, and the stand-ins made there for the import. */
+  move?: { from: string; standIns: Array<{ pool: string; name: string }> };
   /** Instance only: whether the original was running. */
   wasRunning?: boolean;
   /**

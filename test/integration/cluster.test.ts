@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incus, incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
 import { macsOf } from "./helpers/realistic";
 import { isolatedServer, repoDir } from "./helpers/server";
-import { listJson, tool, toolOk } from "./helpers/tool";
+import { FaultProxy, killTool, reached, req } from "./helpers/faults";
+import { listJson, startTool, tool, toolOk } from "./helpers/tool";
 
 describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
   const track = tracker();
@@ -148,6 +149,39 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     expect(await cat("c2", "/root/data")).toBe("c2-root");
     expect(await cat("c2", "/srv/data")).toBe("v2-data");
     expect(await cat("c1", "/srv/data")).toBe("v1-data");
+  });
+
+  it("a restore killed on its way to the far member (a replacing copy's move; a new one's move, and its upload): the next run finishes or undoes it and removes the stand-in", async () => {
+    const proxy = await FaultProxy.start(node1);
+    try {
+      const points = [
+        // A replace: its copy, imported on node1, is held on its way; the original stays as it was.
+        { name: "a replacing copy's move to node2", replace: true, arm: () => proxy.holdRequest(req("POST", /^\/1\.0\/instances\/ibk-restore-[0-9a-f]+\?.*target=node2/)), after: ["c2 RUNNING node2"] },
+        { name: "the move to node2 (held: the server never gets it)", replace: false, arm: () => proxy.holdRequest(req("POST", /^\/1\.0\/instances\/c2\?.*target=node2/)), after: ["c2 STOPPED node2"] },
+        { name: "the import's upload (half sent)", replace: false, arm: () => proxy.holdUploadAfter(req("POST", /^\/1\.0\/instances(\?|$)/), 256 << 10), after: [] },
+      ];
+      for (const point of points) {
+        if (!point.replace) await incusOk(["delete", "--force", "c2"], on());
+        const held = point.arm();
+        const run = startTool(["restore", "--instance", "--name", "c2", "--force", `--dir=${dir}`], { socket: proxy.path });
+        await reached(run, held, point.name);
+        await killTool(run);
+        proxy.dropHeld();
+        // Killed there, it left node2's volume's empty stand-in on node1 (and, at the move, c2 too).
+        expect(await where()).toContain("volume v2 node1");
+        const next = await toolOk(["backup", "--database", `--dir=${dir}`], on());
+        console.log(`killed at ${point.name}; the next run said: ${next.stderr.split("\n").filter((l) => /c2/.test(l)).join(" | ")}`);
+        expect(next.stderr).toMatch(/instance default\/(c2|ibk-restore-[0-9a-f]+): .*removed the stand-in volume default\/v2 on member node1/);
+        expect(await where()).toEqual([...point.after, "c1 RUNNING node1", "volume v1 node1", "volume v2 node2"].sort());
+        proxy.release();
+      }
+      // Restored for good, it runs on node2 with its own volume.
+      await toolOk(["restore", "--instance", "--name", "c2", "--force", `--dir=${dir}`], on());
+      expect(await where()).toEqual(["c1 RUNNING node1", "c2 RUNNING node2", "volume v1 node1", "volume v2 node2"]);
+      expect(await cat("c2", "/srv/data")).toBe("v2-data");
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("rebuilds a fresh cluster with the same member names: the network and pool made on every member, each item on its member", async () => {

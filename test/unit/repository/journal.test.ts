@@ -36,10 +36,35 @@ const volume: JournalEntry = {
   started: "2025-09-14T03:00:02.000Z",
 };
 
+const move: JournalEntry = {
+  id: "00aa11bb22cc",
+  kind: "move",
+  project: "default",
+  name: "c2",
+  temp: "",
+  phase: "move",
+  member: "node2",
+  move: { from: "node1", standIns: [{ pool: "local", name: "v2" }] },
+  restart: [],
+  started: "2025-09-14T03:00:02.000Z",
+};
+
 describe("entryProblem", () => {
   it("accepts what restores write", () => {
     expect(entryProblem(instance, instance.id)).toBeUndefined();
     expect(entryProblem(volume, volume.id)).toBeUndefined();
+    expect(entryProblem(move, move.id)).toBeUndefined();
+  });
+
+  it.each<[string, unknown, RegExp]>([
+    ["a move without its member", { ...move, member: undefined }, /member/],
+    ["a move onto the member it came from", { ...move, move: { ...move.move, from: "node2" } }, /move record/],
+    ["a move without the member it came from", { ...move, move: { standIns: [] } }, /move record/],
+    ["a move with a stand-in named with a slash", { ...move, move: { from: "node1", standIns: [{ pool: "local", name: "../x" }] } }, /stand-in/],
+    ["a move with a temporary name", { ...move, temp: "ibk-restore-0a1b2c3d" }, /temporary name/],
+    ["a move that would start something", { ...move, restart: [{ project: "default", name: "c2" }] }, /starts nothing/],
+  ])("refuses %s", (_label, entry, problem) => {
+    expect(entryProblem(entry, move.id) ?? "").toMatch(problem);
   });
 
   it.each<[string, unknown, RegExp]>([
