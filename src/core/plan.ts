@@ -26,11 +26,10 @@ export interface LiveState {
   /** Existing instances, by `project/name`, with their status and their NICs' identities. */
   instances: Map<string, { status: string; nics?: NicIdentity[]; location?: string }>;
   /**
-   * Existing custom volumes, by `project/pool/name`, with the instances that use them. A name that
-   * several cluster members have (a local pool has one per member) is there once per member, as
-   * `project/pool/name@MEMBER`, and the plain key lists the `members` (see addLiveVolume).
+   * Existing custom volumes, by `project/pool/name`, with the instances that use them: one, or in a
+   * cluster one per member that has a volume of that name (a local pool has one per member).
    */
-  volumes: Map<string, LiveVolumeState>;
+  volumes: Map<string, LiveVolumeState[]>;
   /** Existing images, by `project/fingerprint`. */
   images: Set<string>;
   /** Existing image aliases, by `project/alias`, with the fingerprint they point at. */
@@ -40,23 +39,6 @@ export interface LiveState {
 export interface LiveVolumeState {
   users: Array<InstanceRef & { running: boolean }>;
   location?: string;
-  /** Set on the plain key of a name that several members have: which ones. */
-  members?: string[];
-}
-
-/** Records a live volume under its key; a second member's volume of the same key makes the key ambiguous. */
-export function addLiveVolume(live: Pick<LiveState, "volumes">, key: string, v: LiveVolumeState): void {
-  const seen = live.volumes.get(key);
-  if (seen === undefined || v.location === undefined || (seen.members === undefined && seen.location === undefined)) {
-    live.volumes.set(key, v);
-    return;
-  }
-  if (seen.members === undefined) {
-    live.volumes.set(`${key}@${seen.location!}`, seen);
-    live.volumes.set(key, { users: [], members: [seen.location!] });
-  }
-  live.volumes.set(`${key}@${v.location}`, v);
-  live.volumes.get(key)!.members!.push(v.location);
 }
 
 /**
@@ -66,9 +48,7 @@ export function addLiveVolume(live: Pick<LiveState, "volumes">, key: string, v: 
  */
 export function liveVolumeFor(live: Pick<LiveState, "volumes">, target: ItemKey, recordedMember: string | undefined): LiveVolumeState | undefined {
   const key = volumeKey(target.project, target.pool ?? "", target.name);
-  const v = live.volumes.get(key);
-  if (v?.members === undefined) return v;
-  return volumeOnMember(v.members.map((m) => live.volumes.get(`${key}@${m}`)!), key, recordedMember);
+  return volumeOnMember(live.volumes.get(key) ?? [], key, recordedMember);
 }
 
 /** Of the volumes of one name (at most one per member), the one a backup taken on `recordedMember` is of; see liveVolumeFor. */

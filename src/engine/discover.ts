@@ -5,6 +5,7 @@ import { getInstances, type Instance } from "../incus/instances";
 import { getStoragePools } from "../incus/storage_pools";
 import { getStoragePoolVolumes, type StorageVolume } from "../incus/storage_volumes";
 import type { ItemKey } from "../core/selection";
+import { memberOf } from "../core/manifest";
 
 export interface LiveInstance extends ItemKey {
   kind: "instance";
@@ -63,10 +64,10 @@ export function instancesUsingVolume(instances: readonly Instance[], volume: Sto
   }
   // In a cluster, a volume of a local pool is one member's: instances elsewhere that name a volume
   // of that name use their own member's.
-  const member = volume.location !== undefined && volume.location !== "" && volume.location !== "none" ? volume.location : undefined;
+  const member = memberOf(volume);
   return instances.filter((i) => {
     if (direct.has(`${i.project}/${i.name}`)) return true;
-    if (member !== undefined && i.location !== undefined && i.location !== "" && i.location !== member) return false;
+    if (member !== undefined && memberOf(i) !== undefined && memberOf(i) !== member) return false;
     if (i.profiles.some((p) => profiles.has(`${i.project}/${p}`))) return true;
     if (i.project !== volume.project) return false;
     const devices = i.expanded_devices ?? i.devices ?? {};

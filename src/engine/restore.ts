@@ -27,7 +27,7 @@ import {
   deleteStoragePoolVolume,
   getStoragePoolVolume,
 } from "../incus/storage_volumes";
-import { addLiveVolume, imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
+import { imageKey, instanceKey, volumeKey, type Candidate, type LiveState, type Plan, type Step } from "../core/plan";
 import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
 import { runPool, Semaphore } from "./pool";
@@ -75,7 +75,8 @@ export async function liveState(c: IncusClient, signal?: AbortSignal): Promise<L
       name: i.name,
       running: i.status === "Running",
     }));
-    addLiveVolume(state, volumeKey(v.project, v.pool, v.name), { users, ...(v.volume.location ? { location: v.volume.location } : {}) });
+    const key = volumeKey(v.project, v.pool, v.name);
+    state.volumes.set(key, [...(state.volumes.get(key) ?? []), { users, ...(v.volume.location ? { location: v.volume.location } : {}) }]);
   }
   return state;
 }

@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from "vitest";
 import { checkTargetMember, placeNew, placeReplacement, sameNamedOnMembers, type ClusterInfo } from "../../../src/core/placement";
-import { addLiveVolume, liveVolumeFor } from "../../../src/core/plan";
+import { liveVolumeFor } from "../../../src/core/plan";
 import { UsageError } from "../../../src/errors";
 
 const cluster: ClusterInfo = { clustered: true, connected: "node1", members: ["node1", "node2"] };
@@ -55,21 +55,19 @@ describe("sameNamedOnMembers", () => {
   });
 });
 
-describe("addLiveVolume and liveVolumeFor", () => {
+describe("liveVolumeFor", () => {
   const key = { kind: "volume" as const, project: "default", pool: "local", name: "v" };
   const users = (name: string) => [{ project: "default", name, running: true }];
 
   it("a name on one member is found wherever the backup was taken", () => {
-    const live = { volumes: new Map() };
-    addLiveVolume(live, "default/local/v", { users: users("a"), location: "node2" });
+    const live = { volumes: new Map([["default/local/v", [{ users: users("a"), location: "node2" }]]]) };
     expect(liveVolumeFor(live, key, "node1")).toEqual({ users: users("a"), location: "node2" });
     expect(liveVolumeFor(live, key, undefined)?.location).toBe("node2");
+    expect(liveVolumeFor({ volumes: new Map() }, key, "node1")).toBeUndefined();
   });
 
   it("a name on two members: the one on the backup's member, with its own users; else refused", () => {
-    const live = { volumes: new Map() };
-    addLiveVolume(live, "default/local/v", { users: users("a"), location: "node1" });
-    addLiveVolume(live, "default/local/v", { users: users("b"), location: "node2" });
+    const live = { volumes: new Map([["default/local/v", [{ users: users("a"), location: "node1" }, { users: users("b"), location: "node2" }]]]) };
     expect(liveVolumeFor(live, key, "node2")).toEqual({ users: users("b"), location: "node2" });
     expect(liveVolumeFor(live, key, "node1")).toEqual({ users: users("a"), location: "node1" });
     expect(() => liveVolumeFor(live, key, "node3")).toThrow(UsageError);

@@ -44,7 +44,7 @@ function live(
 ): LiveState {
   return {
     instances: new Map(Object.entries(instances).map(([k, status]) => [k, { status }])),
-    volumes: new Map(Object.entries(volumes).map(([k, users]) => [k, { users }])),
+    volumes: new Map(Object.entries(volumes).map(([k, users]) => [k, [{ users }]])),
     images: new Set(images),
     aliases: new Map(Object.entries(aliases)),
   };
