@@ -237,22 +237,20 @@ async function importInstance(deps: RestoreDeps, target: ItemKey, archive: Check
   };
   await deps.store.journal.write(entry);
   try {
-    for (const v of standIns) await makeStandIn(deps.client, target.project, here, v);
-    await importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
-    deps.reporter.itemStep(target, `moving to member ${member}`);
-    await moveInstanceToMember(deps.client, target.project, name, member, { signal });
+    try {
+      for (const v of standIns) await makeStandIn(deps.client, target.project, here, v);
+      await importArchive(deps, target, archive, signal, (source, opts) => createInstanceFromBackup(deps.client, { project: target.project, source, name }, opts));
+      deps.reporter.itemStep(target, `moving to member ${member}`);
+      await moveInstanceToMember(deps.client, target.project, name, member, { signal });
+    } finally {
+      for (const v of standIns) await deleteStandIn(deps.client, target.project, here, v);
+    }
   } catch (err) {
-    for (const v of standIns) await deleteStandIn(deps.client, target.project, here, v);
     // An instance imported but not moved keeps the entry: the next run moves it on (or the
     // caller deletes it, and the next run finds nothing left to do).
-    const imported = await getInstance(deps.client, target.project, name).then(
-      () => true,
-      (e: unknown) => !(e instanceof IncusNotFoundError),
-    );
-    if (!imported) await deps.store.journal.remove(entry.id);
+    if (!(await instanceExists(deps.client, target.project, name).catch(() => true))) await deps.store.journal.remove(entry.id);
     throw err;
   }
-  for (const v of standIns) await deleteStandIn(deps.client, target.project, here, v);
   await deps.store.journal.remove(entry.id);
 }
 

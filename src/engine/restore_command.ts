@@ -2,7 +2,7 @@
 // then, once confirmed, carry it out under the lock when it replaces anything.
 
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
-import { instanceKey, isDestructive, liveVolumeFor, olderRunNotes, planRestore, volumeKey, type Plan } from "../core/plan";
+import { instanceKey, isDestructive, liveVolumeFor, olderRunNotes, planRestore, type Plan } from "../core/plan";
 import { checkTargetMember, placeNew, placeReplacement, type ClusterInfo, type Placement } from "../core/placement";
 import { clusterInfo } from "./cluster";
 import { configIsDestructive, planConfig, type ConfigPlan } from "../core/config_plan";
