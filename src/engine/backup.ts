@@ -613,7 +613,10 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         await api.download(backupName, intoRepository(compressor, sink), {
           signal: ctx.signal,
           onProgress: (done, total) => reporter.itemBytes(item, done, total),
-          onReceived: removeServerBackup,
+          onReceived: () => {
+            reporter.itemStep(item, "writing to disk");
+            removeServerBackup();
+          },
         });
       } catch (err) {
         // Free the space before the next item may write: a full disk fails one item, not two.
@@ -621,6 +624,7 @@ async function backupExported(ctx: ItemContext, item: ItemKey, api: BackupApi, f
         throw err;
       }
     });
+    reporter.itemStep(item, "saving the version");
     return await commitArchive(ctx, writer, item, created, sink.entry(), meta, { compression, compressor, transfer: "export" });
   } catch (err) {
     await writer?.abort();

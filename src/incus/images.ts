@@ -97,7 +97,7 @@ export async function getImageFile(
   opts: TransferOptions = {},
 ): Promise<ImageFileParts> {
   const what = `Download image ${fingerprint.slice(0, 12)}`;
-  const res = await c.raw("GET", `/1.0/images/${seg(fingerprint)}/export`, what, {
+  const res = await c.bulk("GET", `/1.0/images/${seg(fingerprint)}/export`, what, {
     query: { project },
     ...signalOf(opts),
     headersTimeout: 300_000,

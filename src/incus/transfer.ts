@@ -3,7 +3,7 @@
 import { Transform, type Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { InterruptedError } from "../errors";
-import { brokenConnection, type IncusClient, type Query } from "./client";
+import { brokenConnection, readText, type IncusClient, type Query } from "./client";
 import { IncusError } from "./errors";
 import type { Operation } from "./operations";
 
@@ -81,7 +81,7 @@ export async function downloadTo(
   sink.on("error", (e: Error) => (sinkError ??= e));
   for (let attempt = 1; ; attempt++) {
     try {
-      const res = await client.raw("GET", path, what, {
+      const res = await client.bulk("GET", path, what, {
         ...(options.query === undefined ? {} : { query: options.query }),
         headers: done > 0 ? { range: `bytes=${done}-` } : {},
         ...(options.signal === undefined ? {} : { signal: options.signal }),
@@ -98,7 +98,7 @@ export async function downloadTo(
           final: true,
         });
       }
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      for await (const chunk of res.body) {
         done += chunk.length;
         options.onProgress?.(done, total);
         if (!sink.write(chunk)) await drained(sink, options.signal);
@@ -175,7 +175,7 @@ export async function postForStream(
   sink: Writable,
   options: TransferOptions & { query?: Query } = {},
 ): Promise<{ bytes: number }> {
-  const res = await client.raw(
+  const res = await client.bulk(
     "POST",
     path,
     what,
@@ -192,7 +192,7 @@ export async function postForStream(
   const ctype = String(res.headers["content-type"] ?? "");
   if (ctype.includes("application/json")) {
     // An answer in JSON instead of data: an operation or an error the status did not tell.
-    const text = await res.body.text();
+    const text = await readText(res.body);
     throw new IncusError(`${what}: expected the backup data, got: ${text.slice(0, 200)}`);
   }
   const counter = byteCounter(undefined, options.onProgress);
@@ -201,7 +201,7 @@ export async function postForStream(
   } catch (err) {
     if (options.signal?.aborted) throw new InterruptedError();
     const broken = brokenConnection(err);
-    if (broken) throw new IncusError(`${what}: the stream broke off after ${counter.bytes()} bytes: ${broken}`, { cause: err });
+    if (broken) throw new IncusError(`${what}: the stream broke off: ${broken}`, { cause: err });
     throw err;
   }
   return { bytes: counter.bytes() };

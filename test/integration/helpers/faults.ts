@@ -170,7 +170,15 @@ export class FaultProxy {
       upstream.destroy();
     };
     client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
+    upstream.on("error", end);
+    // A server that closes after its answer (as Incus does when asked to): its last bytes reach
+    // the client before the end, as through any proxy; destroying at once would drop those still
+    // queued here. What is held back goes with the connection.
+    upstream.on("close", () => {
+      if (c.holdDown || upstream.errored) return end();
+      this.conns.delete(c);
+      client.end();
+    });
     client.on("data", (chunk: Buffer) => this.fromClient(c, chunk));
     upstream.on("data", (chunk: Buffer) => this.fromServer(c, chunk));
   }

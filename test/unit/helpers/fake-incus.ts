@@ -1,5 +1,5 @@
 // A small fake Incus for engine tests: the parts of IncusClient's surface the engine uses (get,
-// list, sync, operation, operationFrom, call, raw, server, close, socketPath), routed by method and
+// list, sync, operation, operationFrom, call, raw, bulk, server, close, socketPath), routed by method and
 // path (and the project in the query) to an in-memory model of instances, custom volumes,
 // operations and server-side backups. Operations finish at once (the wait returns the finished
 // operation), except tasks a test leaves running (runningTask). Faults are injected with fail().
@@ -249,6 +249,11 @@ export class FakeIncus {
       headers: { "content-type": "json" in reply ? "application/json" : "application/octet-stream", "content-length": String(data.length) },
       body: stream,
     };
+  }
+
+  /** Downloads: the same answers as raw(), as the lean client hands them out. */
+  async bulk(method: "GET" | "POST", path: string, what: string, options: Omit<RawRequestOptions, "body"> = {}, textBody?: string) {
+    return this.raw(method, path, what, options, textBody);
   }
 
   // --- routing ---

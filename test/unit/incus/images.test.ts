@@ -20,7 +20,7 @@ function multipart(parts: Array<[field: string, data: Buffer]>): Buffer {
 /** A client whose image export answers with `body`, in small chunks. */
 function fakeClient(body: Buffer): IncusClient {
   return {
-    raw: async () => ({
+    bulk: async () => ({
       statusCode: 200,
       headers: { "content-type": `multipart/form-data; boundary=${BOUNDARY}`, "content-length": String(body.length) },
       body: Readable.from((function* () {
