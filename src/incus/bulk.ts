@@ -1,12 +1,12 @@
-// Bulk downloads over the Incus unix socket: a lean HTTP/1.1 client for the one job undici is slow at.
+// Bulk transfers over the Incus unix socket: a lean HTTP/1.1 client for the one job undici is slow at.
 //
 // A backup file arrives at hundreds of MB/s. Through undici (or Node's `http`) every 64 KiB read
 // becomes a new Buffer that passes an HTTP parser and a stream or two, and the tool spent several
 // times the CPU of Incus's own Go client on it (issue 20, and the README's Performance section).
 // Here the socket reads into one reused buffer (net.Socket's `onread`), the body is decoded by a
 // small state machine (Content-Length, chunked, or until close), and its bytes are copied into 1 MiB
-// chunks: the consumer gets few, large, freshly allocated buffers it may keep. undici stays for
-// everything else (API calls, operations, uploads).
+// chunks: the consumer gets few, large, freshly allocated buffers it may keep. An upload is piped
+// straight into the socket. undici stays for everything else (API calls, operations).
 
 import { connect, type Socket } from "node:net";
 import { Readable } from "node:stream";
@@ -23,8 +23,14 @@ export interface BulkRequest {
   /** Path and query, already encoded. */
   path: string;
   headers?: Record<string, string>;
-  /** A small body sent whole (a JSON request); bulk transfers here are downloads. */
+  /** A small body sent whole (a JSON request). */
   body?: string;
+  /**
+   * A streamed body (an upload), of the Content-Length the headers give. An error of the stream
+   * fails the request with that error, and the server, which gets fewer bytes than announced,
+   * acts on nothing.
+   */
+  upload?: Readable;
   signal?: AbortSignal;
   /** Milliseconds to wait for the response head; 0 = no limit. */
   headersTimeout?: number;
@@ -72,6 +78,7 @@ export function bulkRequest(socketPath: string, req: BulkRequest): Promise<BulkR
     let headTimer: NodeJS.Timeout | undefined;
     const fail = (err: Error) => {
       if (headTimer) clearTimeout(headTimer);
+      req.upload?.unpipe(socket);
       req.signal?.removeEventListener("abort", onAbort);
       if (!settled) {
         settled = true;
@@ -118,6 +125,11 @@ export function bulkRequest(socketPath: string, req: BulkRequest): Promise<BulkR
       const payload = req.body === undefined ? undefined : Buffer.from(req.body);
       if (payload) text += `Content-Length: ${payload.length}\r\n`;
       socket.write(payload ? Buffer.concat([Buffer.from(`${text}\r\n`), payload]) : `${text}\r\n`);
+      if (req.upload) {
+        req.upload.on("error", (err) => fail(err));
+        // The connection stays open for the answer: the length tells the server where the body ends.
+        req.upload.pipe(socket, { end: false });
+      }
     });
 
     /** Bytes in the reused read buffer: valid only during this call. */
@@ -130,6 +142,8 @@ export function bulkRequest(socketPath: string, req: BulkRequest): Promise<BulkR
         return;
       }
       const { statusCode, headers } = parseHead(head.subarray(0, end).toString("latin1"));
+      // An answer ends the upload, finished or not (a server that refuses early answers at once).
+      req.upload?.unpipe(socket);
       const rest = head.subarray(end + 4);
       head = undefined;
       if (headTimer) clearTimeout(headTimer);

@@ -162,17 +162,12 @@ export class IncusClient {
   }
 
   /**
-   * A download of a backup file (a GET, or a POST whose answer is the data): on a connection of
-   * its own through the lean client of bulk.ts, which costs a fraction of undici's CPU per byte.
-   * The caller owns the body. Error answers are turned into typed errors, as by raw().
+   * A transfer of a backup file (a GET, a POST whose answer is the data, or an upload in
+   * options.body): on a connection of its own through the lean client of bulk.ts, which costs a
+   * fraction of undici's CPU per byte. The caller owns the answer's body. Error answers are
+   * turned into typed errors, as by raw().
    */
-  async bulk(
-    method: "GET" | "POST",
-    path: string,
-    what: string,
-    options: Omit<RawRequestOptions, "body"> = {},
-    textBody?: string,
-  ): Promise<BulkResponse> {
+  async bulk(method: "GET" | "POST", path: string, what: string, options: RawRequestOptions = {}, textBody?: string): Promise<BulkResponse> {
     let res: BulkResponse;
     try {
       res = await bulkRequest(this.socketPath, {
@@ -180,6 +175,7 @@ export class IncusClient {
         path: `${path}${queryString(options.query)}`,
         headers: options.headers ?? {},
         ...(textBody === undefined ? {} : { body: textBody }),
+        ...(options.body === undefined ? {} : { upload: options.body }),
         ...(options.signal === undefined ? {} : { signal: options.signal }),
         headersTimeout: options.headersTimeout ?? DEFAULT_HEADERS_TIMEOUT,
         bodyTimeout: options.bodyTimeout ?? DEFAULT_BODY_TIMEOUT,

@@ -258,7 +258,7 @@ export async function uploadStream(
   source.on("error", (err) => counter.destroy(err));
   source.pipe(counter);
   const res = await client
-    .raw("POST", path, what, {
+    .bulk("POST", path, what, {
       ...(options.query === undefined ? {} : { query: options.query }),
       headers: {
         "content-type": "application/octet-stream",
@@ -272,6 +272,12 @@ export async function uploadStream(
       bodyTimeout: 300_000,
     })
     .finally(() => source.destroy());
-  const env = (await res.body.json()) as unknown;
+  const text = await readText(res.body);
+  let env: unknown;
+  try {
+    env = JSON.parse(text);
+  } catch {
+    throw new IncusError(`${what}: the server sent a reply that is not JSON: ${text.trim().slice(0, 200)}`);
+  }
   return client.operationFrom(env, what);
 }

@@ -251,8 +251,8 @@ export class FakeIncus {
     };
   }
 
-  /** Downloads: the same answers as raw(), as the lean client hands them out. */
-  async bulk(method: "GET" | "POST", path: string, what: string, options: Omit<RawRequestOptions, "body"> = {}, textBody?: string) {
+  /** Transfers of backup files: the same answers as raw(). */
+  async bulk(method: "GET" | "POST", path: string, what: string, options: RawRequestOptions = {}, textBody?: string) {
     return this.raw(method, path, what, options, textBody);
   }
 
