@@ -130,42 +130,70 @@ export function decompressor(name: string, label = name, path?: string): Decompr
   };
 }
 
+/** How much of an archive indexWatcher decompresses at most before it gives up (the index comes first). */
+const WATCH_LIMIT = 16 << 20;
+
+export interface IndexWatcher {
+  /** The next bytes of the archive (ignored once the answer is known). */
+  write(chunk: Buffer): void;
+  /** The archive ended. */
+  end(): void;
+  /** The `name:` of its backup/index.yaml; undefined if it does not start with one. */
+  result: Promise<string | undefined>;
+}
+
 /**
- * The `name:` of an archive's backup/index.yaml, read without reading the whole archive: Incus
- * writes the index first, so a few kilobytes are decompressed and the rest is left alone.
- * Undefined if the archive does not start with an index.
+ * Finds the `name:` of an archive's backup/index.yaml in its first bytes while they pass by (an
+ * upload): Incus writes the index first, so a few kilobytes are decompressed and the rest is left
+ * alone. A restore reads the archive once this way (a restic repository runs one `restic dump`
+ * per restored item, not one more to look inside first). After WATCH_LIMIT bytes without an
+ * answer it answers undefined.
  */
-export async function peekIndexName(file: Readable, name: string, label = name): Promise<string | undefined> {
+export function indexWatcher(name: string, label = name): IndexWatcher {
   const d = decompressor(name, label);
-  if (!d) {
-    file.destroy();
-    throw new IntegrityError(`${label}: unknown archive type`);
-  }
-  const path = label;
-  file.on("error", (e) => d.input.destroy(e));
-  file.pipe(d.input);
-  try {
-    return await new Promise<string | undefined>((resolve, reject) => {
-      const parser = new Parser({
-        onReadEntry: (entry: ReadEntry) => {
-          if (entry.type === "Directory") return entry.resume();
-          if (entry.path !== "backup/index.yaml") return resolve(undefined);
-          const chunks: Buffer[] = [];
-          entry.on("data", (c: Buffer) => chunks.push(c));
-          entry.on("end", () => resolve(indexName(Buffer.concat(chunks).toString("utf8"))));
-        },
-      });
-      parser.on("error", (e: Error) => reject(new IntegrityError(`${path}: not a valid archive: ${e.message}`)));
-      // A decompressor that fails (gzip's own "invalid ..." errors) means a damaged archive.
-      d.output.on("error", (e: Error) => reject(e instanceof IntegrityError || e instanceof InterruptedError ? e : new IntegrityError(`${path}: not a valid archive: ${e.message}`)));
-      d.output.on("end", () => resolve(undefined));
-      d.output.pipe(parser as unknown as NodeJS.WritableStream);
-    });
-  } finally {
+  if (!d) return { write: () => undefined, end: () => undefined, result: Promise.reject(new IntegrityError(`${label}: unknown archive type`)) };
+  let settled = false;
+  let fed = 0;
+  let settle!: (v: string | undefined) => void;
+  let fail!: (e: Error) => void;
+  const result = new Promise<string | undefined>((resolve, reject) => {
+    settle = resolve;
+    fail = reject;
+  }).finally(() => {
+    settled = true;
     d.kill();
     d.output.destroy();
-    file.destroy();
-  }
+    d.input.destroy();
+  });
+  result.catch(() => undefined);
+  const parser = new Parser({
+    onReadEntry: (entry: ReadEntry) => {
+      if (entry.type === "Directory") return entry.resume();
+      if (entry.path !== "backup/index.yaml") return settle(undefined);
+      const chunks: Buffer[] = [];
+      entry.on("data", (c: Buffer) => chunks.push(c));
+      entry.on("end", () => settle(indexName(Buffer.concat(chunks).toString("utf8"))));
+    },
+  });
+  parser.on("error", (e: Error) => fail(new IntegrityError(`${label}: not a valid archive: ${e.message}`)));
+  d.output.on("error", (e: Error) => {
+    if (!settled) fail(e instanceof IntegrityError || e instanceof InterruptedError ? e : new IntegrityError(`${label}: not a valid archive: ${e.message}`));
+  });
+  d.output.on("end", () => settle(undefined));
+  d.output.pipe(parser as unknown as NodeJS.WritableStream);
+  d.input.on("error", () => undefined);
+  return {
+    write(chunk) {
+      if (settled) return;
+      if (fed >= WATCH_LIMIT) return settle(undefined);
+      fed += chunk.length;
+      d.input.write(chunk);
+    },
+    end() {
+      if (!settled) d.input.end();
+    },
+    result,
+  };
 }
 
 /** Reads a whole stored archive through decompression and tar parsing. `label` names it in errors; its suffix picks the decompressor. */

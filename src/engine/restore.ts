@@ -1,6 +1,7 @@
 // Carries out a restore plan: check each backup, import it, and swap it in without losing the original.
 
 import { randomBytes } from "node:crypto";
+import { Transform } from "node:stream";
 import { IntegrityError, errorMessage, exitCodeOf, throwIfAborted, type ExitCodeValue } from "../errors";
 import type { IncusClient } from "../incus/client";
 import { removeDrillCopy } from "./drill_cleanup";
@@ -32,7 +33,7 @@ import { getImages } from "../incus/images";
 import { restoreImage } from "./image_restore";
 import { runPool, Semaphore } from "./pool";
 import type { TransferOptions, UploadSource } from "../incus/transfer";
-import { peekIndexName } from "./archive";
+import { indexWatcher } from "./archive";
 import { itemLabel, type ItemKey } from "../core/selection";
 import type { FileEntry } from "../core/manifest";
 import type { JournalStore, Store } from "../repository/store";
@@ -145,7 +146,7 @@ export async function executePlan(base: RestoreDeps, plan: Plan, signal: AbortSi
 
 async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Promise<void> {
   if (step.op === "image") return restoreImage(deps, step, signal);
-  const archive = await checkArchive(deps, step, signal);
+  const archive = await checkArchive(deps, step);
   if (step.op === "create") {
     if (step.target.kind === "instance") {
       await importInstance(deps, step.target, archive, step.target.name, signal, step.member);
@@ -164,22 +165,25 @@ async function runStep(deps: RestoreDeps, step: Step, signal: AbortSignal): Prom
   else await replaceVolumeContents(deps, journal, step, archive, signal);
 }
 
-/** An archive to restore whose size and index were checked; its sha256 is checked as it uploads. */
+/** An archive to restore: its size was checked; its index and sha256 are checked as it uploads. */
 interface CheckedArchive {
   source: Candidate;
   file: FileEntry;
+  /** Names the archive in errors. */
+  label: string;
   /** Adds, to a failed check's error, that the existing item was not touched. */
   untouched: (err: unknown) => unknown;
 }
 
 /**
- * Checks a backup before anything on the server changes. Its size and its own index
- * (backup/index.yaml, a few KB: so an archive swapped for another item's is refused even if its
- * manifest was rewritten to match) are checked at once. Its sha256 is checked while it uploads
- * (importArchive), and the upload's last bytes wait for it: the server keeps an upload whole before
- * it acts on it, so an archive that fails the check never becomes an instance or a volume.
+ * The checks of a backup, made before anything on the server changes: its size at once; its own
+ * index (backup/index.yaml, in its first kilobytes: so an archive swapped for another item's is
+ * refused even if its manifest was rewritten to match) and its sha256 while it uploads
+ * (importArchive). The upload's last bytes wait for both: the server keeps an upload whole
+ * before it acts on it, so an archive that fails either check never becomes an instance or a
+ * volume, and every restore uploads before it touches what exists.
  */
-async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image" }>, signal: AbortSignal): Promise<CheckedArchive> {
+async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image" }>): Promise<CheckedArchive> {
   const file = archiveOf(step.source);
   const label = `${step.source.location}/${file.name}`;
   const untouched = (err: unknown): unknown =>
@@ -188,14 +192,11 @@ async function checkArchive(deps: RestoreDeps, step: Exclude<Step, { op: "image"
       : err;
   deps.reporter.itemStep(step.target, "checking the backup");
   try {
-    const inside = await peekIndexName(await deps.store.streamFile(step.source, file, signal), file.name, label);
-    if (inside !== undefined && inside !== step.source.manifest.name) {
-      throw new IntegrityError(`${label} holds a backup of "${inside}", not of "${step.source.manifest.name}" as its manifest says`);
-    }
+    await deps.store.checkFileSize(step.source, file);
   } catch (err) {
     throw untouched(err);
   }
-  return { source: step.source, file, untouched };
+  return { source: step.source, file, label, untouched };
 }
 
 /** An upload that failed because its archive failed the check reports the check's error. */
@@ -326,11 +327,32 @@ async function importArchive(
     let checked: Promise<void> = Promise.resolve();
     try {
       const stored = await deps.store.openFile(archive.source, archive.file, signal);
-      checked = stored.checked.catch((err: unknown) => {
-        throw archive.untouched(err);
+      const index = indexWatcher(archive.file.name, archive.label);
+      const expected = archive.source.manifest.name;
+      const indexOk = index.result.then((inside) => {
+        if (inside !== undefined && inside !== expected) throw new IntegrityError(`${archive.label} holds a backup of "${inside}", not of "${expected}" as its manifest says`);
       });
+      checked = Promise.all([stored.checked, indexOk]).then(
+        () => undefined,
+        (err: unknown) => {
+          throw archive.untouched(err);
+        },
+      );
       checked.catch(() => undefined);
-      return await upload(stored, { signal, gate: checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
+      const watched = stored.stream.pipe(
+        new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            index.write(chunk);
+            done(null, chunk);
+          },
+          flush(done) {
+            index.end();
+            done();
+          },
+        }),
+      );
+      stored.stream.on("error", (err) => watched.destroy(err));
+      return await upload({ stream: watched, size: stored.size }, { signal, gate: checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
     } catch (err) {
       throw await checkFailure(checked, archive.untouched(err));
     }
@@ -779,7 +801,7 @@ async function recoverVolume(deps: RestoreDeps, e: JournalEntry): Promise<string
  */
 export async function importAs(deps: RestoreDeps, source: Candidate, target: ItemKey, signal: AbortSignal): Promise<void> {
   const step = { op: "create", source, target, start: false, freshMacs: false, notes: [] } as Extract<Step, { op: "create" }>;
-  const archive = await checkArchive(deps, step, signal);
+  const archive = await checkArchive(deps, step);
   if (target.kind === "instance") await importInstance(deps, target, archive, target.name, signal);
   else await importVolume(deps, target, archive, target.name, signal);
 }

@@ -220,9 +220,7 @@ export interface UploadSource {
 function uploadStage(total: number, onProgress: ByteProgress | undefined, gate: Promise<unknown> | undefined): Transform {
   const progress = progressCounter(total, onProgress);
   let held: Buffer | undefined;
-  // Settled early or late, the gate must never become an unhandled rejection.
-  gate?.catch(() => undefined);
-  return new Transform({
+  const stage = new Transform({
     transform(chunk: Buffer, _enc, done) {
       progress.add(chunk.length);
       if (!gate) return done(null, chunk);
@@ -239,6 +237,10 @@ function uploadStage(total: number, onProgress: ByteProgress | undefined, gate: 
       );
     },
   });
+  // A gate that fails early (an archive whose index names another item) cuts the upload short
+  // at once, instead of after the rest of it; settled early or late, it is never unhandled.
+  gate?.catch((err: unknown) => stage.destroy(err instanceof Error ? err : new Error(String(err))));
+  return stage;
 }
 
 /**
