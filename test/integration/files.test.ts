@@ -38,12 +38,24 @@ interface Stat {
   link?: string;
 }
 
+/**
+ * The output of a command in the instance that always prints something. `incus exec` (the 6.0
+ * client) now and then exits 0 having lost a quick command's output (seen on a loaded machine:
+ * `stat` of an existing link came back empty); this asks again rather than read nothing as an answer.
+ */
+async function printed(instance: string, argv: string[], socket: string): Promise<string> {
+  for (let i = 0; ; i++) {
+    const out = await incusOk(["exec", instance, "--", ...argv], { socket });
+    if (out.trim() !== "" || i === 2) return out;
+  }
+}
+
 /** type, mode, owner and sha256 (files) or target (links) of a path in the instance. */
 async function statIn(instance: string, path: string, socket: string): Promise<Stat> {
-  const [type, mode, uid, gid] = (await incusOk(["exec", instance, "--", "stat", "-c", "%F|%a|%u|%g", path], { socket })).trim().split("|") as [string, string, string, string];
+  const [type, mode, uid, gid] = (await printed(instance, ["stat", "-c", "%F|%a|%u|%g", path], socket)).trim().split("|") as [string, string, string, string];
   const s: Stat = { type, mode, uid, gid };
-  if (type === "regular file" || type === "regular empty file") s.sha = (await incusOk(["exec", instance, "--", "sha256sum", path], { socket })).split(" ")[0]!;
-  if (type === "symbolic link") s.link = (await incusOk(["exec", instance, "--", "readlink", path], { socket })).trim();
+  if (type === "regular file" || type === "regular empty file") s.sha = (await printed(instance, ["sha256sum", path], socket)).split(" ")[0]!;
+  if (type === "symbolic link") s.link = (await printed(instance, ["readlink", path], socket)).trim();
   return s;
 }
 

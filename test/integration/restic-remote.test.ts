@@ -71,7 +71,8 @@ describe.each(matrix)("restic %s over remotes (Incus %s)", (_v, version, restic)
 
     // Away for three seconds once restic is in (its lock is there; before that, restic 0.14 would
     // fail at once, the case at the end): restic retries, and the version is complete.
-    const first = startTool(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env, timeoutMs: 600_000 });
+    // Each run is limited to 200 s, under the test's 300 s: a run that hangs fails with its output.
+    const first = startTool(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env, timeoutMs: 200_000 });
     for (let i = 0; i < 300 && !((await resticRunning(name)) && (await server.locks()) > 0); i++) await sleep(50);
     await server.stop();
     await sleep(3000);
@@ -84,7 +85,7 @@ describe.each(matrix)("restic %s over remotes (Incus %s)", (_v, version, restic)
     // Gone for good once restic is in (its lock is there): the admin stops the run (restic would
     // retry for 15 minutes, and again to remove its lock); the tool is out within seconds, and
     // nothing is listed.
-    const second = startTool(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env, timeoutMs: 600_000 });
+    const second = startTool(["backup", "--instances", "--name", name, `--repo=${r.repo}`], { socket, env: r.env, timeoutMs: 200_000 });
     for (let i = 0; i < 300 && !((await resticRunning(name)) && (await server.locks()) > 0); i++) await sleep(50);
     await server.stop();
     await sleep(2000);

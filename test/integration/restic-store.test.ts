@@ -2,7 +2,7 @@
 // listed only once committed, streamed back byte for byte and checked, and what a writer that died
 // left is never listed and is cleaned up by the next run.
 
-import { writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -133,5 +133,35 @@ describe.each(binaries)("restic store, restic $version", ({ binary }) => {
     await writeFile(join(dir, "wrong"), "not-the-password\n");
     const other = new ResticStore({ repository: join(dir, "repo"), binary, env: { ...env, RESTIC_PASSWORD_FILE: join(dir, "wrong") } }, join(dir, "state"));
     await expect(other.list()).rejects.toMatchObject({ exitCode: ExitCode.Repository, message: `wrong password for the restic repository ${join(dir, "repo")} (from RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND)` });
+  });
+  it("takes a repository's id from its record only while the repository holds the record's witness: one made anew in the same place is asked", { timeout: 60_000 }, async () => {
+    const { s, dir, env } = await store(binary);
+    // Counts the `restic cat config` calls (a restic that logs its arguments, then runs).
+    const log = join(dir, "calls");
+    const logging = join(dir, "restic");
+    await writeFile(logging, `#!/bin/sh\necho "$1" >>${log}\nexec ${binary} "$@"\n`, { mode: 0o755 });
+    const cats = async () => (await readFile(log, "utf8").catch(() => "")).split("\n").filter((l) => l === "cat").length;
+    const fresh = () => new ResticStore({ repository: join(dir, "repo"), binary: logging, env }, join(dir, "state"));
+    await s.initialize();
+    const id = await s.repositoryId();
+    // No witness yet (no owner snapshot): asked.
+    expect(await fresh().repositoryId()).toBe(id);
+    expect(await cats()).toBe(1);
+    await s.setServerOwner({ fingerprint: "f".repeat(64), name: "server-a", since: new Date().toISOString() });
+    // The owner snapshot is the witness: the next opening lists the snapshots and asks no more.
+    const known = fresh();
+    expect(await known.repositoryId()).toBe(id);
+    expect(await cats()).toBe(1);
+    await known.list();
+    // Made anew in the same place (same location, same state root): a new id, asked for.
+    await rm(join(dir, "repo"), { recursive: true });
+    expect(await fresh().initialize()).toBe(true);
+    const again = fresh();
+    const newId = await again.repositoryId();
+    expect(newId).toMatch(/^[0-9a-f]{64}$/);
+    expect(newId).not.toBe(id);
+    expect(await cats()).toBeGreaterThanOrEqual(2);
+    // The record names no credential: repository strings are kept hashed.
+    expect(await readFile(join(dir, "state", "restic-ids.json"), "utf8")).not.toContain(join(dir, "repo"));
   });
 });

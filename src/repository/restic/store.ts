@@ -52,6 +52,30 @@ import {
   type ResticSnapshot,
 } from "./tags";
 
+/** In the state root: the ids of the repositories this install has used, by repositoryKey (see config()). */
+const KNOWN_IDS_FILE = "restic-ids.json";
+
+type KnownIds = Record<string, { id: string; witness: string }>;
+
+async function readKnownIds(stateRoot: string): Promise<KnownIds> {
+  try {
+    const parsed = JSON.parse(await readFile(join(stateRoot, KNOWN_IDS_FILE), "utf8")) as unknown;
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return {};
+    const ids: KnownIds = {};
+    for (const [k, v] of Object.entries(parsed as Record<string, { id?: unknown; witness?: unknown }>)) {
+      if (typeof v?.id === "string" && typeof v.witness === "string") ids[k] = { id: v.id, witness: v.witness };
+    }
+    return ids;
+  } catch {
+    return {};
+  }
+}
+
+/** A repository string as a key: hashed, so that a credential in it is not written down. */
+function repositoryKey(repository: string): string {
+  return createHash("sha256").update(repository).digest("hex");
+}
+
 /** The stdin file name of a manifest snapshot (flat: restic 0.18.0 fails on a "/" in it). */
 const MANIFEST_NAME = "manifest.json";
 /** The stdin file name of an owner snapshot. */
@@ -96,21 +120,34 @@ export class ResticStore implements Store {
     return `restic:${displayRepository(this.target.repository)}`;
   }
 
-  /** The repository's config (its id); undefined when there is no repository there. Asked once. */
+  /**
+   * The repository's config (its id); undefined when there is no repository there. Asked once.
+   * `restic cat config` costs a process, and each restic process spends most of a second opening
+   * the repository (the key's derivation). So an id this install has seen before is taken from
+   * its record (rememberId) when the snapshots, which nearly every command lists anyway, still
+   * hold the record's witness: one of the owner snapshots of that repository, which are never
+   * forgotten, and which another repository at the same location (made anew) cannot have.
+   */
   private config(): Promise<{ id: string } | undefined> {
+    let early = this.early;
     if (this.configP === undefined) {
-      // Nearly every command lists the snapshots right after: each restic call spends most of a
-      // second opening the repository (the key's derivation, a remote's round trips), so the
-      // listing runs beside `cat config` instead of after it.
-      const early = this.readSnapshots();
+      // Nearly every command lists the snapshots right after: the listing runs beside `cat
+      // config` (or is what confirms a known id) instead of after it.
+      const fresh = this.listed !== undefined && Date.now() - this.listed.at < SNAPSHOTS_FRESH_MS ? this.listed : undefined;
+      early = fresh ? Promise.resolve(fresh) : this.readSnapshots();
       early.catch(() => undefined);
       this.early = early;
     }
     this.configP ??= (async () => {
+      const known = await readKnownIds(this.stateRoot).then((ids) => ids[repositoryKey(this.target.repository)]);
+      const listing = early?.catch(() => undefined);
+      if (known !== undefined && known.witness.length >= 8 && (await listing)?.snaps.some((s) => s.id.startsWith(known.witness))) return { id: known.id };
       try {
         const { stdout } = await runRestic(this.target, ["cat", "config", "--no-lock"], { firstContact: true });
         const c = JSON.parse(stdout) as { id?: unknown };
         if (typeof c.id !== "string" || !/^[0-9a-f]{8,64}$/.test(c.id)) throw new RepositoryError(`${this.location}: restic printed a config without an id`);
+        const witness = (await listing)?.snaps.find((s) => ownerOf(s) !== undefined)?.id;
+        if (witness !== undefined) await this.rememberId(c.id, witness);
         return { id: c.id };
       } catch (err) {
         if (err instanceof RepositoryError && /there is no restic repository/.test(err.message)) return undefined;
@@ -123,20 +160,36 @@ export class ResticStore implements Store {
     return this.configP;
   }
 
+  /** Records the repository's id and a witness for it (see config()); a record that cannot be written only costs the next run a `cat config`. */
+  private async rememberId(id: string, witness: string): Promise<void> {
+    const ids = await readKnownIds(this.stateRoot);
+    const key = repositoryKey(this.target.repository);
+    if (ids[key]?.id === id && ids[key]?.witness === witness) return;
+    ids[key] = { id, witness };
+    await mkdir(this.stateRoot, { recursive: true, mode: 0o700 }).catch(() => undefined);
+    await writeFileAtomic(join(this.stateRoot, KNOWN_IDS_FILE), JSON.stringify(ids, null, 2) + "\n").catch(() => undefined);
+  }
+
   async isInitialized(): Promise<boolean> {
     return (await this.config()) !== undefined;
   }
 
   /** `restic init`; a repository made meanwhile (by another init) counts as success. */
   async initialize(): Promise<boolean> {
+    let stdout: string;
     try {
-      await runRestic(this.target, ["init"], { firstContact: true });
+      ({ stdout } = await runRestic(this.target, ["init", "--json"], { firstContact: true }));
     } catch (err) {
       this.configP = undefined;
       if (await this.isInitialized()) return false;
       throw err;
     }
-    this.configP = undefined;
+    // A new repository holds no snapshots; restic 0.15 and later print its id (0.14 prints a
+    // sentence with a short one, so `cat config` is asked).
+    this.changed();
+    this.listed = { at: Date.now(), snaps: [] };
+    const made = jsonLines(stdout).find((l) => (l as { message_type?: string }).message_type === "initialized") as { id?: unknown } | undefined;
+    this.configP = typeof made?.id === "string" && /^[0-9a-f]{64}$/.test(made.id) ? Promise.resolve({ id: made.id }) : undefined;
     return true;
   }
 
@@ -325,7 +378,9 @@ export class ResticStore implements Store {
 
   async setServerOwner(owner: ServerOwner): Promise<void> {
     await this.checkLock();
-    await this.saveSmall(OWNER_NAME, ownerTags(owner), JSON.stringify(owner, null, 2) + "\n");
+    const snapshot = await this.saveSmall(OWNER_NAME, ownerTags(owner), JSON.stringify(owner, null, 2) + "\n");
+    const config = await this.config();
+    if (config !== undefined) await this.rememberId(config.id, snapshot);
   }
 
   /** This install's id (src/local/identity.ts), in the state directory's root. */
