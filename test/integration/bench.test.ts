@@ -35,13 +35,15 @@ describe("bench/bench.mjs", () => {
     const before = await instances();
     const dir = await repoDir(track);
     const json = join(dir, "bench.json");
-    const r = await runBench(["--lab", version, "--instances", "2", "--size", "2", "--runs", "1", "--by-hand", "--json", json]);
+    const r = await runBench(["--lab", version, "--instances", "2", "--size", "2", "--runs", "1", "--data", "cheap", "--by-hand", "--json", json]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^backup\s+[\d.]+ s\s+[\d.]+ s\s+[\d.]+$/m);
     expect(r.stdout).toMatch(/^restore\s+[\d.]+ s\s+[\d.]+ s\s+[\d.]+$/m);
     expect(r.stdout).toMatch(/by hand: the 2 exports all at once/);
+    expect(r.stdout).toMatch(/2 x 2 MiB of cheap data/);
     expect(r.stdout).toMatch(/peak RSS of incus-backup: \d+ MiB/);
-    const summary = JSON.parse(await readFile(json, "utf8")) as { rows: Array<{ label: string; ratio: number }>; peakRssMiB: number; exportAtOnce: number };
+    const summary = JSON.parse(await readFile(json, "utf8")) as { rows: Array<{ label: string; ratio: number }>; peakRssMiB: number; exportAtOnce: number; data: string };
+    expect(summary.data).toBe("cheap");
     expect(summary.rows.map((x) => x.label)).toEqual(["backup", "restore"]);
     for (const row of summary.rows) expect(row.ratio).toBeGreaterThan(0);
     expect(summary.peakRssMiB).toBeGreaterThan(0);
