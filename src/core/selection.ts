@@ -18,6 +18,14 @@ export interface ItemKey {
   name: string;
   /** Image aliases, which --name also matches. */
   aliases?: string[];
+  /**
+   * The cluster member. Part of a volume's identity where it is set: a local pool (dir, btrfs, lvm,
+   * zfs) has one set of volumes per member, so two members may each have a volume of one name.
+   * Undefined outside a cluster and for remote pools. An instance is unique in its cluster and
+   * moves between members: its manifest records the member it was on, but its identity (itemId,
+   * label, where it is stored) never includes it.
+   */
+  member?: string;
 }
 
 export interface Selection {
@@ -104,13 +112,30 @@ export function unmatchedNames(sel: Selection, items: readonly ItemKey[]): strin
   return sel.names.filter((n) => !items.some((i) => sel.kinds.includes(i.kind) && nameMatches(n, i) && matches(sel, i)));
 }
 
-/** A short human label: "instance default/web", "volume default/pool1/data". */
+/** The member that is part of an item's identity: a volume's, where it has one; never an instance's. */
+export function keyMember(item: ItemKey): string | undefined {
+  return item.kind === "volume" ? item.member : undefined;
+}
+
+/** An item's identity alone (a manifest or a live item carries more): kind, project, pool, name, and a volume's member. */
+export function keyOf(item: ItemKey): ItemKey {
+  const member = keyMember(item);
+  return {
+    kind: item.kind,
+    project: item.project,
+    ...(item.pool === undefined ? {} : { pool: item.pool }),
+    name: item.name,
+    ...(member === undefined ? {} : { member }),
+  };
+}
+
+/** A short human label: "instance default/web", "volume default/pool1/data", "volume default/local/data on node2". */
 export function itemLabel(item: ItemKey): string {
   switch (item.kind) {
     case "database":
       return "database";
     case "volume":
-      return `volume ${item.project}/${item.pool}/${item.name}`;
+      return `volume ${item.project}/${item.pool}/${item.name}${item.member === undefined ? "" : ` on ${item.member}`}`;
     case "image":
       return `image ${item.project}/${item.aliases?.[0] ?? item.name.slice(0, 12)}`;
     default:
@@ -118,7 +143,10 @@ export function itemLabel(item: ItemKey): string {
   }
 }
 
-/** A stable identity string for maps and sorting. */
+/** A stable identity string for maps and sorting (a volume's member included, an instance's never). */
 export function itemId(item: ItemKey): string {
-  return [item.kind, item.project, item.pool ?? "", item.name].join("\u0000");
+  const parts = [item.kind, item.project, item.pool ?? "", item.name];
+  const member = keyMember(item);
+  if (member !== undefined) parts.push(member);
+  return parts.join("\u0000");
 }

@@ -27,6 +27,7 @@ import {
   TMP_DIR,
   itemPath,
   keyFromParts,
+  memberOfDir,
   versionPath,
 } from "./layout";
 import { MANIFEST_FILE, SUMS_FILE, manifestProblem, type FileEntry, type Manifest } from "../core/manifest";
@@ -213,19 +214,28 @@ export class DirectoryStore implements Store {
       const base = join(this.root, KIND_DIRS[kind]);
       for (const parts of await walk(base, KEY_DEPTH[kind])) {
         const key = keyFromParts(kind, parts);
-        const dir = itemPath(this.root, key);
-        for (const version of await dirNames(dir)) {
-          if (!isVersion(version)) continue;
-          const r = await this.readVersion(key, version);
-          if ("problem" in r) out.damaged.push(r);
-          else out.versions.push(r);
+        const names = await dirNames(itemPath(this.root, key));
+        // A volume's: its versions, then each cluster member's (@MEMBER/VERSION, see layout.ts).
+        const keys = [key, ...(kind === "volume" ? names.map(memberOfDir).filter((m) => m !== undefined).map((member) => ({ ...key, member })) : [])];
+        for (const k of keys) {
+          for (const version of k === key ? names : await dirNames(itemPath(this.root, k))) {
+            if (!isVersion(version)) continue;
+            const r = await this.readVersion(k, version);
+            if ("problem" in r) out.damaged.push(r);
+            else out.versions.push(r);
+          }
         }
       }
     }
     return out;
   }
 
-  /** Reads and checks one version's manifest (not its data files: see verifyFile). */
+  /**
+   * Reads and checks one version's manifest (not its data files: see verifyFile). A volume's
+   * version under @MEMBER must name that member; one directly under the volume's directory may
+   * name any member or none (a cluster's versions written before volumes were keyed by member),
+   * and is listed with the member its manifest names, so it belongs to the same item as the newer.
+   */
   async readVersion(key: ItemKey, version: Version): Promise<StoredVersion | DamagedVersion> {
     const dir = versionPath(this.root, key, version);
     const damaged = (problem: string): DamagedVersion => ({ key, version, location: dir, problem });
@@ -253,7 +263,8 @@ export class DirectoryStore implements Store {
       manifest.version !== version ||
       manifest.name !== key.name ||
       (key.kind !== "database" && manifest.project !== key.project) ||
-      (key.kind === "volume" && manifest.pool !== key.pool)
+      (key.kind === "volume" && manifest.pool !== key.pool) ||
+      (key.kind === "volume" && key.member !== undefined && manifest.member !== key.member)
     ) {
       return damaged(`${MANIFEST_FILE} describes another item or version than its directory`);
     }

@@ -41,6 +41,7 @@ import {
   dataTags,
   isDataSnapshot,
   isManifestSnapshot,
+  keyOfTag,
   manifestOf,
   manifestTags,
   ownerOf,
@@ -624,20 +625,6 @@ function snapshotIdOf(stdout: string, what: string): string {
   const id = summary?.snapshot_id;
   if (typeof id !== "string" || !/^[0-9a-f]{8,64}$/.test(id)) throw new RepositoryError(`restic ${what} printed no snapshot id`);
   return id;
-}
-
-/** An item key back from its tag (itemTag in tags.ts); undefined if it is not one. */
-function keyOfTag(tag: string | undefined): ItemKey | undefined {
-  const parts = tag?.split("/");
-  if (parts?.length !== 4) return undefined;
-  let kind: string, project: string, pool: string, name: string;
-  try {
-    [kind, project, pool, name] = parts.map((p) => decodeURIComponent(p)) as [string, string, string, string];
-  } catch {
-    return undefined;
-  }
-  if (!KINDS.includes(kind as Kind)) return undefined;
-  return { kind: kind as Kind, project, name, ...(pool === "" ? {} : { pool }) };
 }
 
 /**

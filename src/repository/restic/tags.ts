@@ -4,7 +4,7 @@
 
 import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { manifestProblem, type Manifest } from "../../core/manifest";
-import type { ItemKey } from "../../core/selection";
+import { KINDS, keyMember, type ItemKey, type Kind } from "../../core/selection";
 import type { Version } from "../../core/version";
 import { isServerOwner, type ServerOwner } from "../store";
 
@@ -38,9 +38,29 @@ function tagSafe(text: string): string {
   return encodeURIComponent(text);
 }
 
-/** An item as a tag value: kind/project/pool/name, each part URI-encoded (readable in `restic snapshots`). */
+/**
+ * An item as a tag value: kind/project/pool/name, each part URI-encoded (readable in `restic
+ * snapshots`), and /member for a volume keyed by its cluster member (selection.ts, ItemKey).
+ */
 export function itemTag(key: ItemKey): string {
-  return [key.kind, key.project, key.kind === "volume" ? (key.pool ?? "") : "", key.name].map(tagSafe).join("/");
+  const member = keyMember(key);
+  return [key.kind, key.project, key.kind === "volume" ? (key.pool ?? "") : "", key.name, ...(member === undefined ? [] : [member])].map(tagSafe).join("/");
+}
+
+/** An item key back from its tag (itemTag); undefined if it is not one. Tags written before volumes were keyed by member have four parts. */
+export function keyOfTag(tag: string | undefined): ItemKey | undefined {
+  const parts = tag?.split("/");
+  if (parts === undefined || (parts.length !== 4 && parts.length !== 5)) return undefined;
+  let decoded: string[];
+  try {
+    decoded = parts.map((p) => decodeURIComponent(p));
+  } catch {
+    return undefined;
+  }
+  const [kind, project, pool, name, member] = decoded as [string, string, string, string, string | undefined];
+  if (!KINDS.includes(kind as Kind)) return undefined;
+  if (member !== undefined && (kind !== "volume" || member === "")) return undefined;
+  return { kind: kind as Kind, project, name, ...(pool === "" ? {} : { pool }), ...(member === undefined ? {} : { member }) };
 }
 
 /**
@@ -100,7 +120,10 @@ export function manifestOf(s: ResticSnapshot): Manifest | string {
   const problem = manifestProblem(m);
   if (problem) return `manifest: ${problem}`;
   const manifest = m as Manifest;
-  if (snapshotVersion(s) !== manifest.version || snapshotItem(s) !== itemTag(manifest)) return "the manifest describes another item or version than its tags";
+  // A cluster's volume saved before volumes were keyed by member has the four-part tag; its manifest names the member.
+  const tag = snapshotItem(s);
+  const legacy = manifest.kind === "volume" && tag === itemTag({ ...manifest, member: undefined });
+  if (snapshotVersion(s) !== manifest.version || (tag !== itemTag(manifest) && !legacy)) return "the manifest describes another item or version than its tags";
   for (const f of manifest.files) if (typeof f.ref !== "string" || !/^[0-9a-f]{8,64}$/.test(f.ref)) return `file ${f.name} has no snapshot id`;
   return manifest;
 }

@@ -5,6 +5,7 @@ import { UsageError } from "../../../src/errors";
 import {
   itemId,
   itemLabel,
+  keyOf,
   matches,
   nameMatches,
   selectionFrom,
@@ -97,6 +98,11 @@ const dataSlow: ItemKey = { kind: "volume", project: "default", pool: "slow", na
 const FP = "9f3c1e2a7b6d5c4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 const image: ItemKey = { kind: "image", project: "default", name: FP, aliases: ["ubuntu/24.04", "noble"] };
 const database: ItemKey = { kind: "database", project: "", name: "server" };
+/** A cluster's local volume of one name on two members: two items. */
+const vdNode1: ItemKey = { kind: "volume", project: "default", pool: "default", name: "vd", member: "node1" };
+const vdNode2: ItemKey = { kind: "volume", project: "default", pool: "default", name: "vd", member: "node2" };
+/** An instance's manifest records its member; it is no part of its identity. */
+const webOnNode2: ItemKey = { ...web, member: "node2" };
 
 describe("nameMatches", () => {
   it.each<[string, ItemKey, boolean]>([
@@ -191,6 +197,8 @@ describe("itemLabel", () => {
     [image, "image default/ubuntu/24.04"],
     [{ kind: "image", project: "default", name: FP }, `image default/${FP.slice(0, 12)}`],
     [database, "database"],
+    [vdNode2, "volume default/default/vd on node2"],
+    [webOnNode2, "instance default/web"],
   ])("%j -> %s", (item, label) => {
     expect(itemLabel(item)).toBe(label);
   });
@@ -201,5 +209,20 @@ describe("itemId", () => {
     const dataInstance: ItemKey = { kind: "instance", project: "default", name: "data" };
     const ids = [web, webProd, data, dataSlow, dataInstance].map(itemId);
     expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("includes a volume's member (a local pool has one volume of a name per member), never an instance's", () => {
+    const vd: ItemKey = { kind: "volume", project: "default", pool: "default", name: "vd" };
+    expect(new Set([vd, vdNode1, vdNode2].map(itemId)).size).toBe(3);
+    expect(itemId(webOnNode2)).toBe(itemId(web));
+    expect(itemId({ ...webOnNode2, member: "node1" })).toBe(itemId(web));
+  });
+});
+
+describe("keyOf", () => {
+  it("keeps the identity only: a volume's member, not an instance's, and nothing a manifest adds", () => {
+    expect(keyOf({ ...vdNode2, aliases: [] } as ItemKey)).toEqual(vdNode2);
+    expect(keyOf(webOnNode2)).toEqual(web);
+    expect(keyOf({ kind: "instance", project: "default", pool: "default", name: "web", member: "node1", version: "20250914-030002" } as ItemKey)).toEqual({ ...web, pool: "default" });
   });
 });

@@ -7,7 +7,7 @@ import { createHash, randomBytes, type Hash } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import { IntegrityError, LockedError, LockLostError, RepositoryError } from "../../../src/errors";
 import { MANIFEST_FILE, type FileEntry, type Manifest } from "../../../src/core/manifest";
-import { KINDS, itemLabel, type ItemKey, type Kind } from "../../../src/core/selection";
+import { KINDS, itemLabel, keyMember, type ItemKey, type Kind } from "../../../src/core/selection";
 import { nextVersion, versionAt, type Version } from "../../../src/core/version";
 import { entryProblem } from "../../../src/repository/journal";
 import type {
@@ -30,9 +30,10 @@ import type {
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 
-/** Where a version of an item is: its location, which the store also uses as its key. */
+/** Where a version of an item is: its location, which the store also uses as its key (a volume's member is part of it, as on disk). */
 function locationOf(key: ItemKey, version: Version): string {
-  return `memory:/${[key.kind, key.project, key.pool, key.name, version].filter((p) => p !== undefined && p !== "").join("/")}`;
+  const member = keyMember(key);
+  return `memory:/${[key.kind, key.project, key.pool, key.name, member === undefined ? undefined : `@${member}`, version].filter((p) => p !== undefined && p !== "").join("/")}`;
 }
 
 interface Stored {
@@ -427,7 +428,7 @@ export class MemoryVersionWriter implements VersionWriter {
   async commit(manifest: Omit<Manifest, "files">): Promise<StoredVersion> {
     if (this.finished) throw new Error("the version is finished");
     await this.store.checkLock();
-    if (manifest.kind !== this.key.kind || manifest.name !== this.key.name || manifest.project !== this.key.project || manifest.version !== this.version) {
+    if (manifest.kind !== this.key.kind || manifest.name !== this.key.name || manifest.project !== this.key.project || keyMember(manifest) !== keyMember(this.key) || manifest.version !== this.version) {
       throw new Error(`the manifest describes another item or version than the writer (${itemLabel(manifest)} ${manifest.version})`);
     }
     const files = new Map<string, Buffer>();

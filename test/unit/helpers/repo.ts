@@ -44,6 +44,8 @@ export function manifestFields(key: ItemKey, version: string, extra: Partial<Man
     project: key.project,
     ...(key.pool === undefined ? {} : { pool: key.pool }),
     name: key.name,
+    // A volume keyed by its member records it, as a backup of a cluster's local volume does.
+    ...(key.member === undefined ? {} : { member: key.member }),
     version,
     created: "2025-09-14T03:00:02.123Z",
     tool: { name: "incus-backup", version: "test" },

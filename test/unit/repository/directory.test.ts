@@ -6,7 +6,9 @@ import { join, relative } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { describe, expect, it } from "vitest";
-import { IntegrityError, RepositoryError, ExitCode } from "../../../src/errors";
+import { AppError, IntegrityError, RepositoryError, ExitCode } from "../../../src/errors";
+import { itemId, itemLabel, type ItemKey } from "../../../src/core/selection";
+import { EMPTY_POLICY, planRetention } from "../../../src/core/retention";
 import { DirectoryStore } from "../../../src/repository/directory";
 import { data, manifestFields, tempDir, web, writeVersion } from "../helpers/repo";
 
@@ -279,6 +281,87 @@ describe("listing", () => {
       "manifest.json describes another item or version than its directory",
       "manifest.json describes another item or version than its directory",
     ]);
+  });
+});
+
+describe("a cluster's volumes, keyed by member", () => {
+  const vd: ItemKey = { kind: "volume", project: "default", pool: "default", name: "vd" };
+  const onNode1: ItemKey = { ...vd, member: "node1" };
+  const onNode2: ItemKey = { ...vd, member: "node2" };
+  /** A version as the tool wrote it before volumes were keyed by member: under the volume's directory, the member in its manifest. */
+  const writeOld = async (repo: DirectoryStore, member: string, version: string) => {
+    const w = await repo.begin(vd, version);
+    await w.writeFile("volume.tar.zst", `vd ${member} ${version}`);
+    return w.commit(manifestFields(vd, version, { member }));
+  };
+
+  it("keeps each member's versions under @MEMBER, and lists them as two items", async () => {
+    const repo = await newRepo();
+    await writeVersion(repo, onNode1, V1);
+    await writeVersion(repo, onNode2, V1);
+    await writeVersion(repo, data, V1);
+    expect(await listed(repo)).toEqual([`volumes/default/default/vd/@node1/${V1}`, `volumes/default/default/vd/@node2/${V1}`, `volumes/default/fast/data/${V1}`]);
+    const { versions, damaged } = await repo.list(["volume"]);
+    expect(damaged).toEqual([]);
+    expect(versions.map((v) => [itemLabel(v.manifest), v.manifest.member])).toEqual([
+      ["volume default/default/vd on node1", "node1"],
+      ["volume default/default/vd on node2", "node2"],
+      ["volume default/fast/data", undefined],
+    ]);
+    expect(new Set(versions.map((v) => itemId(v.manifest))).size).toBe(3);
+  });
+
+  it("an instance's member is no part of where it is stored", async () => {
+    const repo = await newRepo();
+    await writeVersion(repo, { ...web, member: "node2" }, V1);
+    expect(await listed(repo)).toEqual([`instances/default/web/${V1}`]);
+  });
+
+  it("lists a version written before volumes were keyed by member with the member its manifest names: one item with the newer ones", async () => {
+    const repo = await newRepo();
+    const old2 = await writeOld(repo, "node2", V1);
+    const old1 = await writeOld(repo, "node1", "20250913-030002");
+    const new2 = await writeVersion(repo, onNode2, V2);
+    expect(relative(repo.root, old2.location)).toBe(`volumes/default/default/vd/${V1}`);
+    const { versions, damaged } = await repo.list(["volume"]);
+    expect(damaged).toEqual([]);
+    const ids = (m: ItemKey) => versions.filter((v) => itemId(v.manifest) === itemId(m)).map((v) => v.location).sort();
+    expect(ids(onNode2)).toEqual([old2.location, new2.location].sort());
+    expect(ids(onNode1)).toEqual([old1.location]);
+    // Retention works per item: node2's old and new versions are one item's, node1's another's.
+    const plan = planRetention(versions.map((v) => ({ key: v.manifest, version: v.manifest.version, entry: v })), { ...EMPTY_POLICY, last: 1 }, "UTC");
+    expect(plan.map((i) => [itemLabel(i.key), i.decisions.map((d) => `${d.entry.version}:${d.keep ? "keep" : "remove"}`).sort().reverse()])).toEqual([
+      ["volume default/default/vd on node1", ["20250913-030002:keep"]],
+      ["volume default/default/vd on node2", [`${V2}:keep`, `${V1}:remove`]],
+    ]);
+    await repo.deleteVersion(old2);
+    expect(await listed(repo)).toEqual([`volumes/default/default/vd/${"20250913-030002"}`, `volumes/default/default/vd/@node2/${V2}`]);
+  });
+
+  it("reports a version under @MEMBER whose manifest names another member, or none, as damaged", async () => {
+    const repo = await newRepo();
+    const good = await writeVersion(repo, onNode1, V1);
+    const none = await writeVersion(repo, vd, V2);
+    await cp(good.location, join(repo.root, "volumes", "default", "default", "vd", "@node2", V1), { recursive: true });
+    await cp(none.location, join(repo.root, "volumes", "default", "default", "vd", "@node3", V2), { recursive: true });
+    const { versions, damaged } = await repo.list();
+    expect(versions.map((v) => v.location).sort()).toEqual([good.location, none.location].sort());
+    expect(damaged.map((d) => [itemLabel(d.key), d.version, d.problem])).toEqual([
+      ["volume default/default/vd on node2", V1, "manifest.json describes another item or version than its directory"],
+      ["volume default/default/vd on node3", V2, "manifest.json describes another item or version than its directory"],
+    ]);
+  });
+
+  it("ignores a directory @ with no member, and refuses to write under a member that is no directory name", async () => {
+    const repo = await newRepo();
+    await writeVersion(repo, onNode1, V1);
+    await mkdir(join(repo.root, "volumes", "default", "default", "vd", "@", V2), { recursive: true });
+    expect(await listed(repo)).toEqual([`volumes/default/default/vd/@node1/${V1}`]);
+    expect((await repo.list()).damaged).toEqual([]);
+    const err = await repo.begin({ ...vd, member: ".." }, V2).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect((err as AppError).exitCode).toBe(ExitCode.Failure);
+    expect((err as Error).message).toBe('cluster member name ".." cannot be a directory name: it ".." is not allowed');
   });
 });
 

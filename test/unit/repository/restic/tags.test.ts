@@ -4,7 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import type { Manifest } from "../../../../src/core/manifest";
-import { dataTags, itemTag, manifestOf, manifestTags, MAX_MANIFEST_TAG, type ResticSnapshot } from "../../../../src/repository/restic/tags";
+import { dataTags, itemTag, keyOfTag, manifestOf, manifestTags, MAX_MANIFEST_TAG, type ResticSnapshot } from "../../../../src/repository/restic/tags";
 
 const manifest = (over: Partial<Manifest> = {}): Manifest => ({
   format: 1,
@@ -57,5 +57,38 @@ describe("restic tags", () => {
     expect(manifestOf(snapshot(manifestTags(manifest({ files: [{ name: "../x", size: 1, sha256: "a".repeat(64), ref: "0123abcd" }] }))))).toBe(
       "manifest: a file entry has a bad name",
     );
+  });
+
+  it("name a cluster's local volume with its member as a fifth part, and read it back; never an instance's member", () => {
+    const vd = { kind: "volume" as const, project: "default", pool: "local", name: "vd", member: "node 2" };
+    expect(itemTag(vd)).toBe("volume/default/local/vd/node%202");
+    expect(keyOfTag(itemTag(vd))).toEqual(vd);
+    expect(itemTag({ kind: "instance", project: "default", name: "web", member: "node2" })).toBe("instance/default//web");
+    const m = manifest({ kind: "volume", name: "vd", pool: "local", member: "node2", files: [{ name: "volume.tar", size: 10, sha256: "a".repeat(64), ref: "0123abcd" }] });
+    const tags = manifestTags(m)!;
+    expect(tags).toContain("item=volume/default/local/vd/node2");
+    expect(manifestOf(snapshot(tags))).toEqual(m);
+    expect(dataTags(vd, "20250914-030000", "volume.tar")).toContain("item=volume/default/local/vd/node%202");
+  });
+
+  it("read the four-part tags written before volumes were keyed by member: the manifest's member is the item's", () => {
+    expect(keyOfTag("volume/default/local/vd")).toEqual({ kind: "volume", project: "default", pool: "local", name: "vd" });
+    expect(keyOfTag("instance/default//web")).toEqual({ kind: "instance", project: "default", name: "web" });
+    const m = manifest({ kind: "volume", name: "vd", pool: "local", member: "node2", files: [{ name: "volume.tar", size: 10, sha256: "a".repeat(64), ref: "0123abcd" }] });
+    const old = manifestTags(m)!.map((t) => (t.startsWith("item=") ? "item=volume/default/local/vd" : t));
+    expect(manifestOf(snapshot(old))).toEqual(m);
+  });
+
+  it("never take a volume's manifest for another member's, and refuse tags that are no item", () => {
+    const m = manifest({ kind: "volume", name: "vd", pool: "local", member: "node2", files: [{ name: "volume.tar", size: 10, sha256: "a".repeat(64), ref: "0123abcd" }] });
+    const as = (item: string) => manifestTags(m)!.map((t) => (t.startsWith("item=") ? `item=${item}` : t));
+    expect(manifestOf(snapshot(as("volume/default/local/vd/node1")))).toBe("the manifest describes another item or version than its tags");
+    const none = manifest({ kind: "volume", name: "vd", pool: "local", files: m.files });
+    expect(manifestOf(snapshot(manifestTags(none)!.map((t) => (t.startsWith("item=") ? "item=volume/default/local/vd/node2" : t))))).toBe(
+      "the manifest describes another item or version than its tags",
+    );
+    for (const bad of ["volume/default/local", "volume/default/local/vd/node2/x", "instance/default//web/node2", "volume/default/local/vd/", "disk/default//x", "volume/%E0/local/vd"]) {
+      expect(keyOfTag(bad)).toBeUndefined();
+    }
   });
 });
