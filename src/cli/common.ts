@@ -99,6 +99,11 @@ export function selectorArgs(command: keyof typeof SELECTOR_HELP) {
       description: "only items with this name; repeatable; a volume may be POOL/NAME, an image an alias or fingerprint",
     }),
     project: option({ long: "project", type: optional(string), description: "only this project" }),
+    member: option({
+      long: "member",
+      type: optional(string),
+      description: "in a cluster: only instances and volumes backed up on this member (an instance's versions, each by where it was)",
+    }),
   };
 }
 
@@ -114,6 +119,7 @@ export type SelectorValues = {
   config: boolean;
   names: string[];
   project: string | undefined;
+  member: string | undefined;
 };
 
 export function selectionOf(v: SelectorValues, allKinds: readonly Kind[], defaultAll: boolean): Selection {
@@ -126,6 +132,7 @@ export function selectionOf(v: SelectorValues, allKinds: readonly Kind[], defaul
       database: v.database || v.config,
       names: v.names,
       project: v.project,
+      member: v.member,
     },
     allKinds,
     defaultAll,
@@ -172,6 +179,7 @@ export const VALUE_OPTIONS = new Set([
   "--socket",
   "--name",
   "--project",
+  "--member",
   "--version",
   "--snapshot",
   "--find",

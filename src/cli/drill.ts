@@ -35,6 +35,7 @@ export function drillCommand(ctx: CliContext) {
       volume: flag({ long: "volume", description: "same as --volumes" }),
       names: multioption({ long: "name", type: array(string), description: "only items with this name; repeatable; a volume may be POOL/NAME" }),
       project: option({ long: "project", type: optional(string), description: "only items of this project" }),
+      member: option({ long: "member", type: optional(string), description: "in a cluster: only items backed up on this member" }),
       version: option({ long: "version", type: optional(string), description: "the version to drill (YYYYMMDD-HHMMSS or a prefix); default: each item's latest" }),
       max: option({ long: "max", type: optional(countText), description: "without --name: at most N items, the least recently drilled first (default $INCUS_BACKUP_DRILL_MAX, else all)" }),
       timeout: option({ long: "timeout", type: optional(countText), description: "seconds a copy has to start, and its check to end (default $INCUS_BACKUP_DRILL_TIMEOUT, else 120)" }),
@@ -47,7 +48,7 @@ export function drillCommand(ctx: CliContext) {
     handler: async (a): Promise<number> => {
       const any = a.all || a.instances || a.instance || a.volumes || a.volume;
       const selection = selectionFrom(
-        { all: a.all, instances: a.instances || a.instance || !any, volumes: a.volumes || a.volume, names: a.names, project: a.project },
+        { all: a.all, instances: a.instances || a.instance || !any, volumes: a.volumes || a.volume, names: a.names, project: a.project, member: a.member },
         ["instance", "volume"],
         false,
       );

@@ -29,6 +29,7 @@ export function filesCommand(ctx: CliContext) {
       volume: sel.volume,
       names: sel.names,
       project: sel.project,
+      member: sel.member,
       ...dirArg,
       version: option({ long: "version", type: optional(string), description: "YYYYMMDD-HHMMSS or a prefix of it (the latest match wins); default: the latest" }),
       snapshot: option({ long: "snapshot", type: optional(string), description: "list a snapshot kept in the backup (backup --snapshots) instead of the item itself" }),

@@ -34,7 +34,8 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join("\n");
 }
 
-/** An item as the --json outputs name it: type, project, pool (volumes), name. */
-export function itemJson(k: { kind: string; project: string; pool?: string; name: string }): { type: string; project: string; pool?: string; name: string } {
-  return { type: k.kind, project: k.project, ...(k.pool === undefined ? {} : { pool: k.pool }), name: k.name };
+/** An item as the --json outputs name it: type, project, pool (volumes), name, and a volume's member where it is part of its key. */
+export function itemJson(k: { kind: string; project: string; pool?: string; name: string; member?: string }): { type: string; project: string; pool?: string; name: string; member?: string } {
+  const member = k.kind === "volume" ? k.member : undefined;
+  return { type: k.kind, project: k.project, ...(k.pool === undefined ? {} : { pool: k.pool }), name: k.name, ...(member === undefined ? {} : { member }) };
 }

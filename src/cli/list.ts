@@ -97,6 +97,8 @@ function sortEntries(list: StoredVersion[]): StoredVersion[] {
       x.manifest.kind.localeCompare(y.manifest.kind) ||
       x.manifest.project.localeCompare(y.manifest.project) ||
       displayName(x).localeCompare(displayName(y)) ||
+      // A cluster's volumes of one name: each member's versions together.
+      (x.manifest.kind === "volume" ? (x.manifest.member ?? "").localeCompare(y.manifest.member ?? "") : 0) ||
       x.manifest.version.localeCompare(y.manifest.version),
   );
 }

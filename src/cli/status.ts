@@ -102,7 +102,8 @@ export function formatStatus(r: StatusReport): string {
     const end = run.finished ? ` to ${at(run.finished)}` : "";
     add("last run", `${run.version} ${run.status.toUpperCase()}: ${at(run.started)}${end}${took}, ${ok.length} of ${items.length} item(s), ${formatBytes(bytes)}`);
     for (const i of items) {
-      const how = [i.member ? `on ${i.member}` : "", i.mode === "stop" ? "stopped" : "", i.snapshots ? "with snapshots" : ""].filter(Boolean).join(", ");
+      // A volume keyed by its member says so in its label already.
+      const how = [i.member && !i.label.endsWith(` on ${i.member}`) ? `on ${i.member}` : "", i.mode === "stop" ? "stopped" : "", i.snapshots ? "with snapshots" : ""].filter(Boolean).join(", ");
       itemLines.push(i.ok ? `ok      ${i.label}  ${formatBytes(i.bytes ?? 0)}  ${formatDuration(i.seconds ?? 0)}${how ? `  (${how})` : ""}` : `FAILED  ${i.label}: ${i.error ?? "?"}`);
     }
     for (const x of run.skipped ?? []) itemLines.push(`skipped ${x.label}: ${x.reason}`);

@@ -1,14 +1,18 @@
 // The metrics file: per item and per run facts from the run records and the listing, in Prometheus's text format.
 
-import { KINDS, itemId, itemLabel, type ItemKey, type Kind } from "./selection";
+import { KINDS, itemId, itemLabel, keyMember, type ItemKey, type Kind } from "./selection";
 import type { RunFacts } from "./health";
 
-/** The item a run record's entry is about; records of older versions name it by its label only. */
-export type RecordedKey = Pick<ItemKey, "kind" | "project" | "pool" | "name">;
+/**
+ * The item a run record's entry is about; records of older versions name it by its label only.
+ * A volume's member is part of it (a cluster's local volumes of one name on two members are two items).
+ */
+export type RecordedKey = Pick<ItemKey, "kind" | "project" | "pool" | "name" | "member">;
 
 export interface RecordedRun extends RunFacts {
   version: string;
-  items?: Array<{ label: string; ok: boolean; bytes?: number; seconds?: number; key?: RecordedKey }>;
+  /** `member`: where the item was; in records from before volumes were keyed by member, a volume's key lacks it. */
+  items?: Array<{ label: string; ok: boolean; bytes?: number; seconds?: number; key?: RecordedKey; member?: string }>;
 }
 
 /** One complete version, as the listing gives it. */
@@ -139,7 +143,8 @@ function itemFacts(f: MetricsFacts): ItemFacts[] {
     const id = metricId(key);
     let facts = byId.get(id);
     if (!facts) {
-      facts = { key: { kind: key.kind, project: key.project, ...(key.kind === "volume" ? { pool: key.pool ?? "" } : {}), name: key.name }, failures: 0 };
+      const member = keyMember(key);
+      facts = { key: { kind: key.kind, project: key.project, ...(key.kind === "volume" ? { pool: key.pool ?? "" } : {}), name: key.name, ...(member === undefined ? {} : { member }) }, failures: 0 };
       byId.set(id, facts);
     }
     return facts;
@@ -149,7 +154,12 @@ function itemFacts(f: MetricsFacts): ItemFacts[] {
     if (!facts.lastSuccess || v.version > facts.lastSuccess.version) facts.lastSuccess = v;
     byLabel.set(itemLabel(v.key), facts);
   }
-  const entryFacts = (e: NonNullable<RecordedRun["items"]>[number]) => (e.key && soundKey(e.key) ? add(e.key) : byLabel.get(e.label));
+  const entryFacts = (e: NonNullable<RecordedRun["items"]>[number]) => {
+    if (!e.key || !soundKey(e.key)) return byLabel.get(e.label);
+    // An older record's entry for a cluster's volume names the member beside the key.
+    const member = e.key.kind === "volume" && e.key.member === undefined && typeof e.member === "string" ? e.member : undefined;
+    return add(member === undefined ? e.key : { ...e.key, member });
+  };
   const counted = new Set<ItemFacts>();
   // Newest run first: count failures back to the run that backed the item up.
   for (const run of [...f.runs].reverse()) {
@@ -165,17 +175,29 @@ function itemFacts(f: MetricsFacts): ItemFacts[] {
   return [...byId.values()].sort((a, b) => metricId(a.key).localeCompare(metricId(b.key)));
 }
 
-/** An item's identity here: an instance's manifest records its root disk's pool, its run record entry does not; only a volume's pool tells items apart. */
+/**
+ * An item's identity here: an instance's manifest records its root disk's pool, its run record
+ * entry does not; only a volume's pool (and member) tells items apart.
+ */
 function metricId(k: RecordedKey): string {
-  return itemId({ kind: k.kind, project: k.project, ...(k.kind === "volume" && k.pool !== undefined ? { pool: k.pool } : {}), name: k.name });
+  const member = keyMember(k);
+  return itemId({ kind: k.kind, project: k.project, ...(k.kind === "volume" && k.pool !== undefined ? { pool: k.pool } : {}), name: k.name, ...(member === undefined ? {} : { member }) });
 }
 
 function soundKey(k: RecordedKey): boolean {
-  return KINDS.includes(k.kind as Kind) && typeof k.project === "string" && typeof k.name === "string" && (k.pool === undefined || typeof k.pool === "string");
+  return (
+    KINDS.includes(k.kind as Kind) &&
+    typeof k.project === "string" &&
+    typeof k.name === "string" &&
+    (k.pool === undefined || typeof k.pool === "string") &&
+    (k.member === undefined || typeof k.member === "string")
+  );
 }
 
+/** A volume of a cluster's local pool has a `member` label: same-named volumes on two members are two series. */
 function itemLabels(k: RecordedKey): Record<string, string> {
-  return { kind: k.kind, project: k.project, ...(k.pool === undefined ? {} : { pool: k.pool }), name: k.name };
+  const member = keyMember(k);
+  return { kind: k.kind, project: k.project, ...(k.pool === undefined ? {} : { pool: k.pool }), name: k.name, ...(member === undefined ? {} : { member }) };
 }
 
 function seconds(iso: string): number {

@@ -43,19 +43,3 @@ export function placeReplacement(location: string | undefined, cluster: ClusterI
   if (!cluster.clustered || location === undefined || location === "" || location === "none") return {};
   return { member: location, note: `on member ${location}, where it is` };
 }
-
-/**
- * Volumes of the same project, pool and name on more than one member (a local pool has one per
- * member): by itemId, the members. The repository keys a volume by project, pool and name, so such
- * volumes cannot be told apart there; a backup refuses them rather than mix them up.
- */
-export function sameNamedOnMembers(items: readonly { id: string; member: string | undefined }[]): Map<string, string[]> {
-  const members = new Map<string, string[]>();
-  for (const i of items) {
-    if (i.member === undefined) continue;
-    const seen = members.get(i.id) ?? [];
-    if (!seen.includes(i.member)) seen.push(i.member);
-    members.set(i.id, seen);
-  }
-  return new Map([...members].filter(([, ms]) => ms.length > 1).map(([id, ms]) => [id, [...ms].sort()]));
-}

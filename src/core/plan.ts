@@ -2,7 +2,8 @@
 
 import { NotFoundError, UsageError } from "../errors";
 import type { Manifest } from "./manifest";
-import { KINDS, itemId, itemLabel, matches, nameMatches, unmatchedNames, type ItemKey, type Selection } from "./selection";
+import { KINDS, itemId, itemLabel, keyOf, matches, memberMatches, nameMatches, unmatchedNames, type ItemKey, type Selection } from "./selection";
+import { placeNew, placeReplacement, type ClusterInfo, type Placement } from "./placement";
 import { pickVersion } from "./version";
 import { checkInstanceName } from "./names";
 import { describeClash, identityClashes, nicIdentities, type InstanceConfig, type NicIdentity } from "./nics";
@@ -42,16 +43,37 @@ export interface LiveVolumeState {
 }
 
 /**
- * The live volume a restore of `target` replaces, if any. Where several members have one of that
- * name, it is the one on the member the backup was taken on; if that is none of them, which one is
- * meant cannot be told, and the restore is refused before anything changes.
+ * Where a restored volume lands, and the live volume there that it replaces, if any (`found`: the
+ * live volumes of its project, pool and name, at most one per member; `label`: that key).
+ *
+ * A volume backed up on member M of a cluster (a local pool has one volume of a name per member)
+ * is an item of its own. Into a cluster it goes back to M if the cluster has it, else where a new
+ * item goes (--target-member, else the member this tool talks to), and replaces only the volume of
+ * its name on that member. Any other volume (a remote pool's, a single server's), and any volume
+ * onto a single server, replaces the one of its name wherever it is (volumeOnMember).
  */
-export function liveVolumeFor(live: Pick<LiveState, "volumes">, target: ItemKey, recordedMember: string | undefined): LiveVolumeState | undefined {
-  const key = volumeKey(target.project, target.pool ?? "", target.name);
-  return volumeOnMember(live.volumes.get(key) ?? [], key, recordedMember);
+export function volumeLanding<T extends { location?: string }>(
+  found: readonly T[],
+  label: string,
+  m: Pick<Manifest, "member">,
+  cluster: ClusterInfo,
+  targetMember?: string,
+): { existing?: T; placement: Placement } {
+  if (cluster.clustered && m.member !== undefined) {
+    const placement = placeNew(m, cluster, targetMember);
+    const existing = found.find((v) => v.location === placement.member);
+    if (existing === undefined) return { placement };
+    return { existing, placement: placement.member === m.member ? placeReplacement(existing.location, cluster) : placement };
+  }
+  const existing = volumeOnMember(found, label, m.member);
+  return existing === undefined ? { placement: placeNew(m, cluster, targetMember) } : { existing, placement: placeReplacement(existing.location, cluster) };
 }
 
-/** Of the volumes of one name (at most one per member), the one a backup taken on `recordedMember` is of; see liveVolumeFor. */
+/**
+ * Of the volumes of one name (at most one per member), the one a backup taken on `recordedMember`
+ * replaces: the only one, or the one on that member. Where several members have one and none is
+ * the backup's, which one is meant cannot be told, and the restore is refused before anything changes.
+ */
 export function volumeOnMember<T extends { location?: string }>(found: readonly T[], label: string, recordedMember: string | undefined): T | undefined {
   if (found.length <= 1) return found[0];
   const mine = recordedMember === undefined ? undefined : found.find((v) => v.location === recordedMember);
@@ -114,7 +136,13 @@ export interface PlanOptions {
   noStart: boolean;
   /** Return an empty plan instead of failing when nothing matches (another part of the restore may). */
   allowEmpty?: boolean;
+  /** The server: a cluster or not, its members, the one this tool talks to (default: a single server). */
+  cluster?: ClusterInfo;
+  /** In a cluster: where items go whose member is not in it (core/placement.ts). */
+  targetMember?: string;
 }
+
+const SINGLE_SERVER: ClusterInfo = { clustered: false, members: [] };
 
 export const instanceKey = (project: string, name: string) => `${project}/${name}`;
 export const imageKey = (project: string, fingerprint: string) => `${project}/${fingerprint}`;
@@ -125,13 +153,18 @@ export const volumeKey = (project: string, pool: string, name: string) => `${pro
  * - each selected item restores its latest version, or the latest matching --version;
  * - --project filters by the recorded project; if nothing is recorded there, it is the target
  *   project for the items the other selectors match (a restore into another project);
- * - a --name that matches the same kind in several pools or projects is refused, listing them;
+ * - --member takes the versions backed up on that member (an instance's, version by version);
+ * - a --name that matches the same kind in several pools or projects is refused, listing them
+ *   (a cluster's volumes of one name on several members are several items, each restored);
+ * - in a cluster, each item goes to its member (core/placement.ts); two items that would land on
+ *   one volume (members of a cluster restored onto a single server) are refused;
  * - missing items are created, existing ones replaced; volumes come before instances.
  */
 export function planRestore(candidates: readonly Candidate[], live: LiveState, opts: PlanOptions): Plan {
-  const sel = opts.selection;
+  // --member is applied to the versions here: a group's key has no member for an instance.
+  const { member: _member, ...sel } = opts.selection;
   const notes: string[] = [];
-  const byItem = groupByItem(candidates.filter((c) => sel.kinds.includes(c.manifest.kind)));
+  const byItem = groupByItem(candidates.filter((c) => sel.kinds.includes(c.manifest.kind) && memberMatches(opts.selection, c.manifest)));
 
   let items = [...byItem.values()].filter((g) => matches(sel, g.key));
   let targetProject: string | undefined;
@@ -146,7 +179,7 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
   }
   if (items.length === 0) {
     if (opts.allowEmpty) return { steps: [], skipped: [], notes: [] };
-    throw new NotFoundError(nothingMessage(sel, candidates));
+    throw new NotFoundError(nothingMessage(opts.selection, candidates));
   }
   // A --name that matches nothing is a typo more often than not: restoring the others and
   // saying nothing would look like success.
@@ -180,10 +213,11 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
     );
   }
 
+  const cluster = opts.cluster ?? SINGLE_SERVER;
   const steps: Step[] = [];
   const replacedInstances = new Set<string>();
   const targets = chosen.map((c) => {
-    const target: ItemKey = {
+    let target: ItemKey = {
       kind: c.manifest.kind,
       project: targetProject ?? c.manifest.project,
       // Images are named by their content; --target-name does not apply to them.
@@ -191,24 +225,45 @@ export function planRestore(candidates: readonly Candidate[], live: LiveState, o
       ...(c.manifest.pool === undefined ? {} : { pool: c.manifest.pool }),
       ...(c.manifest.aliases === undefined ? {} : { aliases: c.manifest.aliases }),
     };
+    let landing: { existing?: LiveVolumeState; placement: Placement } | undefined;
+    if (target.kind === "volume") {
+      const key = volumeKey(target.project, target.pool ?? "", target.name);
+      landing = volumeLanding(live.volumes.get(key) ?? [], key, c.manifest, cluster, opts.targetMember);
+      // The member it lands on is part of the target's key where it is a member's own volume, so
+      // that two items landing on one volume are found out below.
+      const member = cluster.clustered && (c.manifest.member !== undefined || landing.existing !== undefined) ? landing.placement.member : undefined;
+      if (member !== undefined) target = { ...target, member };
+    }
     if (targetProject !== undefined) notes.push(`${itemLabel(c.manifest)} goes into project ${targetProject}`);
     if (target.kind === "instance" && live.instances.has(instanceKey(target.project, target.name))) {
       replacedInstances.add(instanceKey(target.project, target.name));
     }
-    return { c, target };
+    return { c, target, landing };
   });
-  checkTargetClashes(targets);
+  checkTargetClashes(targets, cluster);
 
   for (const kind of KINDS) {
-    for (const { c, target } of targets) {
+    for (const { c, target, landing } of targets) {
       if (target.kind !== kind) continue;
-      steps.push(stepFor(c, target, live, replacedInstances, opts.noStart));
+      const step = stepFor(c, target, live, replacedInstances, opts.noStart, landing);
+      if (step.op !== "image") {
+        const p = landing?.placement ?? placeInstance(step, live, cluster, opts.targetMember);
+        if (p.member !== undefined) step.member = p.member;
+        if (p.note !== undefined) step.notes = [...(step.notes ?? []), p.note];
+      }
+      steps.push(step);
     }
   }
   return { steps, skipped, notes };
 }
 
-function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstances: Set<string>, noStart: boolean): Step {
+/** Where an instance goes: a new one to its member (or --target-member, ...), a replacement where the original is. */
+function placeInstance(step: Exclude<Step, { op: "image" }>, live: LiveState, cluster: ClusterInfo, targetMember: string | undefined): Placement {
+  if (step.op === "create") return placeNew(step.source.manifest, cluster, targetMember);
+  return placeReplacement(live.instances.get(instanceKey(step.target.project, step.target.name))?.location, cluster);
+}
+
+function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstances: Set<string>, noStart: boolean, landing: { existing?: LiveVolumeState } | undefined): Step {
   if (target.kind === "instance") {
     const key = instanceKey(target.project, target.name);
     const existing = live.instances.get(key);
@@ -222,7 +277,7 @@ function stepFor(c: Candidate, target: ItemKey, live: LiveState, replacedInstanc
     return { op: "replace", source: c, target, wasRunning, start: !noStart && wasRunning, freshMacs: identity.freshMacs, notes: identity.notes };
   }
   if (target.kind === "volume") {
-    const existing = liveVolumeFor(live, target, c.manifest.member);
+    const existing = landing?.existing;
     if (!existing) return { op: "create", source: c, target, start: false };
     const running = existing.users.filter((u) => u.running);
     // Instances replaced later in this plan are started by their own step, not here.
@@ -272,19 +327,27 @@ function instanceIdentity(c: Candidate, target: ItemKey, live: LiveState, key: s
 }
 
 /**
- * Restoring into another project can bring two items onto one name there (default/web and
- * prod/web both as staging/web): one would fail or overwrite the other. Images are left out: the
- * same fingerprint is the same content.
+ * Two items must never land on one instance or volume: one would fail or overwrite the other.
+ * Restoring into another project can bring two onto one name there (default/web and prod/web both
+ * as staging/web); a cluster's volumes of one name on two members land on one volume of a single
+ * server, or of a cluster that has neither member. Images are left out: the same fingerprint is
+ * the same content.
  */
-function checkTargetClashes(targets: ReadonlyArray<{ c: Candidate; target: ItemKey }>): void {
+function checkTargetClashes(targets: ReadonlyArray<{ c: Candidate; target: ItemKey }>, cluster: ClusterInfo): void {
   const seen = new Map<string, Candidate>();
   for (const { c, target } of targets) {
     if (target.kind === "image") continue;
     const first = seen.get(itemId(target));
     if (first) {
-      throw new UsageError(
-        `${itemLabel(first.manifest)} and ${itemLabel(c.manifest)} would both be restored as ${itemLabel(target)}; add --name, or restore one project at a time`,
-      );
+      const both = `${itemLabel(first.manifest)} and ${itemLabel(c.manifest)} would both be restored as ${itemLabel(target)}`;
+      const [a, b] = [first.manifest.member, c.manifest.member];
+      if (target.kind === "volume" && a !== undefined && b !== undefined && a !== b && first.manifest.project === c.manifest.project) {
+        const where = cluster.clustered ? "" : " (this server is not a cluster)";
+        throw new UsageError(
+          `${both}${where}; nothing was changed: restore one at a time, with --member ${a} or --member ${b} (and --target-name NEW to restore the other beside it)`,
+        );
+      }
+      throw new UsageError(`${both}; add --name, or restore one project at a time`);
     }
     seen.set(itemId(target), c);
   }
@@ -295,7 +358,9 @@ function checkAmbiguity(sel: Selection, keys: ItemKey[]): void {
   for (const n of sel.names) {
     for (const kind of KINDS) {
       const hits = keys.filter((k) => k.kind === kind && nameMatches(n, k));
-      if (hits.length > 1) {
+      // Volumes of one name on several members of a cluster are each meant: each goes to its member.
+      const distinct = new Set(hits.map((k) => itemId({ ...keyOf(k), member: undefined })));
+      if (distinct.size > 1) {
         const hint = kind === "volume" ? "name the volume as POOL/NAME, or add --project" : "add --project";
         throw new UsageError(`${JSON.stringify(n)} matches ${hits.length} ${kind}s: ${hits.map(itemLabel).join(", ")}; ${hint}`);
       }
@@ -312,7 +377,7 @@ function groupByItem(candidates: readonly Candidate[]): Map<string, Group> {
   const map = new Map<string, Group>();
   for (const c of candidates) {
     const m = c.manifest;
-    const key: ItemKey = { kind: m.kind, project: m.project, name: m.name, ...(m.pool === undefined ? {} : { pool: m.pool }) };
+    const key = keyOf(m);
     const id = itemId(key);
     const g = map.get(id) ?? { key, versions: [] };
     // --name matches an image by alias too: by any alias any of its versions had.
@@ -326,7 +391,7 @@ function groupByItem(candidates: readonly Candidate[]): Map<string, Group> {
 function nothingMessage(sel: Selection, candidates: readonly Candidate[]): string {
   const kinds = sel.kinds.map((k) => `${k}s`).join(", ");
   const what = sel.names.length > 0 ? ` named ${sel.names.map((n) => JSON.stringify(n)).join(", ")}` : "";
-  const where = sel.project !== undefined ? ` in project ${sel.project}` : "";
+  const where = `${sel.project !== undefined ? ` in project ${sel.project}` : ""}${sel.member !== undefined ? ` on member ${sel.member}` : ""}`;
   // Say what is there, so a mistyped name or a wrong alias can be corrected without another command.
   const have = [...groupByItem(candidates.filter((c) => sel.kinds.includes(c.manifest.kind))).values()].map((g) => availableLabel(g.key)).sort();
   if (have.length === 0) return `no backup of ${kinds}${what}${where} in the repository`;

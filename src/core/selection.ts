@@ -22,8 +22,8 @@ export interface ItemKey {
    * The cluster member. Part of a volume's identity where it is set: a local pool (dir, btrfs, lvm,
    * zfs) has one set of volumes per member, so two members may each have a volume of one name.
    * Undefined outside a cluster and for remote pools. An instance is unique in its cluster and
-   * moves between members: its manifest records the member it was on, but its identity (itemId,
-   * label, where it is stored) never includes it.
+   * moves between members: its manifest records the member it was on, which --member filters by,
+   * but its identity (itemId, label, where it is stored) never includes it.
    */
   member?: string;
 }
@@ -33,6 +33,8 @@ export interface Selection {
   /** Raw --name values; empty means every item of the selected kinds. */
   names: string[];
   project?: string;
+  /** --member: only instances and volumes backed up on this cluster member. */
+  member?: string;
 }
 
 export interface SelectorFlags {
@@ -43,6 +45,7 @@ export interface SelectorFlags {
   database?: boolean;
   names?: string[];
   project?: string | undefined;
+  member?: string | undefined;
 }
 
 /**
@@ -63,7 +66,8 @@ export function selectionFrom(flags: SelectorFlags, allKinds: readonly Kind[], d
   const names = flags.names ?? [];
   for (const n of names) validateNameFilter(n, kinds);
   const project = flags.project === undefined ? undefined : checkComponent(flags.project, "project name");
-  return { kinds: KINDS.filter((k) => kinds.has(k)), names, ...(project === undefined ? {} : { project }) };
+  const member = flags.member === undefined ? undefined : checkComponent(flags.member, "--member");
+  return { kinds: KINDS.filter((k) => kinds.has(k)), names, ...(project === undefined ? {} : { project }), ...(member === undefined ? {} : { member }) };
 }
 
 /** Rejects --name values that cannot name anything of the selected kinds (and any unsafe text). */
@@ -100,9 +104,23 @@ export function nameMatches(filter: string, item: ItemKey): boolean {
   }
 }
 
+/**
+ * Whether an item (a version's manifest, a live item) was on --member's member. The database and
+ * images belong to no member: --member leaves them in, as --project leaves the database in.
+ */
+export function memberMatches(sel: Pick<Selection, "member">, item: ItemKey): boolean {
+  if (sel.member === undefined || item.kind === "database" || item.kind === "image") return true;
+  return item.member === sel.member;
+}
+
+/**
+ * Whether the selection takes an item. With --member, an instance's versions are taken one by one
+ * (each manifest says where it was): pass each version's manifest, never a key without its member.
+ */
 export function matches(sel: Selection, item: ItemKey): boolean {
   if (!sel.kinds.includes(item.kind)) return false;
   if (sel.project !== undefined && item.kind !== "database" && item.project !== sel.project) return false;
+  if (!memberMatches(sel, item)) return false;
   if (sel.names.length === 0 || item.kind === "database") return true;
   return sel.names.some((n) => nameMatches(n, item));
 }

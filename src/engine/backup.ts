@@ -3,13 +3,12 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import type { Writable } from "node:stream";
-import { AppError, ExitCode, IntegrityError, InterruptedError, LockLostError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
+import { IntegrityError, InterruptedError, LockLostError, NotFoundError, RepositoryError, errorMessage, exitCodeOf, type ExitCodeValue } from "../errors";
 import { tidyRepository } from "./housekeeping";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { recoverBeforePlanning } from "./restore";
 import { Transform } from "node:stream";
-import { memberOf, type FileEntry } from "../core/manifest";
-import { sameNamedOnMembers } from "../core/placement";
+import type { FileEntry } from "../core/manifest";
 import { archiveChecker } from "./archive";
 import type { IncusClient } from "../incus/client";
 import { IncusError } from "../incus/errors";
@@ -28,7 +27,7 @@ import {
   getStorageVolumeBackupFile,
 } from "../incus/storage_volumes";
 import { drained, type TransferOptions } from "../incus/transfer";
-import { itemId, itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
+import { itemId, itemLabel, keyOf, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import type { Version } from "../core/version";
 import type { Store, VersionWriter } from "../repository/store";
 import type { JournalEntry } from "../repository/journal";
@@ -154,7 +153,7 @@ export async function discoverForBackup(c: IncusClient, sel: Selection, signal?:
   const missing = unmatchedNames(sel, chosen);
   if (missing.length > 0) {
     const kinds = sel.kinds.filter((k) => k !== "database").join(" or ");
-    throw new NotFoundError(`no ${kinds} named ${missing.map((n) => JSON.stringify(n)).join(", ")}${sel.project ? ` in project ${sel.project}` : ""}`);
+    throw new NotFoundError(`no ${kinds} named ${missing.map((n) => JSON.stringify(n)).join(", ")}${sel.project ? ` in project ${sel.project}` : ""}${sel.member ? ` on member ${sel.member}` : ""}`);
   }
   return chosen;
 }
@@ -178,7 +177,6 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
   const compressors = { pzstd: opts.pzstd !== false, cpus: opts.cpus ?? availableParallelism(), waiting: compressing, making: 0, refused: new Set<string>(), warned: new Set<string>() };
   const ctx: ItemContext = { direct, slots, compressors, deps, opts, version, serverInfo: { name: server.environment?.server_name, version: server.environment?.server_version }, signal };
 
-  const clashes = sameNamedOnMembers(items.filter((i) => i.kind === "volume").map((i) => ({ id: itemId(i), member: memberOfItem(i) })));
   const estimates = await previousSizes(deps.store, items);
   const known = items.every((i) => estimates.has(itemId(i)));
   deps.reporter.plan?.(items.length, known ? items.reduce((n, i) => n + (estimates.get(itemId(i)) ?? 0), 0) : undefined);
@@ -200,14 +198,6 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
     }
     deps.reporter.itemStart(item);
     try {
-      const clash = clashes.get(itemId(item));
-      if (clash !== undefined) {
-        const here = memberOfItem(item) ?? "?";
-        throw new AppError(
-          `this one is on member ${here}, and member ${clash.filter((m) => m !== here).join(" and ")} has one of that name too: the repository keys a volume by project, pool and name, so neither is backed up rather than the two mixed up (rename one: incus storage volume rename ${item.pool} ${item.name} NEW --target MEMBER)`,
-          ExitCode.Failure,
-        );
-      }
       const bytes = await backupItem(ctx, item);
       const r: ItemResult = { item, ok: true, bytes, seconds: (Date.now() - t0) / 1000 };
       results.push(r);
@@ -254,8 +244,9 @@ export async function backupItems(deps: BackupDeps, opts: BackupOptions, items: 
           seconds: r.seconds,
           ...(r.item.kind === "instance" && d.mode === "stop" ? { mode: "stop" as const } : {}),
           ...((r.item.kind === "instance" || r.item.kind === "volume") && d.snapshots ? { snapshots: true } : {}),
-          key: { kind: r.item.kind, project: r.item.project, ...(r.item.pool === undefined ? {} : { pool: r.item.pool }), name: r.item.name },
-          ...(memberOfItem(r.item) === undefined ? {} : { member: memberOfItem(r.item)! }),
+          // A volume's member is part of its key: same-named volumes on two members are two items.
+          key: keyOf(r.item),
+          ...(r.item.member === undefined ? {} : { member: r.item.member }),
         };
       }),
       ...(skipped.length === 0 ? {} : { skipped: skipped.map((x) => ({ label: itemLabel(x.item), reason: x.reason })) }),
@@ -305,12 +296,6 @@ function backupItem(ctx: ItemContext, item: LiveItem): Promise<number> {
     case "database":
       return backupDatabase(ctx, item);
   }
-}
-
-/** The cluster member a live instance or volume is on. */
-function memberOfItem(item: ItemKey): string | undefined {
-  const live = item as { instance?: unknown; volume?: unknown };
-  return memberOf(live.instance ?? live.volume);
 }
 
 /** How an item is backed up: its decision from the plan, else the run's options. */
@@ -402,11 +387,13 @@ async function backupVolume(ctx: ItemContext, item: LiveVolume): Promise<number>
   const { client } = ctx.deps;
   const { project, pool, name } = item;
   const { snapshots } = decisionOf(ctx.opts, item);
+  // The member's own volume: another member may have one of the same name.
+  const target = item.member;
   const api: BackupApi = {
-    create: (body) => createStorageVolumeBackup(client, project, pool, name, { ...body, volume_only: !snapshots }, { signal: ctx.signal }),
-    download: (b, sink, o) => getStorageVolumeBackupFile(client, project, pool, name, b, sink, o),
-    remove: (b) => deleteStorageVolumeBackup(client, project, pool, name, b),
-    stream: (body, sink, o) => createStorageVolumeBackupStream(client, project, pool, name, { ...body, volume_only: !snapshots }, sink, o),
+    create: (body) => createStorageVolumeBackup(client, project, pool, name, { ...body, volume_only: !snapshots }, { signal: ctx.signal, target }),
+    download: (b, sink, o) => getStorageVolumeBackupFile(client, project, pool, name, b, sink, { ...o, target }),
+    remove: (b) => deleteStorageVolumeBackup(client, project, pool, name, b, { target }),
+    stream: (body, sink, o) => createStorageVolumeBackupStream(client, project, pool, name, { ...body, volume_only: !snapshots }, sink, { ...o, target }),
   };
   return backupWith(ctx, item, api, "volume", { pool, object: item.volume, extraOptions: { volume_only: !snapshots } });
 }

@@ -18,13 +18,16 @@ export interface LiveVolume extends ItemKey {
   volume: StorageVolume;
 }
 
-/** Instances of one project (or all), as items. */
+/** Instances of one project (or all), as items; in a cluster, with the member each is on (for --member, not part of its identity). */
 export async function liveInstances(c: IncusClient, project: string | undefined, signal?: AbortSignal): Promise<LiveInstance[]> {
   const list = await getInstances(c, project, signal === undefined ? {} : { signal });
-  return list.map((i) => ({ kind: "instance", project: i.project, name: i.name, instance: i }));
+  return list.map((i) => {
+    const member = memberOf(i);
+    return { kind: "instance", project: i.project, name: i.name, ...(member === undefined ? {} : { member }), instance: i };
+  });
 }
 
-/** Custom volumes of every pool in one project (or all), as items. */
+/** Custom volumes of every pool in one project (or all), as items: a cluster's local ones once per member that has one. */
 export async function liveVolumes(c: IncusClient, project: string | undefined, signal?: AbortSignal): Promise<LiveVolume[]> {
   const opts = signal === undefined ? {} : { signal };
   const out: LiveVolume[] = [];
@@ -32,7 +35,9 @@ export async function liveVolumes(c: IncusClient, project: string | undefined, s
     for (const v of await getStoragePoolVolumes(c, pool.name, project, opts)) {
       // Some servers list a volume's snapshots among the volumes, as "volume/snapshot": they are backed up with their volume.
       if (v.type !== "custom" || v.name.includes("/")) continue;
-      out.push({ kind: "volume", project: v.project, pool: pool.name, name: v.name, volume: v });
+      // A volume of a local pool in a cluster is its member's: the member is part of its key.
+      const member = memberOf(v);
+      out.push({ kind: "volume", project: v.project, pool: pool.name, name: v.name, ...(member === undefined ? {} : { member }), volume: v });
     }
   }
   return out;

@@ -9,7 +9,7 @@ import { Parser, type ReadEntry } from "tar";
 import { errorMessage, InterruptedError, NotFoundError } from "../errors";
 import { DRILL_CHECK_KEY, DRILL_PROJECT, describeDevice, drillCopy, placeholdersFor, rotation } from "../core/drill";
 import type { Candidate } from "../core/plan";
-import { itemId, itemLabel, matches, type ItemKey, type Selection } from "../core/selection";
+import { itemId, itemLabel, keyOf, matches, type ItemKey, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
 import type { IncusClient } from "../incus/client";
 import { IncusNotFoundError } from "../incus/errors";
@@ -66,7 +66,7 @@ export interface DrillResult {
 /** The record status shows: every item's last drill, and the last run. */
 export interface DrillRecord {
   finished: string;
-  items: Record<string, { label: string; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name">; version: string; ok: boolean; reason?: string; finished: string; seconds: number }>;
+  items: Record<string, { label: string; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name" | "member">; version: string; ok: boolean; reason?: string; finished: string; seconds: number }>;
   lastRun: { finished: string; drilled: number; passed: number; failed: string[]; interrupted: boolean };
 }
 
@@ -166,7 +166,7 @@ const seconds = (t0: number) => Math.round((Date.now() - t0) / 100) / 10;
 
 async function drillOne(deps: DrillDeps, opts: DrillOptions, c: Candidate, signal: AbortSignal): Promise<DrillResult> {
   const m = c.manifest;
-  const item: ItemKey = { kind: m.kind, project: m.project, name: m.name, ...(m.pool === undefined ? {} : { pool: m.pool }) };
+  const item = keyOf(m);
   const t0 = Date.now();
   const temp = copyName();
   const object = (m.object ?? {}) as {

@@ -8,7 +8,8 @@ import type { Manifest } from "../core/manifest";
 import { IncusNotFoundError } from "../incus/errors";
 import { getInstance, getInstances } from "../incus/instances";
 import { getStoragePoolVolumes } from "../incus/storage_volumes";
-import { volumeOnMember } from "../core/plan";
+import { volumeLanding } from "../core/plan";
+import { clusterInfo } from "./cluster";
 import { instancesUsingVolume } from "./discover";
 import type { IncusClient } from "../incus/client";
 import { createInstanceFile, deleteInstanceFile, getInstanceFile, getInstanceFileInfo, instanceFileSha256 } from "../incus/instance_files";
@@ -114,13 +115,21 @@ export async function volumeTargetFor(client: IncusClient, m: Manifest, stage: S
     new NotFoundError(`volume ${label} is not on the server, so there is nothing to restore files into; nothing was changed`, {
       hint: `restore the whole volume (incus-backup restore --volume --name ${label}), ${TO_HINT}`,
     });
-  // In a cluster, several members may have a volume of this name (a local pool): the backup's member's.
+  // In a cluster, several members may have a volume of this name (a local pool): the one a
+  // restore of the whole volume would replace (its member's, if the cluster has it).
   const all = await getStoragePoolVolumes(client, pool, m.project, opts).catch((err: unknown) => {
     throw err instanceof IncusNotFoundError ? notThere() : err;
   });
   const named = all.filter((v) => v.name === m.name && v.type === "custom");
-  if (named.length === 0) throw notThere();
-  const volume = volumeOnMember(named, `${m.project}/${label}`, m.member)!;
+  const cluster = m.member === undefined ? { clustered: false, members: [] } : await clusterInfo(client, signal);
+  const landing = volumeLanding(named, `${m.project}/${label}`, m, cluster);
+  const volume = landing.existing;
+  if (volume === undefined) {
+    if (named.length === 0 || landing.placement.member === undefined) throw notThere();
+    throw new NotFoundError(`member ${landing.placement.member} has no volume ${label} (${named.length > 1 ? "members" : "member"} ${named.map((v) => v.location ?? "?").sort().join(" and ")} ${named.length > 1 ? "have" : "has"} one of that name, another volume), so there is nothing to restore files into; nothing was changed`, {
+      hint: `restore the whole volume (incus-backup restore --volume --name ${label} --member ${m.member!}), ${TO_HINT}`,
+    });
+  }
   const users = instancesUsingVolume(await getInstances(client, undefined, opts), volume, pool);
   const mounts = users.flatMap((i) =>
     Object.values(i.expanded_devices ?? i.devices ?? {})

@@ -4,7 +4,7 @@
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
 import type { FileEntry } from "../core/manifest";
 import { hostToContainer, type IdShift } from "../core/idmap";
-import { itemId, itemLabel, matches, type Selection } from "../core/selection";
+import { itemId, itemLabel, keyOf, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
 import type { Store, StoredVersion } from "../repository/store";
 import { walkArchive } from "./archive_walk";
@@ -31,12 +31,25 @@ export async function pickSource(store: Store, selection: Selection, versionPref
   if (selection.names.length !== 1) throw new UsageError(`give the ${kinds[0]} with one --name`);
   const kind = kinds[0]!;
   const { versions, damaged } = await store.list([kind]);
-  const mine = versions.filter((v) => matches(selection, v.manifest));
-  const items = new Map(mine.map((v) => [itemId(v.manifest), v.manifest]));
+  let mine = versions.filter((v) => matches(selection, v.manifest));
+  let items = new Map(mine.map((v) => [itemId(v.manifest), v.manifest]));
   const name = selection.names[0]!;
-  if (items.size === 0) throw new NotFoundError(`there is no backup of ${kind} ${JSON.stringify(name)}${selection.project ? ` in project ${selection.project}` : ""} (see \`incus-backup list\`)`);
+  const where = `${selection.project ? ` in project ${selection.project}` : ""}${selection.member ? ` on member ${selection.member}` : ""}`;
+  if (items.size === 0) throw new NotFoundError(`there is no backup of ${kind} ${JSON.stringify(name)}${where} (see \`incus-backup list\`)`);
+  // Of several items of that name (a cluster's volumes on two members), --version may fit one only.
+  if (items.size > 1 && versionPrefix !== undefined) {
+    const fitting = new Set(mine.filter((v) => v.manifest.version.startsWith(versionPrefix)).map((v) => itemId(v.manifest)));
+    if (fitting.size > 0) {
+      mine = mine.filter((v) => fitting.has(itemId(v.manifest)));
+      items = new Map(mine.map((v) => [itemId(v.manifest), v.manifest]));
+    }
+  }
   if (items.size > 1) {
-    throw new UsageError(`--name ${JSON.stringify(name)} matches ${[...items.values()].map(itemLabel).join(", ")}: name one (POOL/NAME, --project)`);
+    // One volume name on several members of a cluster: only --member tells them apart.
+    const oneName = new Set([...items.values()].map((m) => itemId({ ...keyOf(m), member: undefined }))).size === 1;
+    const members = [...items.values()].flatMap((m) => (m.member === undefined ? [] : [m.member])).sort();
+    const how = oneName && members.length === items.size ? `--member ${members.join(" or --member ")}` : "POOL/NAME, --project";
+    throw new UsageError(`--name ${JSON.stringify(name)} matches ${[...items.values()].map(itemLabel).join(", ")}: name one (${how})`);
   }
   const picked = pickVersion(
     mine.map((v) => v.manifest.version),

@@ -1,7 +1,7 @@
 // Prune: plan which versions a retention policy removes, remove them, and record the result for status.
 
 import { errorMessage, InterruptedError, LockedError, LockLostError, NotFoundError } from "../errors";
-import { itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
+import { itemId, itemLabel, matches, unmatchedNames, type ItemKey, type Selection } from "../core/selection";
 import { checkRepository, takeLock, type LockWait } from "./locking";
 import { planRetention, type ItemRetention, type RetentionPolicy } from "../core/retention";
 import type { Store, StoredVersion } from "../repository/store";
@@ -25,8 +25,11 @@ export interface PrunePlan {
 /** Lists the repository and applies the policy to every selected item. Reads only. */
 export async function planPrune(store: Store, selection: Selection, policy: RetentionPolicy, tz: string): Promise<PrunePlan> {
   const listing = await store.list(selection.kinds);
+  // The policy applies to whole items: with --member, to every version of an instance that has
+  // one backed up on that member (an instance moves between members, its versions stay one item).
+  const picked = new Set(listing.versions.filter((v) => matches(selection, v.manifest)).map((v) => itemId(v.manifest)));
   const candidates = listing.versions
-    .filter((v) => matches(selection, v.manifest))
+    .filter((v) => picked.has(itemId(v.manifest)))
     .map((v): PruneCandidate => ({ key: v.manifest, version: v.manifest.version, entry: v }));
   return {
     policy,

@@ -2,11 +2,11 @@
 // then, once confirmed, carry it out under the lock when it replaces anything.
 
 import { IntegrityError, NotFoundError, UsageError } from "../errors";
-import { instanceKey, isDestructive, liveVolumeFor, olderRunNotes, planRestore, type Plan } from "../core/plan";
-import { checkTargetMember, placeNew, placeReplacement, type ClusterInfo, type Placement } from "../core/placement";
+import { isDestructive, olderRunNotes, planRestore, type Plan } from "../core/plan";
+import { checkTargetMember, type ClusterInfo } from "../core/placement";
 import { clusterInfo } from "./cluster";
 import { configIsDestructive, planConfig, type ConfigPlan } from "../core/config_plan";
-import { itemId, itemLabel, matches, type Selection } from "../core/selection";
+import { itemId, itemLabel, keyOf, matches, type Selection } from "../core/selection";
 import { pickVersion } from "../core/version";
 import type { IncusClient } from "../incus/client";
 import { getProjects } from "../incus/projects";
@@ -80,6 +80,8 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
             ...(opts.targetName === undefined ? {} : { targetName: opts.targetName }),
             noStart: opts.noStart,
             allowEmpty: selection.kinds.length > 1,
+            cluster,
+            ...(opts.targetMember === undefined ? {} : { targetMember: opts.targetMember }),
           },
         )
       : { steps: [], skipped: [], notes: [] };
@@ -97,15 +99,6 @@ export async function prepareRestore(deps: RestoreDeps, opts: RestoreOptions, si
   }
   // Without --version, say which items cannot come from the latest run (with it, the notes say what a prefix picked).
   if (version === undefined) plan.notes.push(...olderRunNotes(plan, config?.plan ? config.version : undefined));
-  for (const s of plan.steps) {
-    if (s.op === "image") continue;
-    let p: Placement;
-    if (s.op === "create") p = placeNew(s.source.manifest, cluster, opts.targetMember);
-    else if (s.op === "replace") p = placeReplacement(live?.instances.get(instanceKey(s.target.project, s.target.name))?.location, cluster);
-    else p = placeReplacement(live === undefined ? undefined : liveVolumeFor(live, s.target, s.source.manifest.member)?.location, cluster);
-    if (p.member !== undefined) s.member = p.member;
-    if (p.note !== undefined) s.notes = [...(s.notes ?? []), p.note];
-  }
   await checkTargetProjects(client, plan, config?.plan, signal);
   await describeReplacements(client, plan, signal);
   const destructive = isDestructive(plan) || (config?.plan !== undefined && configIsDestructive(config.plan));
@@ -141,9 +134,13 @@ export async function runRestore(
  */
 function refuseDamagedPick(selection: Selection, version: string | undefined, versions: StoredVersion[], damaged: DamagedVersion[]): void {
   const wanted = (v: string) => version === undefined || v.startsWith(version);
+  // A damaged version of a cluster's volume from before volumes were keyed by member says no member
+  // (its manifest cannot tell): the versions of any member of that name count as newer ones.
+  const sameItem = (m: StoredVersion["manifest"], d: DamagedVersion) =>
+    itemId(m) === itemId(d.key) || (d.key.kind === "volume" && d.key.member === undefined && itemId({ ...keyOf(m), member: undefined }) === itemId(d.key));
   for (const d of damaged) {
     if (!matches(selection, d.key) || !wanted(d.version)) continue;
-    const newer = versions.some((v) => itemId(v.manifest) === itemId(d.key) && wanted(v.manifest.version) && v.manifest.version > d.version);
+    const newer = versions.some((v) => sameItem(v.manifest, d) && wanted(v.manifest.version) && v.manifest.version > d.version);
     if (newer) continue;
     throw new IntegrityError(`${itemLabel(d.key)} version ${d.version} is damaged (${d.problem}); nothing was changed`, {
       hint: "see `incus-backup verify`; restore another version with --version",

@@ -30,6 +30,13 @@ export interface StorageVolumeBackupsPost {
 const custom = (pool: string) => `/1.0/storage-pools/${seg(pool)}/volumes/custom`;
 const vol = (pool: string, name: string) => `${custom(pool)}/${seg(name)}`;
 
+/**
+ * In a cluster, `target` names the member whose volume is meant: two members may each have a
+ * volume of one name on a local pool, and Incus refuses to guess (`incus ... --target M`).
+ */
+export type OnMember = { target?: string | undefined };
+const where = (project: string, target: string | undefined) => ({ project, ...(target === undefined ? {} : { target }) });
+
 /** Custom volumes of a pool, in one project or in all of them when `project` is undefined. */
 export async function getStoragePoolVolumes(c: IncusClient, pool: string, project?: string, opts: Signal = {}): Promise<StorageVolume[]> {
   const query = project === undefined ? { recursion: 1, "all-projects": true } : { recursion: 1, project };
@@ -78,12 +85,13 @@ export function createStorageVolumeBackup(
   pool: string,
   name: string,
   backup: StorageVolumeBackupsPost,
-  opts: Signal = {},
+  opts: Signal & OnMember = {},
 ): Promise<Operation> {
+  const { target, ...rest } = opts;
   return c.operation("POST", `${vol(pool, name)}/backups`, `Create backup of volume ${pool}/${name}`, {
-    query: { project },
+    query: where(project, target),
     body: backup,
-    ...opts,
+    ...rest,
   });
 }
 
@@ -94,11 +102,12 @@ export function getStorageVolumeBackupFile(
   name: string,
   backupName: string,
   sink: Writable,
-  opts: TransferOptions = {},
+  opts: TransferOptions & OnMember = {},
 ) {
+  const { target, ...rest } = opts;
   return downloadTo(c, `${vol(pool, name)}/backups/${seg(backupName)}/export`, `Download backup of volume ${pool}/${name}`, sink, {
-    ...opts,
-    query: { project },
+    ...rest,
+    query: where(project, target),
   });
 }
 
@@ -110,20 +119,22 @@ export function createStorageVolumeBackupStream(
   name: string,
   backup: Omit<StorageVolumeBackupsPost, "name" | "expires_at">,
   sink: Writable,
-  opts: TransferOptions = {},
+  opts: TransferOptions & OnMember = {},
 ) {
+  const { target, ...rest } = opts;
   return postForStream(c, `${vol(pool, name)}/backups`, `Stream a backup of volume ${pool}/${name}`, backup, sink, {
-    ...opts,
-    query: { project },
+    ...rest,
+    query: where(project, target),
   });
 }
 
-export async function deleteStorageVolumeBackup(c: IncusClient, project: string, pool: string, name: string, backupName: string, opts: Signal = {}) {
+export async function deleteStorageVolumeBackup(c: IncusClient, project: string, pool: string, name: string, backupName: string, opts: Signal & OnMember = {}) {
+  const { target, ...rest } = opts;
   const op = await c.operation("DELETE", `${vol(pool, name)}/backups/${seg(backupName)}`, `Delete backup of volume ${pool}/${name}`, {
-    query: { project },
-    ...opts,
+    query: where(project, target),
+    ...rest,
   });
-  await op.wait(opts);
+  await op.wait(rest);
 }
 
 /** Uploads a volume backup tarball to create a new custom volume (fails if the name is taken). */

@@ -78,9 +78,10 @@ export interface RunRecord {
   status: "running" | "ok" | "partial" | "failed" | "interrupted";
   /**
    * mode and snapshots: how the item was backed up, when not live and without snapshots.
-   * `key`: the item itself, for the metrics file (records of older versions have only the label).
+   * `key`: the item itself, for the metrics file (records of older versions have only the label; a
+   * volume's key has its member only from when volumes were keyed by member: `member` has it before).
    */
-  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean; member?: string; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name"> }>;
+  items?: Array<{ label: string; ok: boolean; error?: string; bytes?: number; seconds?: number; mode?: "stop"; snapshots?: boolean; member?: string; key?: Pick<ItemKey, "kind" | "project" | "pool" | "name" | "member"> }>;
   /** Items the run found but left out, and why (user.incus-backup.exclude=true, ephemeral, ...). */
   skipped?: Array<{ label: string; reason: string }>;
 }

@@ -1,10 +1,11 @@
 // A two-member cluster (test/lab/lab.sh cluster-add): instances and local volumes on each member
-// are backed up with their member, replaced in place on the far member, rebuilt on their members
-// after everything was deleted, and restored onto a single fresh server with members ignored.
+// are backed up with their member (same-named volumes on two members as two items), replaced in
+// place on the far member, rebuilt on their members after everything was deleted, and restored
+// onto a single fresh server with members ignored.
 // The tool talks to node1's socket only, as the backup container on one member would.
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { incus, incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
 import { macsOf } from "./helpers/realistic";
@@ -17,6 +18,8 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
   const name = uniqueName("cl").slice(0, 14).replace(/-$/, "");
   let node1: string;
   let dir: string;
+  /** The repository of the test of same-named volumes on two members (restored onto a single server at the end). */
+  let sameNamed: string;
   const on = () => ({ socket: node1 });
   /** Where each instance and custom volume is, and its status: "c1 RUNNING node1". */
   const where = async () => {
@@ -78,43 +81,38 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     expect(status.stdout).toMatch(/ok +instance default\/c2 .*\(on node2\)/);
   });
 
-  it("two members each with a volume of one name: a backup refuses both rather than mix them up; a restore replaces only the one on the backup's member", async () => {
-    const own = await repoDir(track);
+  it("two members each with a volume of one name: each is backed up as its own item, and restored onto its own member, stopping only that member's users", async () => {
+    sameNamed = await repoDir(track);
+    const own = sameNamed;
     const mounted = async (inst: string) => incusOk(["exec", inst, "--", "cat", "/mnt/vd/data"], on()).then((s) => s.trim());
     try {
-      // First node2's (the far member's), backed up; then node1's, of the same name.
-      await incusOk(["storage", "volume", "create", "default", "vd", "--target", "node2"], on());
-      await incusOk(["config", "device", "add", "c2", "vd", "disk", "pool=default", "source=vd", "path=/mnt/vd"], on());
-      await incusOk(["exec", "c2", "--", "sh", "-c", "echo vd-node2 > /mnt/vd/data"], on());
-      await toolOk(["backup", "--volumes", "--name", "vd", `--dir=${own}`], on());
-      const [first] = await listJson(own);
-      expect(first).toMatchObject({ type: "volume", name: "vd" });
-      expect((first as unknown as { member?: string }).member).toBe("node2");
-
-      await incusOk(["storage", "volume", "create", "default", "vd", "--target", "node1"], on());
-      await incusOk(["config", "device", "add", "c1", "vd", "disk", "pool=default", "source=vd", "path=/mnt/vd"], on());
-      await incusOk(["exec", "c1", "--", "sh", "-c", "echo vd-node1 > /mnt/vd/data"], on());
-      const clash = await tool(["backup", "--volumes", `--dir=${own}`], on());
-      console.log(`same-named volumes on two members, backup: exit ${clash.code}\n${clash.stdout}${clash.stderr}`);
-      expect(clash.code).toBe(3);
-      for (const [m, other] of [["node1", "node2"], ["node2", "node1"]]) {
-        expect(clash.stdout).toMatch(new RegExp(`failed: volume default/default/vd: this one is on member ${m}, and member ${other} has one of that name too: .*neither is backed up`));
+      for (const [inst, member] of [["c1", "node1"], ["c2", "node2"]] as const) {
+        await incusOk(["storage", "volume", "create", "default", "vd", "--target", member], on());
+        await incusOk(["config", "device", "add", inst, "vd", "disk", "pool=default", "source=vd", "path=/mnt/vd"], on());
+        await incusOk(["exec", inst, "--", "sh", "-c", `echo vd-${member} > /mnt/vd/data`], on());
       }
-      const rows = await listJson(own);
-      expect(rows.filter((r) => r.name === "vd")).toHaveLength(1);
-      expect(rows.filter((r) => r.name === "v1" || r.name === "v2")).toHaveLength(2);
+      await toolOk(["backup", "--volumes", "--name", "vd", `--dir=${own}`], on());
+      const rows = (await listJson(own)).filter((r) => r.name === "vd") as Array<Awaited<ReturnType<typeof listJson>>[number] & { member?: string }>;
+      expect(rows.map((r) => [r.member, relative(own, r.path).replace(/\d{8}-\d{6}$/, "V")])).toEqual([
+        ["node1", "volumes/default/default/vd/@node1/V"],
+        ["node2", "volumes/default/default/vd/@node2/V"],
+      ]);
+      const version = rows[0]!.version;
 
-      // The older backup (node2's) goes back onto node2's volume only, with c2 (not c1) stopped
-      // and started around it.
-      await incusOk(["exec", "c2", "--", "sh", "-c", "echo changed > /mnt/vd/data"], on());
-      const r = await toolOk(["restore", "--volume", "--name", "vd", "--version", first!.version, "--force", `--dir=${own}`], on());
-      expect(r.stdout).toContain("on member node2, where it is");
-      expect(r.stdout).toMatch(/default\/c2/);
-      expect(r.stdout).not.toMatch(/default\/c1\b/);
+      // Both changed; a restore of the name puts each back on its own member, with its own data,
+      // stopping (and starting again) only the instance that mounts that member's volume.
+      for (const inst of ["c1", "c2"]) await incusOk(["exec", inst, "--", "sh", "-c", "echo changed > /mnt/vd/data"], on());
+      const r = await toolOk(["restore", "--volume", "--name", "vd", "--version", version, "--force", `--dir=${own}`], on());
+      console.log(`same-named volumes on two members, restore:\n${r.stdout}`);
+      expect(r.stdout).toMatch(/REPLACE +volume default\/default\/vd on node1 .*; stops default\/c1 and starts default\/c1 again\n +on member node1, where it is\n/);
+      expect(r.stdout).toMatch(/REPLACE +volume default\/default\/vd on node2 .*; stops default\/c2 and starts default\/c2 again\n +on member node2, where it is\n/);
       expect([await mounted("c1"), await mounted("c2")]).toEqual(["vd-node1", "vd-node2"]);
-      // A single file goes back the same way: through c2, which mounts node2's volume, not c1.
+
+      // A single file goes back through the instance that mounts that member's volume (c2 for node2's).
+      const which = await tool(["restore", "--volume", "--name", "default/vd", "--version", version, "--path", "/data", `--dir=${own}`], on());
+      expect([which.code, which.stderr]).toEqual([2, expect.stringContaining("name one (--member node1 or --member node2)")]);
       await incusOk(["exec", "c2", "--", "rm", "/mnt/vd/data"], on());
-      const f = await toolOk(["restore", "--volume", "--name", "default/vd", "--version", first!.version, "--path", "/data", `--dir=${own}`], on());
+      const f = await toolOk(["restore", "--volume", "--name", "default/vd", "--member", "node2", "--version", version, "--path", "/data", `--dir=${own}`], on());
       expect(f.stdout).toMatch(/mounted at \/mnt\/vd in the running instance default\/c2/);
       expect([await mounted("c1"), await mounted("c2")]).toEqual(["vd-node1", "vd-node2"]);
     } finally {
@@ -199,10 +197,22 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     expect((await incusOk(["exec", "c2", "--", "cat", "/srv/data"], there)).trim()).toBe("v2-data");
   });
 
-  it("restores onto a single fresh server: members are ignored, and the plan says so", async () => {
+  it("restores onto a single fresh server: members are ignored, and the plan says so; two members' volumes of one name are refused, and --member restores one", async () => {
     const single = await isolatedServer(track, { version });
     const r = await toolOk(["restore", "--instances", "--volumes", "--force", `--dir=${dir}`], { socket: single });
     expect(r.stdout).toContain("it was on member node2 of a cluster; this server is not one: members are ignored");
     expect(await incusOk(["exec", "c2", "--", "cat", "/srv/data"], { socket: single })).toContain("v2-data");
+
+    // vd of node1 and vd of node2 would both land on the one vd here: refused before anything changes.
+    const clash = await tool(["restore", "--volume", "--name", "vd", "--force", `--dir=${sameNamed}`], { socket: single });
+    console.log(`two members' vd onto a single server: exit ${clash.code}: ${clash.stderr.trim()}`);
+    expect(clash.code).toBe(2);
+    expect(clash.stderr).toMatch(/volume default\/default\/vd on node1 and volume default\/default\/vd on node2 would both be restored as volume default\/default\/vd \(this server is not a cluster\); nothing was changed: restore one at a time, with --member node1 or --member node2/);
+    const volumes = () => incusOk(["storage", "volume", "list", "default", "-f", "csv", "-c", "n", "type=custom"], { socket: single }).then((t) => t.trim().split("\n").sort());
+    expect(await volumes()).toEqual(["v1", "v2"]);
+    await toolOk(["restore", "--volume", "--name", "vd", "--member", "node2", "--target-name", "vd-from-node2", "--force", `--dir=${sameNamed}`], { socket: single });
+    expect(await volumes()).toEqual(["v1", "v2", "vd-from-node2"]);
+    await incusOk(["config", "device", "add", "c2", "vd", "disk", "pool=default", "source=vd-from-node2", "path=/mnt/vd"], { socket: single });
+    expect((await incusOk(["exec", "c2", "--", "cat", "/mnt/vd/data"], { socket: single })).trim()).toBe("vd-node2");
   });
 });

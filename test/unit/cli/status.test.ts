@@ -100,6 +100,31 @@ describe("status", () => {
     expect(r.stdout).toMatch(/^health +1 problem\(s\), exit 10\n +10  the last run 20250914-010000 \(started 2025-09-14T01:00:00.000Z\) was partial$/m);
   });
 
+  it("names each item's member once: a volume keyed by member in its label, an instance beside it", async () => {
+    const dir = await repoDir();
+    const { repo } = await DirectoryStore.open(dir, { create: false });
+    const vd = { kind: "volume" as const, project: "default", pool: "local", name: "vd" };
+    for (const member of ["node1", "node2"]) await writeVersion(repo, { ...vd, member }, "20250914-010000");
+    const version = await repo.reserveVersion(new Date("2025-09-14T01:00:00Z"), { command: "x", started: "2025-09-14T01:00:00.000Z", status: "running" });
+    await repo.saveRun({
+      version,
+      command: "backup --all",
+      started: "2025-09-14T01:00:00.000Z",
+      finished: "2025-09-14T01:00:10.000Z",
+      status: "ok",
+      items: [
+        { label: "volume default/local/vd on node1", ok: true, bytes: 1024, seconds: 1, member: "node1", key: { ...vd, member: "node1" } },
+        { label: "volume default/local/vd on node2", ok: true, bytes: 1024, seconds: 1, member: "node2", key: { ...vd, member: "node2" } },
+        { label: "instance default/c2", ok: true, bytes: 1024, seconds: 1, member: "node2", key: { kind: "instance", project: "default", name: "c2" } },
+      ],
+    });
+    const r = await runCli(["status", "--dir", dir], { now: NOW });
+    expect(r.stdout).toMatch(/^repository  .*: 2 item\(s\), 2 version\(s\)/);
+    expect(r.stdout).toMatch(/^ +ok +volume default\/local\/vd on node1 +1\.0 KiB +1\.0s$/m);
+    expect(r.stdout).toMatch(/^ +ok +volume default\/local\/vd on node2 +1\.0 KiB +1\.0s$/m);
+    expect(r.stdout).toMatch(/^ +ok +instance default\/c2 +1\.0 KiB +1\.0s +\(on node2\)$/m);
+  });
+
   it("says when the daemon recorded on this host is gone", async () => {
     const dir = await fullRepo();
     const { repo } = await DirectoryStore.open(dir, { create: false });

@@ -138,6 +138,43 @@ describe("renderMetrics", () => {
   });
 });
 
+describe("a cluster's volumes of one name on two members", () => {
+  const vd = { kind: "volume" as const, project: "default", pool: "local", name: "vd" };
+  const on = (member: string): ItemKey => ({ ...vd, member });
+  it("are two series with a member label; a record from before volumes were keyed by member joins by the entry's member", () => {
+    const facts: MetricsFacts = {
+      readable: true,
+      runs: [
+        // Older: the key without the member, the member beside it.
+        { version: "20250913-030000", status: "partial", started: "2025-09-13T03:00:00Z", items: [{ label: "volume default/local/vd", ok: false, key: vd, member: "node2" }] },
+        {
+          version: "20250914-030000",
+          status: "partial",
+          started: "2025-09-14T03:00:00Z",
+          items: [
+            { label: "volume default/local/vd on node1", ok: true, bytes: 5, seconds: 7, key: on("node1"), member: "node1" },
+            { label: "volume default/local/vd on node2", ok: false, key: on("node2"), member: "node2" },
+          ],
+        },
+      ],
+      versions: [v(on("node1"), "20250914-030000", "2025-09-14T03:00:10Z", 5), v(on("node2"), "20250912-030000", "2025-09-12T03:00:10Z", 6)],
+      lastRun: null,
+      lastPrune: null,
+      drills: [{ key: on("node2"), ok: true, finished: "2025-09-14T04:00:00Z", seconds: 2 }],
+    };
+    const m = parseMetrics(renderMetrics(facts));
+    expect(sample(m, "incus_backup_item_last_success_duration_seconds", { member: "node1" })).toBe(7);
+    expect(sample(m, "incus_backup_item_consecutive_failures", { member: "node1" })).toBe(0);
+    expect(sample(m, "incus_backup_item_last_success_bytes", { member: "node2" })).toBe(6);
+    expect(sample(m, "incus_backup_item_consecutive_failures", { member: "node2" })).toBe(2);
+    expect(m.get("incus_backup_item_consecutive_failures")!.metrics.map((s) => s.labels)).toEqual([
+      { kind: "volume", project: "default", pool: "local", name: "vd", member: "node1" },
+      { kind: "volume", project: "default", pool: "local", name: "vd", member: "node2" },
+    ]);
+    expect(sample(m, "incus_backup_item_last_drill_success", { member: "node2" })).toBe(1);
+  });
+});
+
 describe("restore drills in the metrics", () => {
   it("give each drilled item its last drill's result, time and duration", () => {
     const facts: MetricsFacts = {

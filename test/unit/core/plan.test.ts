@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { NotFoundError, UsageError } from "../../../src/errors";
 import { isDestructive, olderRunNotes, planRestore, type Candidate, type LiveState, type Plan, type PlanOptions, type Step } from "../../../src/core/plan";
-import type { Selection } from "../../../src/core/selection";
+import { itemLabel, type Selection } from "../../../src/core/selection";
 import type { NicIdentity } from "../../../src/core/nics";
 import type { Manifest } from "../../../src/core/manifest";
 
@@ -614,5 +614,82 @@ describe("olderRunNotes: one point in time", () => {
     const plan = planRestore(candidates, live(), opts({}, { version: "20250915" }));
     expect(summary(plan).join("\n")).not.toMatch(/db/);
     expect(plan.skipped).toEqual([{ item: expect.objectContaining({ name: "db" }), reason: "no version matching 20250915" }]);
+  });
+});
+
+describe("planRestore: a cluster's volumes of one name on two members (a local pool), each its own item", () => {
+  const V = "20250914-030002";
+  const onMember = (member: string, version = V) => candidate({ kind: "volume", project: "default", pool: "local", name: "vd", member, version, files: [{ name: "volume.tar.zst", size: 200, sha256: SHA }] });
+  const cluster = { clustered: true, connected: "node1", members: ["node1", "node2"] };
+  const users = (name: string) => [{ project: "default", name, running: true }];
+  const both = (): LiveState => ({
+    ...live(),
+    volumes: new Map([
+      [
+        "default/local/vd",
+        [
+          { users: users("c1"), location: "node1" },
+          { users: users("c2"), location: "node2" },
+        ],
+      ],
+    ]),
+  });
+  const vdOnly = (s: Partial<Selection> = {}) => opts({ kinds: ["volume"], names: ["vd"], ...s });
+
+  it("into the cluster: each replaces its own member's volume, stopping only that member's users", () => {
+    const plan = planRestore([onMember("node1"), onMember("node2")], both(), { ...vdOnly(), cluster });
+    expect(plan.steps.map((s) => [s.op, itemLabel(s.target), s.op === "replace-contents" ? [s.member, s.restart.map((u) => u.name), s.notes] : []])).toEqual([
+      ["replace-contents", "volume default/local/vd on node1", ["node1", ["c1"], ["on member node1, where it is"]]],
+      ["replace-contents", "volume default/local/vd on node2", ["node2", ["c2"], ["on member node2, where it is"]]],
+    ]);
+  });
+
+  it("into the cluster, where only the other member has one of that name: created on its own member, the other left alone", () => {
+    const state: LiveState = { ...live(), volumes: new Map([["default/local/vd", [{ users: users("c1"), location: "node1" }]]]) };
+    const step = only(planRestore([onMember("node2")], state, { ...vdOnly(), cluster }), "create");
+    expect([step.member, itemLabel(step.target), step.notes]).toEqual(["node2", "volume default/local/vd on node2", ["on member node2, where it was backed up"]]);
+  });
+
+  it("onto a single server: refused before anything changes, naming both members and how to restore one", () => {
+    const state: LiveState = { ...live(), volumes: new Map([["default/local/vd", [{ users: users("c1"), location: "none" }]]]) };
+    for (const server of [undefined, { clustered: false, members: [] }]) {
+      const run = () => planRestore([onMember("node1"), onMember("node2")], state, { ...vdOnly(), ...(server ? { cluster: server } : {}) });
+      expect(run).toThrow(UsageError);
+      expect(run).toThrow(
+        "volume default/local/vd on node1 and volume default/local/vd on node2 would both be restored as volume default/local/vd (this server is not a cluster); nothing was changed: restore one at a time, with --member node1 or --member node2 (and --target-name NEW to restore the other beside it)",
+      );
+    }
+  });
+
+  it("onto a cluster that has neither member: refused as well (both would land on the member talked to)", () => {
+    const other = { clustered: true, connected: "a", members: ["a", "b"] };
+    const run = () => planRestore([onMember("node1"), onMember("node2")], live(), { ...vdOnly(), cluster: other });
+    expect(run).toThrow(/volume default\/local\/vd on node1 and volume default\/local\/vd on node2 would both be restored as volume default\/local\/vd on a; nothing was changed: restore one at a time, with --member node1 or --member node2/);
+    // With --target-member, too: one member, one volume of a name.
+    expect(() => planRestore([onMember("node1"), onMember("node2")], live(), { ...vdOnly(), cluster: other, targetMember: "b" })).toThrow(/would both be restored as volume default\/local\/vd on b/);
+  });
+
+  it("--member takes one of them; with --target-name it goes beside the other", () => {
+    const state: LiveState = { ...live(), volumes: new Map([["default/local/vd", [{ users: users("c1"), location: "none" }]]]) };
+    const one = planRestore([onMember("node1"), onMember("node2")], state, vdOnly({ member: "node2" }));
+    expect(only(one, "replace-contents").source.manifest.member).toBe("node2");
+    const beside = planRestore([onMember("node1"), onMember("node2")], state, { ...vdOnly({ member: "node2" }), targetName: "vd-from-node2" });
+    const step = only(beside, "create");
+    expect([step.target.name, step.source.manifest.member]).toEqual(["vd-from-node2", "node2"]);
+    expect(() => planRestore([onMember("node1"), onMember("node2")], state, { ...vdOnly(), targetName: "x" })).toThrow(/--target-name needs exactly one item, but the selection matches 2: volume default\/local\/vd on node1, volume default\/local\/vd on node2/);
+    expect(() => planRestore([onMember("node1")], state, vdOnly({ member: "node2" }))).toThrow(/no backup of volumes named "vd" on member node2 in the repository; it has volume default\/local\/vd on node1/);
+  });
+
+  it("--member takes an instance's versions by the member each was backed up on", () => {
+    const on = (member: string, version: string) => candidate({ kind: "instance", project: "default", name: "web", member, version, status: "Stopped", files: [{ name: "instance.tar.zst", size: 100, sha256: SHA }] });
+    const versions = [on("node1", "20250913-030002"), on("node2", "20250914-030002"), on("node1", "20250915-030002")];
+    expect(only(planRestore(versions, live(), opts({ kinds: ["instance"], member: "node2" })), "create").source.manifest.version).toBe("20250914-030002");
+    expect(only(planRestore(versions, live(), opts({ kinds: ["instance"] })), "create").source.manifest.version).toBe("20250915-030002");
+  });
+
+  it("a bare name on two members is not ambiguous; in two pools it still is", () => {
+    const other = candidate({ kind: "volume", project: "default", pool: "fast", name: "vd", version: V, files: [{ name: "volume.tar.zst", size: 200, sha256: SHA }] });
+    expect(planRestore([onMember("node1"), onMember("node2")], live(), { ...vdOnly(), cluster }).steps).toHaveLength(2);
+    expect(() => planRestore([onMember("node1"), other], live(), vdOnly())).toThrow(/"vd" matches 2 volumes/);
   });
 });

@@ -58,6 +58,11 @@ describe("selectionFrom", () => {
     });
   });
 
+  it("keeps --member, and leaves it out when none is given", () => {
+    expect(selectionFrom({ volumes: true, names: ["vd"], member: "node2" }, BACKUP_ALL, false)).toEqual({ kinds: ["volume"], names: ["vd"], member: "node2" });
+    expect(selectionFrom({ all: true, member: undefined }, BACKUP_ALL, false)).not.toHaveProperty("member");
+  });
+
   it("leaves the project out when none is given", () => {
     expect(selectionFrom({ all: true, project: undefined }, BACKUP_ALL, false)).not.toHaveProperty("project");
   });
@@ -75,6 +80,8 @@ describe("selectionFrom", () => {
     ["control character", { all: true, names: ["a\u0007"] }, /control/],
     ["unsafe project", { all: true, project: "../etc" }, /invalid project name/],
     ["empty project", { all: true, project: "" }, /invalid project name/],
+    ["unsafe member", { all: true, member: "../node1" }, /invalid --member/],
+    ["empty member", { volumes: true, member: "" }, /invalid --member/],
   ])("refuses %s", (_label, flags, reason) => {
     expect(() => selectionFrom(flags, BACKUP_ALL, false)).toThrow(UsageError);
     expect(() => selectionFrom(flags, BACKUP_ALL, false)).toThrow(reason);
@@ -156,6 +163,13 @@ describe("matches", () => {
     ["database ignores names", sel({ names: ["web"] }), database, true],
     ["database ignores project", sel({ project: "prod" }), database, true],
     ["database not selected", sel({ kinds: ["instance"] }), database, false],
+    ["--member, a volume of that member", sel({ member: "node2", names: ["vd"] }), vdNode2, true],
+    ["--member, the same name on another member", sel({ member: "node2", names: ["vd"] }), vdNode1, false],
+    ["--member, an instance backed up there (its manifest)", sel({ member: "node2" }), webOnNode2, true],
+    ["--member, an instance without a member (not a cluster)", sel({ member: "node2" }), web, false],
+    ["--member, a volume without a member", sel({ member: "node2" }), data, false],
+    ["--member leaves the database in", sel({ member: "node2" }), database, true],
+    ["--member leaves images in", sel({ member: "node2" }), image, true],
   ])("%s", (_label, s, item, expected) => {
     expect(matches(s, item)).toBe(expected);
   });

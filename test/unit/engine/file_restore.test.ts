@@ -129,4 +129,20 @@ describe("which version a file listing or restore reads", () => {
     await expect(vm).rejects.toMatchObject({ exitCode: 2, hint: expect.stringMatching(/--target-name vm1-copy/) });
     await expect(pickSource(store, sel("volume", "disk"), undefined)).rejects.toThrow(/is a block volume/);
   });
+
+  it("a cluster's volume of one name on two members: --member picks one, else --version if it fits one only, else it is refused naming both", async () => {
+    const store = new MemoryStore();
+    const on = (member: string, version: string) => ({ ...manifest("vd", version, { content_type: "filesystem", location: member }, "volume"), member });
+    store.put(on("node2", "20261201-010000"), { "volume.tar.zst": Buffer.from("a") });
+    store.put(on("node1", "20261202-010000"), { "volume.tar.zst": Buffer.from("b") });
+    store.put(on("node2", "20261202-010000"), { "volume.tar.zst": Buffer.from("c") });
+    const withMember = (member: string) => selectionFrom({ volumes: true, names: ["vd"], member }, KINDS, false);
+    const picked = await pickSource(store, withMember("node1"), undefined);
+    expect([picked.version.manifest.member, picked.version.manifest.version]).toEqual(["node1", "20261202-010000"]);
+    expect((await pickSource(store, sel("volume", "vd"), "20261201")).version.manifest.member).toBe("node2");
+    const both = pickSource(store, sel("volume", "vd"), undefined);
+    await expect(both).rejects.toThrow('--name "vd" matches volume default/default/vd on node1, volume default/default/vd on node2: name one (--member node1 or --member node2)');
+    await expect(both).rejects.toMatchObject({ exitCode: 2 });
+    await expect(pickSource(store, withMember("node3"), undefined)).rejects.toThrow('there is no backup of volume "vd" on member node3');
+  });
 });

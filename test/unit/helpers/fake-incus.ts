@@ -33,6 +33,8 @@ export interface FakeVolume {
   name: string;
   project: string;
   pool: string;
+  /** In a cluster, the member of a local pool's volume: several members may each have one of a name. */
+  location?: string;
   /** Stands for the volume's files: a refresh copies it, an import sets it to importedContent. */
   content: string;
 }
@@ -59,6 +61,8 @@ export interface FakeRequest {
   method: string;
   path: string;
   project: string | undefined;
+  /** The member asked for (?target=), if any. */
+  target?: string;
   body: unknown;
 }
 
@@ -99,7 +103,7 @@ export class FakeIncus {
   };
   /** Instances by project/name. */
   readonly instances = new Map<string, FakeInstance>();
-  /** Custom volumes by project/pool/name. */
+  /** Custom volumes by project/pool/name, and @MEMBER for a member's (see FakeVolume.location). */
   readonly volumes = new Map<string, FakeVolume>();
   /** Server-side backups by the path of their instance or volume, then by name. */
   readonly backups = new Map<string, Map<string, FakeBackup>>();
@@ -132,7 +136,7 @@ export class FakeIncus {
 
   addVolume(v: Partial<FakeVolume> & { name: string }): FakeVolume {
     const vol: FakeVolume = { project: "default", pool: "default", content: "original", ...v };
-    this.volumes.set(`${vol.project}/${vol.pool}/${vol.name}`, vol);
+    this.volumes.set(`${vol.project}/${vol.pool}/${vol.name}${vol.location === undefined ? "" : `@${vol.location}`}`, vol);
     return vol;
   }
 
@@ -260,7 +264,7 @@ export class FakeIncus {
 
   private async handle(method: string, path: string, query: Record<string, unknown>, body: unknown, upload: Readable | undefined, headers: Record<string, string>): Promise<Reply> {
     const project = typeof query.project === "string" ? query.project : undefined;
-    this.requests.push({ method, path, project, body });
+    this.requests.push({ method, path, project, ...(typeof query.target === "string" ? { target: query.target } : {}), body });
     // The server keeps an upload whole before it acts on it; a body that fails fails the request.
     const uploaded = upload === undefined ? undefined : await readAll(upload);
     try {
@@ -297,7 +301,8 @@ export class FakeIncus {
       } else {
         const name = decodeURIComponent(m[2]);
         const rest = m[3] ?? "";
-        const key = `${project}/${pool}/${name}`;
+        const target = typeof query.target === "string" ? query.target : undefined;
+        const key = this.volumeKey(project, pool, name, target);
         const must = () => this.volumes.get(key) ?? notFound("Storage volume not found");
         const owner = `/1.0/storage-pools/${pool}/volumes/custom/${name}?project=${project}`;
         if (rest.startsWith("/backups")) return this.routeBackups(method, rest, owner, name, b, headers, must);
@@ -439,6 +444,19 @@ export class FakeIncus {
       if (to) to.content = from.content;
       else this.addVolume({ name: target, project, pool, content: from.content });
     });
+  }
+
+  /**
+   * Which volume a request means: with ?target=, that member's; without, the only one of its name,
+   * as Incus finds it on whichever member has it. Where several members have one, Incus refuses to guess.
+   */
+  private volumeKey(project: string, pool: string, name: string, target: string | undefined): string {
+    const base = `${project}/${pool}/${name}`;
+    if (target !== undefined) return `${base}@${target}`;
+    if (this.volumes.has(base)) return base;
+    const onMembers = [...this.volumes.keys()].filter((k) => k.startsWith(`${base}@`));
+    if (onMembers.length > 1) throw new FakeError(400, `Storage volume "${name}" exists on several cluster members: pick one with target`);
+    return onMembers[0] ?? base;
   }
 
   // --- behaviour ---
