@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incus, incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
+import { execRead, incus, incusOk, labSocket, labVersions, startCluster, stopCluster, tracker, uniqueName } from "../lab/lab";
 import { macsOf } from "./helpers/realistic";
 import { isolatedServer, repoDir } from "./helpers/server";
 import { FaultProxy, killTool, reached, req } from "./helpers/faults";
@@ -27,7 +27,7 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     const vols = (await incusOk(["storage", "volume", "list", "default", "-f", "csv", "-c", "nL", "type=custom"], on())).trim().split("\n").filter(Boolean).map((l) => `volume ${l.replaceAll(",", " ")}`);
     return [...inst, ...vols].sort();
   };
-  const cat = (inst: string, path: string) => incusOk(["exec", inst, "--", "cat", path], on()).then((s) => s.trim());
+  const cat = (inst: string, path: string) => execRead(inst, ["cat", path], on()).then((s) => s.trim());
 
   beforeAll(async () => {
     track.defer(() => stopCluster(name, { version }));
@@ -84,7 +84,7 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
   it("two members each with a volume of one name: each is backed up as its own item, and restored onto its own member, stopping only that member's users", async () => {
     sameNamed = await repoDir(track);
     const own = sameNamed;
-    const mounted = async (inst: string) => incusOk(["exec", inst, "--", "cat", "/mnt/vd/data"], on()).then((s) => s.trim());
+    const mounted = async (inst: string) => execRead(inst, ["cat", "/mnt/vd/data"], on()).then((s) => s.trim());
     try {
       for (const [inst, member] of [["c1", "node1"], ["c2", "node2"]] as const) {
         await incusOk(["storage", "volume", "create", "default", "vd", "--target", member], on());
@@ -194,14 +194,14 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     expect((await incusOk(["network", "get", "net2", "ipv4.address"], there)).trim()).toBe("10.88.0.1/24");
     expect(await incusOk(["storage", "list", "-f", "csv", "-c", "ns"], there)).toContain("extra,CREATED");
     expect((await incusOk(["list", "-f", "csv", "-c", "nsL"], there)).trim().split("\n").sort()).toEqual(["c1,RUNNING,node1", "c2,RUNNING,node2"]);
-    expect((await incusOk(["exec", "c2", "--", "cat", "/srv/data"], there)).trim()).toBe("v2-data");
+    expect((await execRead("c2", ["cat", "/srv/data"], there)).trim()).toBe("v2-data");
   });
 
   it("restores onto a single fresh server: members are ignored, and the plan says so; two members' volumes of one name are refused, and --member restores one", async () => {
     const single = await isolatedServer(track, { version });
     const r = await toolOk(["restore", "--instances", "--volumes", "--force", `--dir=${dir}`], { socket: single });
     expect(r.stdout).toContain("it was on member node2 of a cluster; this server is not one: members are ignored");
-    expect(await incusOk(["exec", "c2", "--", "cat", "/srv/data"], { socket: single })).toContain("v2-data");
+    expect(await execRead("c2", ["cat", "/srv/data"], { socket: single })).toContain("v2-data");
 
     // vd of node1 and vd of node2 would both land on the one vd here: refused before anything changes.
     const clash = await tool(["restore", "--volume", "--name", "vd", "--force", `--dir=${sameNamed}`], { socket: single });
@@ -213,6 +213,6 @@ describe.each(labVersions())("a two-member cluster of Incus %s", (version) => {
     await toolOk(["restore", "--volume", "--name", "vd", "--member", "node2", "--target-name", "vd-from-node2", "--force", `--dir=${sameNamed}`], { socket: single });
     expect(await volumes()).toEqual(["v1", "v2", "vd-from-node2"]);
     await incusOk(["config", "device", "add", "c2", "vd", "disk", "pool=default", "source=vd-from-node2", "path=/mnt/vd"], { socket: single });
-    expect((await incusOk(["exec", "c2", "--", "cat", "/mnt/vd/data"], { socket: single })).trim()).toBe("vd-node2");
+    expect((await execRead("c2", ["cat", "/mnt/vd/data"], { socket: single })).trim()).toBe("vd-node2");
   });
 });

@@ -7,7 +7,7 @@
 // real disaster: both servers live in the lab's one network namespace, where two bridges cannot
 // have the same name.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, incusOk, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { checksumTree, execRead, incusOk, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import {
   buildTestImages,
   configObjects,
@@ -251,6 +251,6 @@ describe("restore --all onto a freshly installed server", () => {
     expect(await checksumTree(web.name, "/root/data", { socket: target })).toEqual(before.data.web);
     expect(await checksumTree(app.name, "/root/data", { socket: target, project: p2 })).toEqual(before.data.app);
     // The NICs came up on the restored networks.
-    expect(await incusOk(["exec", app.name, "--", "cat", "/sys/class/net/eth0/operstate"], { socket: target, project: p2 })).toMatch(/up|unknown/);
+    expect(await execRead(app.name, ["cat", "/sys/class/net/eth0/operstate"], { socket: target, project: p2 })).toMatch(/up|unknown/);
   });
 });

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { lstat, readFile, readdir, readlink, rm, stat, symlink, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, labSocket, labVersions, tracker, uniqueName } from "../lab/lab";
+import { execRead, incusOk, labSocket, labVersions, tracker, uniqueName } from "../lab/lab";
 import { launchRealistic } from "./helpers/realistic";
 import { resticBinaries, resticRepo, type ResticRepo } from "./helpers/restic";
 import { expectOneLineError, flipByte, instanceStatus, repoDir, tempDir } from "./helpers/server";
@@ -43,11 +43,8 @@ interface Stat {
  * client) now and then exits 0 having lost a quick command's output (seen on a loaded machine:
  * `stat` of an existing link came back empty); this asks again rather than read nothing as an answer.
  */
-async function printed(instance: string, argv: string[], socket: string): Promise<string> {
-  for (let i = 0; ; i++) {
-    const out = await incusOk(["exec", instance, "--", ...argv], { socket });
-    if (out.trim() !== "" || i === 2) return out;
-  }
+function printed(instance: string, argv: string[], socket: string): Promise<string> {
+  return execRead(instance, argv, { socket });
 }
 
 /** type, mode, owner and sha256 (files) or target (links) of a path in the instance. */

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, inject, it } from "vitest";
 import {
   checksumTree,
   createVolumeWithData,
+  execRead,
   incus,
   incusOk,
   instanceMacs,
@@ -101,7 +102,7 @@ describe("the lab", () => {
     expect(e["link-to-random"]).toEqual(expect.objectContaining({ type: "symlink", target: "random.bin" }));
     expect(e["dangling-link"]).toMatchObject({ type: "symlink", target: "does-not-exist" });
     expect(e["link-to-random"]?.sha256).toBeUndefined();
-    const size = await incusOk(["exec", name, "--", "stat", "-c", "%s", "/root/data/random.bin"]);
+    const size = await execRead(name, ["stat", "-c", "%s", "/root/data/random.bin"]);
     expect(Number(size)).toBe(2 * 1024 * 1024);
 
     // Stable across a stop/start (what is on disk, not in a cache), and different data elsewhere.
@@ -193,7 +194,7 @@ describe("the lab", () => {
       await incusOk(["delete", "--force", name], { socket });
       await incusOk(["import", file, "--storage", LAB_BTRFS_POOL], { socket, timeoutMs: 180_000 });
       await incusOk(["start", name], { socket });
-      expect(await incusOk(["exec", name, "--", "cat", "/root/mark"], { socket })).toBe("on btrfs\n");
+      expect(await execRead(name, ["cat", "/root/mark"], { socket })).toBe("on btrfs\n");
       const info = JSON.parse(await incusOk(["query", `/1.0/instances/${name}?recursion=1`], { socket })) as {
         expanded_devices: { root: { pool: string } };
       };

@@ -1,6 +1,6 @@
 // Round trip: back up everything, delete the instance and its volume, restore everything; nothing may differ.
 import { afterAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
+import { checksumTree, createVolumeWithData, execRead, incusOk, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
 import { instanceShape, instanceStatus, isolatedServer, repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
@@ -46,7 +46,7 @@ describe.each(matrix)("round trip: Incus %s, %s pool", (version, pool) => {
     await incusOk(["config", "device", "add", name, "scratch", "disk", "source=/tmp", "path=/mnt/host-tmp", "readonly=true"], on);
     const big = instanceData.find((e) => e.path === "random.bin");
     expect(big?.type).toBe("file");
-    expect(Number(await incusOk(["exec", name, "--", "stat", "-c", "%s", "/srv/data/random.bin"], on))).toBeGreaterThanOrEqual(sizeMiB * 1024 * 1024);
+    expect(Number(await execRead(name, ["stat", "-c", "%s", "/srv/data/random.bin"], on))).toBeGreaterThanOrEqual(sizeMiB * 1024 * 1024);
     expect(instanceData.some((e) => e.uid === 1234)).toBe(true);
     expect(instanceData.some((e) => e.type === "symlink")).toBe(true);
 

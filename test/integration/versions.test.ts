@@ -1,6 +1,6 @@
 // Choosing a version: a day prefix picks that day's latest backup and says so; an unknown one lists what there is.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
+import { execRead, incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
 import { repoDir, expectOneLineError } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 
@@ -14,7 +14,7 @@ describe("restore --version", () => {
   const markerAt = new Map<string, string>();
 
   const setMarker = (text: string) => incusOk(["exec", name, "--", "sh", "-c", `echo ${text} >/root/marker`]);
-  const marker = async () => (await incusOk(["exec", name, "--", "cat", "/root/marker"])).trim();
+  const marker = async () => (await execRead(name, ["cat", "/root/marker"])).trim();
 
   beforeAll(async () => {
     await launchInstance(name, { track });

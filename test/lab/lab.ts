@@ -133,6 +133,26 @@ export async function incusOk(args: string[], opts: Omit<IncusOptions, "allowFai
   return (await incus(args, { ...opts, allowFail: false })).stdout;
 }
 
+const END_OF_OUTPUT = "IBK-END-OF-OUTPUT";
+
+/**
+ * What a command that only reads prints in an instance (`incus exec INSTANCE -- ARGV...`). Under
+ * load, `incus exec` has now and then ended with exit 0 and none of the output its command wrote
+ * (seen in full runs on 6.0, right after a restore started the instance). The command here prints
+ * a marker last, so a lost output is told apart from an empty one, and is read again (at most 3
+ * times; the command must have no effects). A non-zero exit rejects, as incusOk does.
+ */
+export async function execRead(instance: string, argv: string[], opts: Omit<IncusOptions, "allowFail"> = {}): Promise<string> {
+  const script = `"$@"; rc=$?; printf '\\n%s\\n' ${END_OF_OUTPUT}; exit $rc`;
+  const tail = `\n${END_OF_OUTPUT}\n`;
+  for (let attempt = 1; ; attempt++) {
+    const out = await incusOk(["exec", instance, "--", "sh", "-c", script, "sh", ...argv], opts);
+    if (out.endsWith(tail)) return out.slice(0, -tail.length);
+    if (attempt === 3) throw new Error(`incus exec ${instance} -- ${argv.join(" ")}: the output was lost ${attempt} times (exit 0 without the end marker): ${JSON.stringify(out.slice(-200))}`);
+    console.warn(`incus exec ${instance} -- ${argv.join(" ")}: exit 0 but the output was cut short (${out.length} bytes); reading again`);
+  }
+}
+
 /** Runs a shell command in the lab container itself (through the outer daemon), as root. */
 export function labShell(cmd: string, opts: RunOptions & { version?: string } = {}): Promise<RunResult> {
   const version = opts.version ?? labVersion();
@@ -327,8 +347,7 @@ export async function checksumTree(
   dir: string,
   opts: { project?: string; socket?: string } = {},
 ): Promise<Manifest> {
-  const out = await incusOk(["exec", instance, "--", "sh", "-c", manifestScript, "sh", dir], opts);
-  return parseManifest(out);
+  return parseManifest(await execRead(instance, ["sh", "-c", manifestScript, "sh", dir], opts));
 }
 
 // What every fixture tree holds; the names say what each entry is there to check.
