@@ -73,7 +73,7 @@ export async function downloadTo(
   path: string,
   what: string,
   sink: Writable,
-  options: TransferOptions & { query?: Query } = {},
+  options: TransferOptions & { query?: Query; /** The first wait before resuming, doubled each time (default 1 s). */ retryDelayMs?: number } = {},
 ): Promise<{ bytes: number }> {
   let done = 0;
   let total: number | undefined;
@@ -111,7 +111,7 @@ export async function downloadTo(
       if (final || attempt >= DOWNLOAD_ATTEMPTS) {
         throw err instanceof IncusError ? err : new IncusError(`${what}: download failed: ${brokenConnection(err) ?? (err as Error).message}`, { cause: err });
       }
-      await new Promise((r) => setTimeout(r, 1000 * 2 ** (attempt - 1)));
+      await new Promise((r) => setTimeout(r, (options.retryDelayMs ?? 1000) * 2 ** (attempt - 1)));
     }
   }
   if (total !== undefined && done !== total) throw new IncusError(`${what}: download ended after ${done} of ${total} bytes`);

@@ -64,16 +64,20 @@ export class HashingFileWriter extends Writable {
     path: string,
     private readonly fh: FileHandle,
     private readonly tee: Hash | undefined,
+    private readonly flushEvery: number,
   ) {
     super({ highWaterMark: WRITE_BUFFER });
     this.path = path;
   }
 
-  /** `tee` also receives every byte (images: the fingerprint is the hash of all parts together). */
-  static async create(path: string, tee?: Hash): Promise<HashingFileWriter> {
+  /**
+   * `tee` also receives every byte (images: the fingerprint is the hash of all parts together).
+   * `flushEvery` (default FLUSH_EVERY) is there for tests, which prove the flushing on less data.
+   */
+  static async create(path: string, tee?: Hash, flushEvery = FLUSH_EVERY): Promise<HashingFileWriter> {
     const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
     await fh.chmod(FILE_MODE);
-    return new HashingFileWriter(path, fh, tee);
+    return new HashingFileWriter(path, fh, tee, flushEvery);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
@@ -117,7 +121,7 @@ export class HashingFileWriter extends Writable {
 
   /** After a write: start a background flush when enough has piled up and none is running. */
   private written(done: (err?: Error | null) => void): void {
-    if (this.unflushed >= FLUSH_EVERY && this.flushing === undefined) {
+    if (this.unflushed >= this.flushEvery && this.flushing === undefined) {
       this.unflushed = 0;
       this.flushing = this.fh.datasync().then(
         () => {

@@ -66,23 +66,26 @@ describe("HashingFileWriter", () => {
   it("flushes to disk in the background while a big file is written, and the file is whole", async () => {
     const proto = await fileHandlePrototype(dir);
     const spy = vi.spyOn(proto, "datasync");
-    const w = await HashingFileWriter.create(join(dir, "big"));
-    const chunk = 4 * 1024 * 1024;
-    const chunks = (2 * FLUSH_EVERY) / chunk + 3;
+    // The flushing every FLUSH_EVERY (64 MiB) bytes, proved on 4 MiB: 11 MiB make two flushes.
+    const every = 4 * 1024 * 1024;
+    expect(FLUSH_EVERY).toBe(64 * 1024 * 1024);
+    const w = await HashingFileWriter.create(join(dir, "big"), undefined, every);
+    const chunk = 1024 * 1024;
+    const chunks = (2 * every) / chunk + 3;
     const sum = await writeChunks(w, chunks, chunk);
     expect(spy.mock.calls.length).toBeGreaterThanOrEqual(1);
     expect(w.entry().size).toBe(chunks * chunk);
     expect(createHash("sha256").update(readFileSync(join(dir, "big"))).digest("hex")).toBe(sum);
-    // 140 MiB through fdatasync: seconds on a disk busy with other work (a parallel CI job).
   }, 60_000);
 
   it("fails the next write when a background flush fails (NFS may report a full disk only then)", async () => {
     const proto = await fileHandlePrototype(dir);
     vi.spyOn(proto, "datasync").mockRejectedValue(Object.assign(new Error("ENOSPC: no space left on device, fdatasync"), { code: "ENOSPC" }));
-    const w = await HashingFileWriter.create(join(dir, "full"));
+    const every = 4 * 1024 * 1024;
+    const w = await HashingFileWriter.create(join(dir, "full"), undefined, every);
     w.on("error", () => undefined);
-    const chunk = 4 * 1024 * 1024;
-    await expect(writeChunks(w, FLUSH_EVERY / chunk + 8, chunk)).rejects.toThrow(/ENOSPC/);
+    const chunk = 1024 * 1024;
+    await expect(writeChunks(w, every / chunk + 8, chunk)).rejects.toThrow(/ENOSPC/);
   }, 60_000);
 });
 
