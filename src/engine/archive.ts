@@ -69,6 +69,12 @@ export function archiveChecker(name: string, signal?: AbortSignal): ArchiveCheck
   return { sink: d.input, result };
 }
 
+/** Decompressing programs started and not yet exited (a restore must leave none behind; tests read it). */
+let running = 0;
+export function runningDecompressors(): number {
+  return running;
+}
+
 export interface Decompressor {
   /** Compressed bytes in. */
   input: PassThrough;
@@ -100,6 +106,14 @@ export function decompressor(name: string, label = name, path?: string): Decompr
   if (!tool.cmd) return { input, output: input, failure: Promise.resolve(undefined), kill: () => {} };
   const [cmd, ...args] = tool.cmd as [string, ...string[]];
   const proc = spawn(cmd, path === undefined ? args : [...args, resolvePath(path)], { stdio: ["pipe", "pipe", "pipe"] });
+  running++;
+  let gone = false;
+  const exited = () => {
+    if (!gone) running--;
+    gone = true;
+  };
+  proc.once("close", exited);
+  proc.once("error", exited);
   let stderr = "";
   let killed = false;
   proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
@@ -136,7 +150,7 @@ const WATCH_LIMIT = 16 << 20;
 export interface IndexWatcher {
   /** The next bytes of the archive (ignored once the answer is known). */
   write(chunk: Buffer): void;
-  /** The archive ended. */
+  /** The archive ended, or its bytes stopped coming (an upload that failed): the answer is then undefined. Once is enough; again does nothing. */
   end(): void;
   /** The `name:` of its backup/index.yaml; undefined if it does not start with one. */
   result: Promise<string | undefined>;
@@ -153,6 +167,7 @@ export function indexWatcher(name: string, label = name): IndexWatcher {
   const d = decompressor(name, label);
   if (!d) return { write: () => undefined, end: () => undefined, result: Promise.reject(new IntegrityError(`${label}: unknown archive type`)) };
   let settled = false;
+  let ended = false;
   let fed = 0;
   let settle!: (v: string | undefined) => void;
   let fail!: (e: Error) => void;
@@ -184,13 +199,15 @@ export function indexWatcher(name: string, label = name): IndexWatcher {
   d.input.on("error", () => undefined);
   return {
     write(chunk) {
-      if (settled) return;
+      if (settled || ended) return;
       if (fed >= WATCH_LIMIT) return settle(undefined);
       fed += chunk.length;
       d.input.write(chunk);
     },
     end() {
-      if (!settled) d.input.end();
+      if (settled || ended) return;
+      ended = true;
+      d.input.end();
     },
     result,
   };

@@ -352,6 +352,9 @@ async function importArchive(
         }),
       );
       stored.stream.on("error", (err) => watched.destroy(err));
+      // An upload that fails early (before the index went by) must not leave the watcher's
+      // decompressor waiting for more: in the service (drills) that would be a process per failure.
+      watched.once("close", () => index.end());
       return await upload({ stream: watched, size: stored.size }, { signal, gate: checked, onProgress: (done, total) => deps.reporter.itemBytes(target, done, total) });
     } catch (err) {
       throw await checkFailure(checked, archive.untouched(err));

@@ -1,7 +1,10 @@
 // The exit code of a run whose items fail in part or in full (runExitCode over the results of
 // backupItems and executePlan), with a fake Incus and an in-memory store.
 
+import { PassThrough } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
+import { runningDecompressors } from "../../../src/engine/archive";
 import { backupItems, type BackupDeps, type BackupOptions } from "../../../src/engine/backup";
 import { liveInstances } from "../../../src/engine/discover";
 import { executePlan, type RestoreDeps } from "../../../src/engine/restore";
@@ -168,6 +171,34 @@ describe("restore exit codes (executePlan)", () => {
     expect(fake.instanceNames()).toEqual([]);
     expect(fake.calls(/^POST/).length).toBeLessThanOrEqual(1);
     expect(fake.operations.size).toBe(0);
+  });
+
+  it("an upload refused before the archive's first bytes came (restic takes a while to start): the step fails, and no decompressor is left waiting", async () => {
+    const { fake, store, deps, stored } = world();
+    fake.refuseUploads = true;
+    const v = stored("a", false, "zstd");
+    // The stored archive's bytes start coming only after the upload has already failed.
+    const late: RestoreDeps = {
+      ...deps,
+      store: Object.assign(Object.create(store) as MemoryStore, {
+        openFile: async (...args: Parameters<MemoryStore["openFile"]>) => {
+          const f = await store.openFile(...args);
+          const stream = new PassThrough();
+          setTimeout(() => f.stream.pipe(stream), 200);
+          stream.on("close", () => f.stream.destroy());
+          return { ...f, stream };
+        },
+      }),
+    };
+    const settled = async () => {
+      for (let i = 0; i < 100 && runningDecompressors() > 0; i++) await sleep(20);
+      return runningDecompressors();
+    };
+    expect(await settled()).toBe(0);
+    const r = await executePlan(late, plan(create(v)), signal());
+    expect(r.steps).toMatchObject([{ ok: false, error: expect.stringContaining("ECONNREFUSED") }]);
+    expect(await settled()).toBe(0);
+    expect(fake.instanceNames()).toEqual([]);
   });
 
   it("a gzip archive damaged at its start: 9, naming the file", async () => {

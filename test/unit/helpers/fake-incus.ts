@@ -113,6 +113,8 @@ export class FakeIncus {
   /** What an uploaded instance backup becomes (besides its name and project). */
   imported: Pick<FakeInstance, "config" | "devices" | "profiles"> = { config: {}, devices: {}, profiles: ["default"] };
   importedContent = "restored";
+  /** An upload fails before a byte of it is read, as when the socket refuses the connection. */
+  refuseUploads = false;
   private faults: Fault[] = [];
   private opCount = 0;
   private macCount = 0;
@@ -257,6 +259,10 @@ export class FakeIncus {
 
   /** Transfers of backup files: the same answers as raw(). */
   async bulk(method: "GET" | "POST", path: string, what: string, options: RawRequestOptions = {}, textBody?: string) {
+    if (this.refuseUploads && method === "POST" && options.body !== undefined) {
+      await new Promise((r) => setTimeout(r, 10));
+      throw Object.assign(new Error(`connect ECONNREFUSED ${this.socketPath}`), { code: "ECONNREFUSED" });
+    }
     return this.raw(method, path, what, options, textBody);
   }
 
