@@ -647,6 +647,7 @@ async function commitArchive(
       object: meta.object,
       ...(meta.status === undefined ? {} : { status: meta.status }),
     }),
+    ctx.signal,
   );
   return entry.size;
 }

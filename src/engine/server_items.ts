@@ -77,6 +77,7 @@ export async function backupImage(ctx: ItemContext, item: LiveImage): Promise<nu
           ...(parts.rootfs ? { rootfs_name: parts.rootfs.name, rootfs_field: parts.rootfs.field } : {}),
         },
       }),
+      ctx.signal,
     );
     return sinks.reduce((n, s) => n + s.entry().size, 0);
   } catch (err) {
@@ -119,7 +120,7 @@ export async function backupDatabase(ctx: ItemContext, item: LiveDatabase): Prom
     // members.json has what every member's own database holds that its API shows.
     const server = await ctx.deps.client.server(ctx.signal);
     const member = server.environment?.server_clustered === true ? server.environment.server_name : undefined;
-    await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts }, ...(member === undefined ? {} : { member }) }));
+    await writer.commit(manifestFor(ctx, item, created, { options: {}, object: { counts }, ...(member === undefined ? {} : { member }) }), ctx.signal);
     return files.reduce((n, f) => n + f.size, 0);
   } catch (err) {
     await writer.abort();

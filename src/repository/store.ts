@@ -63,8 +63,11 @@ export interface VersionWriter {
   addFile(entry: FileEntry): void;
   /** Writes a small file (JSON, SQL text) whole, and records it. */
   writeFile(name: string, data: string | Buffer): Promise<FileEntry>;
-  /** Makes the version appear, complete and durable, with this manifest and the files recorded. */
-  commit(manifest: Omit<Manifest, "files">): Promise<StoredVersion>;
+  /**
+   * Makes the version appear, complete and durable, with this manifest and the files recorded.
+   * An aborted `signal` stops a commit that waits on a remote (InterruptedError; nothing appears).
+   */
+  commit(manifest: Omit<Manifest, "files">, signal?: AbortSignal): Promise<StoredVersion>;
   /** Throws the partial version away. Safe to call more than once, and after commit (then a no-op). */
   abort(): Promise<void>;
 }

@@ -197,6 +197,8 @@ export async function runRestic(
   try {
     await finished(child, target, args[0] ?? "", stderr);
   } catch (err) {
+    // Stopped because the run was: that is the error, not restic's exit status.
+    if (stopped === undefined && options.signal?.aborted) throw new InterruptedError();
     throw stopped ?? err;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);

@@ -599,11 +599,11 @@ export class ResticStore implements Store {
     return held;
   }
 
-  /** Saves `input` (small) as a snapshot; returns its id. */
-  async saveSmall(name: string, tags: string[], input: string | Buffer): Promise<string> {
+  /** Saves `input` (small) as a snapshot; returns its id. An aborted `signal` stops restic (InterruptedError). */
+  async saveSmall(name: string, tags: string[], input: string | Buffer, signal?: AbortSignal): Promise<string> {
     this.changed();
     try {
-      const { stdout } = await runRestic(this.target, backupArgs(name, tags, this.host), { input });
+      const { stdout } = await runRestic(this.target, backupArgs(name, tags, this.host), { input, ...(signal === undefined ? {} : { signal }) });
       return snapshotIdOf(stdout, "backup");
     } finally {
       this.changed();
@@ -764,13 +764,15 @@ class ResticVersionWriter implements VersionWriter {
     return entry;
   }
 
-  async commit(manifest: Omit<Manifest, "files">): Promise<StoredVersion> {
+  async commit(manifest: Omit<Manifest, "files">, signal?: AbortSignal): Promise<StoredVersion> {
     const full = { ...manifest, files: [...this.files] } as Manifest;
     for (const f of full.files) if (f.ref === undefined) throw new RepositoryError(`${itemLabel(this.key)}: ${f.name} was not stored in restic`);
     const tags = manifestTags(full);
     if (tags === undefined) throw new RepositoryError(`${itemLabel(this.key)}: its manifest is too large to store as restic tags`);
     await this.store.checkLock();
-    const id = await this.store.saveSmall(MANIFEST_NAME, tags, JSON.stringify(full, null, 2) + "\n");
+    // With the signal: on a server that went away, restic would retry for many minutes, and a run
+    // that is stopped meanwhile must not wait for it.
+    const id = await this.store.saveSmall(MANIFEST_NAME, tags, JSON.stringify(full, null, 2) + "\n", signal);
     this.done = true;
     return { manifest: full, location: `${this.store.location} snapshot ${id.slice(0, 8)}`, size: full.files.reduce((n, f) => n + f.size, 0) };
   }

@@ -1,11 +1,11 @@
 // restic's failures as the tool's errors, on 0.14 (exit 1 and a message) and 0.17+ (exit codes).
 
 import { describe, expect, it } from "vitest";
-import { ExitCode, LockedError, RepositoryError, UsageError } from "../../../../src/errors";
+import { ExitCode, InterruptedError, LockedError, RepositoryError, UsageError } from "../../../../src/errors";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CONNECT_TIMEOUT_MS, checkPassword, displayRepository, jsonLines, parseConnectTimeout, parseResticVersion, resticError, resticReason, runRestic } from "../../../../src/repository/restic/run";
+import { CONNECT_TIMEOUT_MS, STOP_GRACE_MS, checkPassword, displayRepository, jsonLines, parseConnectTimeout, parseResticVersion, resticError, resticReason, runRestic } from "../../../../src/repository/restic/run";
 
 describe("resticError", () => {
   const where = "/srv/restic";
@@ -125,6 +125,19 @@ describe("first contact with a server restic cannot reach", () => {
     expect((err as Error).message).toBe(
       'cannot reach the restic repository at rest:http://127.0.0.1:9/ (retried for 0 s): Head "http://127.0.0.1:9/config": dial tcp 127.0.0.1:9: connect: connection refused',
     );
+  });
+
+  it("a call stopped by the run (its signal aborted) while restic retries a server that went away: an interruption, at once", async () => {
+    const { binary, dir } = await retryingRestic();
+    const target = { repository: "rest:http://127.0.0.1:9/", binary, env: { RESTIC_PASSWORD: "x" } };
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    const started = Date.now();
+    // As the manifest of a version is saved: a small backup from stdin, with the run's signal.
+    const err = await runRestic(target, ["backup", "--stdin"], { input: "{}", signal: ac.signal }).catch((e: unknown) => e);
+    await rm(dir, { recursive: true, force: true });
+    expect(err).toBeInstanceOf(InterruptedError);
+    expect(Date.now() - started).toBeLessThan(STOP_GRACE_MS);
   });
 
   it("later calls keep restic's own retries", async () => {
