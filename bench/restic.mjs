@@ -15,8 +15,12 @@
 // restore `restic dump` into a FIFO read by `incus import`, one instance after the other: what a
 // tool built on these calls can at best reach on this machine.
 //
+// --compression sets RESTIC_COMPRESSION for every restic process of the run, the tool's and the
+// by-hand pipeline's (restic's default is auto: zstd on every new blob, most of the CPU of a first
+// backup).
+//
 // Usage: node bench/restic.mjs [--instances N] [--size MiB] [--runs R] [--change PCT] [--mix mixed|cheap]
-//        [--restic BINARY] [--lab 6.0|7.0] [--by-hand] [--json FILE]
+//        [--compression auto|off|max] [--restic BINARY] [--lab 6.0|7.0] [--by-hand] [--json FILE]
 // Needs the built bundle (npm run build), restic, and what the tests need (root, Incus, see test/lab).
 
 import { spawn, spawnSync } from "node:child_process";
@@ -26,7 +30,7 @@ import { join } from "node:path";
 import { bundle, labEnv, run } from "./lib.mjs";
 
 function parseArgs(argv) {
-  const o = { instances: 2, size: 600, runs: 7, change: 5, mix: "mixed", restic: "restic", lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", byHand: false, json: undefined };
+  const o = { instances: 2, size: 600, runs: 7, change: 5, mix: "mixed", compression: "auto", restic: "restic", lab: process.env.INCUS_BACKUP_LAB_VERSION ?? "6.0", byHand: false, json: undefined };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -39,6 +43,7 @@ function parseArgs(argv) {
     else if (a === "--runs") o.runs = Number(v());
     else if (a === "--change") o.change = Number(v());
     else if (a === "--mix") o.mix = v();
+    else if (a === "--compression") o.compression = v();
     else if (a === "--restic") o.restic = v();
     else if (a === "--lab") o.lab = v();
     else if (a === "--json") o.json = v();
@@ -47,6 +52,7 @@ function parseArgs(argv) {
   }
   if (!(o.instances >= 1 && o.size >= 10 && o.runs >= 2 && o.change > 0 && o.change < 50)) throw new Error("--instances >= 1, --size >= 10, --runs >= 2, 0 < --change < 50");
   if (!["mixed", "cheap"].includes(o.mix)) throw new Error("--mix is mixed or cheap");
+  if (!["auto", "off", "max"].includes(o.compression)) throw new Error("--compression is auto, off or max");
   return o;
 }
 
@@ -109,6 +115,7 @@ async function main() {
     RESTIC_CACHE_DIR: join(work, "cache"),
     INCUS_BACKUP_STATE_DIR: join(work, "state"),
     INCUS_BACKUP_RESTIC: o.restic,
+    RESTIC_COMPRESSION: o.compression,
   };
   const repo = `restic:${repoPath}`;
   const incus = (...args) => run("incus", args, labenv);
@@ -118,7 +125,7 @@ async function main() {
   const names = Array.from({ length: o.instances }, (_, i) => `benchr-${tag}-${i}`);
   const tiny = `benchr-${tag}-tiny`;
   const log = (s) => process.stderr.write(`${s}\n`);
-  log(`lab ${o.lab} (Incus ${server.environment.server_version}), restic ${resticVersion}, ${o.instances} x ${o.size} MiB (${o.mix}), ${o.runs} runs, ${o.change}% changed between runs, work dir ${work}`);
+  log(`lab ${o.lab} (Incus ${server.environment.server_version}), restic ${resticVersion}, ${o.instances} x ${o.size} MiB (${o.mix}), restic compression ${o.compression}, ${o.runs} runs, ${o.change}% changed between runs, work dir ${work}`);
 
   const half = Math.floor(o.size / 2);
   const other = o.size - half;
@@ -240,6 +247,7 @@ async function main() {
       instances: o.instances,
       sizeMiB: o.size,
       mix: o.mix,
+      compression: o.compression,
       changePct: o.change,
       runs,
       first: runs[0],

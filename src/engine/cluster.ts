@@ -27,7 +27,9 @@ export interface MemberRecord {
 /**
  * Every member's own part of the configuration, for the database item (members.json): what each
  * member's local database holds that can be read through one member's API. Incus dumps only the
- * local database of the member it is asked on, so the SQL dump of the others cannot be had.
+ * local database of the member it is asked on, so the SQL dump of the others cannot be had. With
+ * the one member's local.sql it is all they hold: their other tables (certificates, raft_nodes,
+ * patches) have the same rows on every member (test/integration/cluster.test.ts compares).
  * Undefined outside a cluster. A member that cannot be read is recorded with the reason.
  */
 export async function memberRecords(c: IncusClient, signal?: AbortSignal): Promise<MemberRecord[] | undefined> {
