@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { InterruptedError } from "../../../../src/errors";
 import { ResticStore } from "../../../../src/repository/restic/store";
 import { STOP_GRACE_MS } from "../../../../src/repository/restic/run";
+import { manifestFields } from "../../helpers/repo";
 
 const ID = "ab".repeat(32);
 let dir: string | undefined;
@@ -42,28 +43,12 @@ describe("saving a version's manifest into restic", () => {
   it("stops at once with the run (InterruptedError) while restic retries a server that went away", async () => {
     const { binary, state } = await standIn();
     const store = new ResticStore({ repository: "rest:http://127.0.0.1:9/", binary, env: { RESTIC_PASSWORD: "x" } }, state);
-    const writer = await store.begin({ kind: "instance", project: "default", name: "web", pool: "default" }, "20261207-030000");
+    const key = { kind: "instance", project: "default", name: "web", pool: "default" } as const;
+    const writer = await store.begin(key, "20261207-030000");
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 300);
     const started = Date.now();
-    const err = await writer
-      .commit(
-        {
-          format: 1,
-          kind: "instance",
-          project: "default",
-          name: "web",
-          pool: "default",
-          version: "20261207-030000",
-          created: "2026-12-07T03:00:00.000Z",
-          tool: { name: "incus-backup", version: "0.1.0" },
-          server: { name: "host", version: "6.0.4" },
-          options: { compression: "none" },
-          object: { name: "web" },
-        },
-        ac.signal,
-      )
-      .catch((e: unknown) => e);
+    const err = await writer.commit(manifestFields(key, "20261207-030000"), ac.signal).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InterruptedError);
     expect(Date.now() - started).toBeLessThan(STOP_GRACE_MS);
     await writer.abort();
