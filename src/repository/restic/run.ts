@@ -187,7 +187,8 @@ export async function runRestic(
     const ms = options.timeoutMs;
     timers.push(setTimeout(() => stopWith(new RepositoryError(`restic ${args[0] ?? ""} took longer than ${Math.round(ms / 1000)} s on ${where} and was stopped`)), ms));
   }
-  const onAbort = () => stopRestic(child);
+  // Stopped because the run was: that is the error, not restic's exit status.
+  const onAbort = () => stopWith(new InterruptedError());
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
   if (options.input !== undefined) {
@@ -197,8 +198,6 @@ export async function runRestic(
   try {
     await finished(child, target, args[0] ?? "", stderr);
   } catch (err) {
-    // Stopped because the run was: that is the error, not restic's exit status.
-    if (stopped === undefined && options.signal?.aborted) throw new InterruptedError();
     throw stopped ?? err;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
