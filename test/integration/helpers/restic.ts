@@ -1,7 +1,7 @@
 // restic for the tests: the host's (Debian 12: 0.14) and the image's (Debian trixie: 0.18, taken
 // from the image base that image/build.sh makes), and repositories made the way users make them.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { chmod, copyFile, mkdir, readFile, readdir, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readFile, readdir, rename, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,6 +19,11 @@ export interface Restic {
   binary: string;
 }
 
+async function onPath(name: string): Promise<string> {
+  const { stdout } = await run("sh", ["-c", `command -v ${name}`]);
+  return stdout.trim();
+}
+
 async function versionOf(binary: string): Promise<string | undefined> {
   try {
     const { stdout } = await run(binary, ["version"]);
@@ -26,6 +31,66 @@ async function versionOf(binary: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+// restic's `init` calibrates its key derivation (scrypt) to take about 0.5 s on the machine it runs
+// on, and every later restic process on that repository pays it again to open the key: 0.3-0.5
+// CPU-s each, some 800 times in a full run, on the same two cores the lab and the tool need.
+// restic's own tests lower those parameters with a test-only switch; the binary has none. So the
+// tests run restic through this wrapper: an `init` of a local repository runs slowed down (stopped
+// 45 ms in every 50) until its key is written, so the calibration settles on restic's small
+// parameters (N 8192-16384, p 1-2, against 32768 and 3-5). Everything else is the real binary,
+// exec'd: the same process, arguments, environment, signals and exit codes. Remote repositories
+// get a fixed window instead of the key check. The benches use restic as it is.
+const SLOW_INIT = `#!/bin/sh
+# written by test/integration/helpers/restic.ts: restic for the tests (see there)
+real=@REAL@
+case " $* " in
+  *" init "*) ;;
+  *) exec "$real" "$@" ;;
+esac
+exec 3<&0
+"$real" "$@" <&3 3<&- &
+pid=$!
+exec 3<&-
+trap 'kill -CONT "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null' TERM
+trap 'kill -CONT "$pid" 2>/dev/null; kill -INT "$pid" 2>/dev/null' INT
+trap 'kill -CONT "$pid" 2>/dev/null; kill -HUP "$pid" 2>/dev/null' HUP
+case "$RESTIC_REPOSITORY" in
+  /*) limit=150 ;;
+  *) limit=40 ;;
+esac
+keyed() {
+  case "$RESTIC_REPOSITORY" in /*) ;; *) return 1 ;; esac
+  for k in "$RESTIC_REPOSITORY"/keys/*; do [ -e "$k" ] && return 0; done
+  return 1
+}
+n=0
+while [ "$n" -lt "$limit" ] && ! keyed && kill -STOP "$pid" 2>/dev/null; do
+  sleep 0.045
+  kill -CONT "$pid" 2>/dev/null
+  sleep 0.005
+  n=$((n + 1))
+done
+kill -CONT "$pid" 2>/dev/null
+while :; do
+  wait "$pid"
+  rc=$?
+  kill -0 "$pid" 2>/dev/null || exit "$rc"
+done
+`;
+
+/** The wrapper for one restic binary, in the cache (written once, atomically: groups run side by side). */
+async function withSlowInit(binary: string, version: string, cache: string): Promise<string> {
+  const dir = join(cache, "restic-test");
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `restic-${version}`);
+  const text = SLOW_INIT.replace("@REAL@", `'${binary.replace(/'/g, `'\\''`)}'`);
+  if ((await readFile(path, "utf8").catch(() => "")) === text) return path;
+  const tmp = `${path}.${process.pid}`;
+  await writeFile(tmp, text, { mode: 0o755 });
+  await rename(tmp, path);
+  return path;
 }
 
 let found: Promise<Restic[]> | undefined;
@@ -54,6 +119,8 @@ export function resticBinaries(): Promise<Restic[]> {
       throw new Error(`CI tests restic 0.14 (the host's) and 0.18 (the image's): found ${out.map((r) => r.version).join(", ") || "none"}`);
     }
     if (out.length === 0) throw new Error("restic is not installed: run `bash scripts/setup.sh`");
+    const tests = process.env.INCUS_BACKUP_CACHE ?? join(root, ".cache");
+    for (const r of out) r.binary = await withSlowInit(r.binary === "restic" ? await onPath("restic") : r.binary, r.version, tests);
     return out.sort((a, b) => Number(a.version.split(".")[1]) - Number(b.version.split(".")[1]));
   })();
   return found;
