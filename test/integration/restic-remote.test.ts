@@ -33,7 +33,7 @@ describe.each(matrix)("restic %s over remotes (Incus %s)", (_v, version, restic)
 
   it("REST server (rclone serve restic): init, backup, replace, verify --deep", async () => {
     const server = await restServer(track);
-    const r = await resticRepo(track, restic, { location: server.location });
+    const r = await resticRepo(track, restic, { location: server.location, keys: server.keys });
     const name = uniqueName("rr-web");
     await launchRealistic(name, { socket, track, pool: "btrfs", snapshots: 1 });
     const data = await writeTestData(name, "/root/data", { sizeMiB: 4, socket });
@@ -49,7 +49,7 @@ describe.each(matrix)("restic %s over remotes (Incus %s)", (_v, version, restic)
   it("sftp (a private sshd on 127.0.0.1): init, backup, the instance deleted, restored", async () => {
     const server = await sftpServer(track);
     const pathRepo = `${(await resticRepo(track, restic, { init: false })).dir}/over-sftp`;
-    const r = await resticRepo(track, restic, { location: server.location(pathRepo), init: false });
+    const r = await resticRepo(track, restic, { location: server.location(pathRepo), init: false, keys: `${pathRepo}/keys` });
     const env = { ...r.env, PATH: server.path };
     await toolOk(["init", `--repo=${r.repo}`], { env });
     const name = uniqueName("rs-sftp");
@@ -64,7 +64,7 @@ describe.each(matrix)("restic %s over remotes (Incus %s)", (_v, version, restic)
 
   it("the remote goes away mid-backup: back soon, the backup completes; gone, the run stops cleanly and lists nothing", async () => {
     const server = await restServer(track);
-    const r = await resticRepo(track, restic, { location: server.location });
+    const r = await resticRepo(track, restic, { location: server.location, keys: server.keys });
     const name = uniqueName("rr-away");
     await launchRealistic(name, { socket, track, pool: "default" });
     await writeTestData(name, "/root/data", { sizeMiB: 40, socket });

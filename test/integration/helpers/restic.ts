@@ -40,8 +40,9 @@ async function versionOf(binary: string): Promise<string | undefined> {
 // tests run restic through this wrapper: an `init` of a local repository runs slowed down (stopped
 // 45 ms in every 50) until its key is written, so the calibration settles on restic's small
 // parameters (N 8192-16384, p 1-2, against 32768 and 3-5). Everything else is the real binary,
-// exec'd: the same process, arguments, environment, signals and exit codes. Remote repositories
-// get a fixed window instead of the key check. The benches use restic as it is.
+// exec'd: the same process, arguments, environment, signals and exit codes. For a remote
+// repository the test names the local directory its keys land in (IBK_TEST_RESTIC_KEYS: the REST
+// server's or sshd's files); without one, a fixed window. The benches use restic as it is.
 const SLOW_INIT = `#!/bin/sh
 # written by test/integration/helpers/restic.ts: restic for the tests (see there)
 real=@REAL@
@@ -56,13 +57,15 @@ exec 3<&-
 trap 'kill -CONT "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null' TERM
 trap 'kill -CONT "$pid" 2>/dev/null; kill -INT "$pid" 2>/dev/null' INT
 trap 'kill -CONT "$pid" 2>/dev/null; kill -HUP "$pid" 2>/dev/null' HUP
+keys=$IBK_TEST_RESTIC_KEYS
 case "$RESTIC_REPOSITORY" in
-  /*) limit=150 ;;
-  *) limit=40 ;;
+  /*) keys=\${keys:-$RESTIC_REPOSITORY/keys} ;;
 esac
+limit=150
+[ -n "$keys" ] || limit=40
 keyed() {
-  case "$RESTIC_REPOSITORY" in /*) ;; *) return 1 ;; esac
-  for k in "$RESTIC_REPOSITORY"/keys/*; do [ -e "$k" ] && return 0; done
+  [ -n "$keys" ] || return 1
+  for k in "$keys"/*; do [ -e "$k" ] && return 0; done
   return 1
 }
 n=0
@@ -137,7 +140,7 @@ export interface ResticRepo {
 }
 
 /** A temporary place for a restic repository and its password; `init` makes the repository unless told not to. */
-export async function resticRepo(track: Tracker, restic: Restic, opts: { location?: string; init?: boolean } = {}): Promise<ResticRepo> {
+export async function resticRepo(track: Tracker, restic: Restic, opts: { location?: string; init?: boolean; keys?: string } = {}): Promise<ResticRepo> {
   const dir = await tempDir(track, "ibk-restic-");
   await writeFile(join(dir, "password"), `test-${Math.random().toString(36).slice(2)}\n`, { mode: 0o600 });
   const location = opts.location ?? join(dir, "repo");
@@ -146,6 +149,8 @@ export async function resticRepo(track: Tracker, restic: Restic, opts: { locatio
     RESTIC_CACHE_DIR: join(dir, "cache"),
     INCUS_BACKUP_STATE_DIR: join(dir, "state"),
     INCUS_BACKUP_RESTIC: restic.binary,
+    // Where a remote repository's keys land on this machine (see SLOW_INIT).
+    ...(opts.keys ? { IBK_TEST_RESTIC_KEYS: opts.keys } : {}),
   };
   const r = { repo: `restic:${location}`, location, env, dir };
   if (opts.init ?? true) await toolOk(["init", `--repo=${r.repo}`], { env });
@@ -200,6 +205,8 @@ export interface RestServer {
   start(): Promise<void>;
   /** How many restic locks the repository holds now (one appears once a restic has opened it). */
   locks(): Promise<number>;
+  /** The repository's keys directory, on this machine. */
+  keys: string;
 }
 
 /** restic's REST protocol from `rclone serve restic` on 127.0.0.1, its data in a temp dir; stopped by track.cleanup(). */
@@ -221,7 +228,7 @@ export async function restServer(track: Tracker): Promise<RestServer> {
   track.defer(stop);
   await start();
   const locks = async () => (await readdir(join(dir, "data", "locks")).catch(() => [])).length;
-  return { location: `rest:http://127.0.0.1:${port}/`, stop, start, locks };
+  return { location: `rest:http://127.0.0.1:${port}/`, stop, start, locks, keys: join(dir, "data", "keys") };
 }
 
 export interface SftpServer {
