@@ -36,8 +36,9 @@ const cost = (f) => durations[f] ?? 30;
 // Five groups on two cores: the suite waits often enough (servers starting, timeouts, a remote
 // kept away on purpose, the service's next minute) that more groups than cores fill the gaps. Full
 // runs on a 2-core machine (2026-12-07): 941 s in two groups, 743 s in three, 686-700 s in four,
-// 584 s in five, 607 s in six. Process accounting of those runs: 950-1136 CPU-s, the two cores
-// busy 75% of the time in three groups, 77-81% in four and 83% in five.
+// 584 s in five (683 s and 709 s in two later runs, as the VM slowed), 607 s in six. Process
+// accounting of those runs: 950-1136 CPU-s, the two cores busy 75% of the time in three groups,
+// 77-81% in four and 83% in five.
 const DEFAULT_GROUPS = 5;
 const wanted = Number(process.env.INCUS_BACKUP_TEST_GROUPS ?? DEFAULT_GROUPS);
 const groupCount = Math.max(1, Math.min(Number.isInteger(wanted) && wanted > 0 ? wanted : DEFAULT_GROUPS, files.length));
