@@ -1,7 +1,7 @@
 // restic for the tests: the host's (Debian 12: 0.14) and the image's (Debian trixie: 0.18, taken
 // from the image base that image/build.sh makes), and repositories made the way users make them.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { chmod, copyFile, mkdir, readFile, readdir, rename, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -112,8 +112,19 @@ export function resticBinaries(): Promise<Restic[]> {
     for (const b of bases) {
       const binary = join(cache, b, "restic");
       if (!(await versionOf(binary))) {
-        await run("tar", ["-xf", join(cache, b, "rootfs.tar"), "-C", join(cache, b), "--strip-components=3", "./usr/bin/restic"]).catch(() => undefined);
-        await chmod(binary, 0o755).catch(() => undefined);
+        // The test groups start side by side, and each may find the binary missing: each unpacks
+        // it into a directory of its own and renames it into place, so no group ever runs (or
+        // writes over) a half-written file.
+        const tmp = await mkdtemp(join(cache, b, ".restic-"));
+        try {
+          await run("tar", ["-xf", join(cache, b, "rootfs.tar"), "-C", tmp, "--strip-components=3", "./usr/bin/restic"]);
+          await chmod(join(tmp, "restic"), 0o755);
+          await rename(join(tmp, "restic"), binary);
+        } catch {
+          // no restic in this base: the check below says what was found
+        } finally {
+          await rm(tmp, { recursive: true, force: true });
+        }
       }
       const v = await versionOf(binary);
       if (v && !out.some((r) => r.version === v)) out.push({ version: v, binary });
