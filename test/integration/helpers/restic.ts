@@ -35,7 +35,7 @@ async function versionOf(binary: string): Promise<string | undefined> {
 
 // restic's `init` calibrates its key derivation (scrypt) to take about 0.5 s on the machine it runs
 // on, and every later restic process on that repository pays it again to open the key: 0.3-0.5
-// CPU-s each, some 800 times in a full run, on the same two cores the lab and the tool need.
+// CPU-s each, some 650 times in a full run, on the same two cores the lab and the tool need.
 // restic's own tests lower those parameters with a test-only switch; the binary has none. So the
 // tests run restic through this wrapper: an `init` of a local repository runs slowed down (stopped
 // 45 ms in every 50) until its key is written, so the calibration settles on restic's small
@@ -54,9 +54,10 @@ exec 3<&0
 "$real" "$@" <&3 3<&- &
 pid=$!
 exec 3<&-
-trap 'kill -CONT "$pid" 2>/dev/null; kill -TERM "$pid" 2>/dev/null' TERM
-trap 'kill -CONT "$pid" 2>/dev/null; kill -INT "$pid" 2>/dev/null' INT
-trap 'kill -CONT "$pid" 2>/dev/null; kill -HUP "$pid" 2>/dev/null' HUP
+pass() { kill -CONT "$pid" 2>/dev/null; kill -"$1" "$pid" 2>/dev/null; }
+trap 'pass TERM' TERM
+trap 'pass INT' INT
+trap 'pass HUP' HUP
 keys=$IBK_TEST_RESTIC_KEYS
 case "$RESTIC_REPOSITORY" in
   /*) keys=\${keys:-$RESTIC_REPOSITORY/keys} ;;
@@ -107,7 +108,8 @@ export function resticBinaries(): Promise<Restic[]> {
     const out: Restic[] = [];
     const host = await versionOf("restic");
     if (host) out.push({ version: host, binary: "restic" });
-    const cache = join(process.env.INCUS_BACKUP_CACHE ?? join(root, ".cache"), "image");
+    const caches = process.env.INCUS_BACKUP_CACHE ?? join(root, ".cache");
+    const cache = join(caches, "image");
     const bases = (await readdir(cache).catch(() => [] as string[])).filter((n) => n.startsWith("base-"));
     for (const b of bases) {
       const binary = join(cache, b, "restic");
@@ -133,8 +135,7 @@ export function resticBinaries(): Promise<Restic[]> {
       throw new Error(`CI tests restic 0.14 (the host's) and 0.18 (the image's): found ${out.map((r) => r.version).join(", ") || "none"}`);
     }
     if (out.length === 0) throw new Error("restic is not installed: run `bash scripts/setup.sh`");
-    const tests = process.env.INCUS_BACKUP_CACHE ?? join(root, ".cache");
-    for (const r of out) r.binary = await withSlowInit(r.binary === "restic" ? await onPath("restic") : r.binary, r.version, tests);
+    for (const r of out) r.binary = await withSlowInit(r.binary === "restic" ? await onPath("restic") : r.binary, r.version, caches);
     return out.sort((a, b) => Number(a.version.split(".")[1]) - Number(b.version.split(".")[1]));
   })();
   return found;
