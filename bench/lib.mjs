@@ -22,6 +22,8 @@ export function run(cmd, args, env, { input } = {}) {
       if (code === 0) resolve({ out, err, seconds });
       else reject(new Error(`${cmd} ${args.join(" ")}: exit ${code}: ${err.trim() || out.trim()}`));
     });
+    // A command may exit without reading its input (EPIPE): its exit code tells what happened.
+    child.stdin.on("error", () => {});
     child.stdin.end(input ?? "");
   });
 }

@@ -6,7 +6,7 @@
 import { cp, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createVolumeWithData, incusOk, labEnv, launchInstance, tracker, type Tracker } from "../lab/lab";
+import { apiGet, createVolumeWithData, labEnv, launchInstance, tracker, type Tracker } from "../lab/lab";
 import { type FileState, isolatedServer, repoDir, tempDir, treeState } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 import { runCli, type CliRun } from "../unit/helpers/cli";
@@ -115,7 +115,7 @@ const DEFECTS: Array<[string, Defect]> = [
 
 /** Fields of the server that a command must never change. */
 async function serverState(socket: string): Promise<unknown> {
-  const q = async (path: string) => JSON.parse(await incusOk(["query", path], { socket })) as Array<Record<string, unknown>>;
+  const q = async (path: string) => (await apiGet(path, { socket })) as Array<Record<string, unknown>>;
   const instances = (await q("/1.0/instances?recursion=2&all-projects=true")).map((i) => ({
     name: i.name,
     project: i.project,

@@ -4,7 +4,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
+import { apiGet, launchInstance, tracker, uniqueName } from "../lab/lab";
 import { type FileState, tempDir, treeState, repoDir, expectOneLineError } from "./helpers/server";
 import { tool, toolOk, type ToolOptions } from "./helpers/tool";
 
@@ -22,8 +22,8 @@ describe("bad input", () => {
   let pidBefore: number;
 
   const state = async () => ({
-    pid: (JSON.parse(await incusOk(["query", `/1.0/instances/${name}/state`])) as { pid: number }).pid,
-    serverBackups: JSON.parse(await incusOk(["query", `/1.0/instances/${name}/backups`])) as string[],
+    pid: ((await apiGet(`/1.0/instances/${name}/state`)) as { pid: number }).pid,
+    serverBackups: (await apiGet(`/1.0/instances/${name}/backups`)) as string[],
   });
 
   /**

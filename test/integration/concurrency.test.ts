@@ -6,7 +6,7 @@ import { readdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, incusOk, labSocket, launchInstance, startExtraServer, stopExtraServer, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { apiGet, checksumTree, labSocket, launchInstance, startExtraServer, stopExtraServer, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, pauseAt, reached, req, waitForStderr } from "./helpers/faults";
 import { expectOneLineError, instanceStatus, repoDir, tempDir } from "./helpers/server";
 import { foreignPid, hostPidOf, listJson, startTool, tool, toolOk, type ToolResult } from "./helpers/tool";
@@ -292,7 +292,7 @@ describe("concurrent runs on one repository", () => {
   it("two servers never share a repository: the first backup records its server, another's backup is refused (exit 8, nothing written) but may restore; init --adopt hands it over", async () => {
     const shared = await repoDir(track);
     await toolOk([...backup, `--dir=${shared}`]);
-    const mine = JSON.parse(await incusOk(["query", "/1.0"])) as { environment: { server_name: string; certificate_fingerprint: string } };
+    const mine = (await apiGet("/1.0")) as { environment: { server_name: string; certificate_fingerprint: string } };
     const status = JSON.parse((await toolOk(["status", "--json", `--dir=${shared}`])).stdout) as { repository: { server: { name: string; fingerprint: string } | null } };
     expect(status.repository.server).toMatchObject({ name: mine.environment.server_name, fingerprint: mine.environment.certificate_fingerprint });
 
@@ -345,6 +345,6 @@ describe("concurrent runs on one repository", () => {
   });
 
   async function instancePid(): Promise<number> {
-    return (JSON.parse(await incusOk(["query", `/1.0/instances/${name}/state`])) as { pid: number }).pid;
+    return ((await apiGet(`/1.0/instances/${name}/state`)) as { pid: number }).pid;
   }
 });

@@ -1,11 +1,11 @@
 // Confirmation before replacing: refused without a terminal, asked on one; only "y" changes anything.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { instanceStatus, repoDir, expectOneLineError } from "./helpers/server";
 import { tool } from "./helpers/tool";
 
 async function initPid(name: string): Promise<number> {
-  return (JSON.parse(await incusOk(["query", `/1.0/instances/${name}/state`])) as { pid: number }).pid;
+  return ((await apiGet(`/1.0/instances/${name}/state`)) as { pid: number }).pid;
 }
 
 describe("confirmation of a restore that replaces", () => {

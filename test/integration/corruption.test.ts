@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { cp, readFile, readdir, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { allInstanceNames, allVolumeNames, flipByte, repoDir, tempDir } from "./helpers/server";
 import { listJson, tool, toolOk, type ListRow } from "./helpers/tool";
 
@@ -167,7 +167,7 @@ describe("corrupted backups", () => {
 
   const deepOnlyCount = () => DAMAGES.filter((d) => d.deepOnly).length * 4;
   async function pid(): Promise<number> {
-    return (JSON.parse(await incusOk(["query", `/1.0/instances/${inst}/state`])) as { pid: number }).pid;
+    return ((await apiGet(`/1.0/instances/${inst}/state`)) as { pid: number }).pid;
   }
 
   const kinds = ["instance", "volume", "image", "database"] as const;

@@ -13,11 +13,14 @@ import { fileURLToPath } from "node:url";
 import { spawn } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  apiGet,
   checksumTree,
+  execCaptured,
   incus,
   incusOk,
   labEnv,
   labShell,
+  labShellCaptured,
   launchInstance,
   startExtraServer,
   stopExtraServer,
@@ -25,6 +28,7 @@ import {
   uniqueName,
   writeTestData,
   type Manifest,
+  type RunOptions,
 } from "../lab/lab";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -49,6 +53,9 @@ function runHost(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs 
 
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+/** The deployed tool in its container; its output is captured so that `incus exec` cannot lose it (see execCaptured). */
+const toolIn = (container: string, socket: string, args: string[], opts: RunOptions) =>
+  execCaptured((script, o) => incus(["exec", container, "--", "sh", "-c", script], { socket, ...o }), `incus-backup ${args.map(quote).join(" ")}`, opts);
 
 describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   const track = tracker();
@@ -70,10 +77,10 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
 
   /** install.sh (or uninstall.sh) in the lab, with the lab's incus CLI pointed at our server. */
   const deploy = (script: string, args: string[], allowFail = false, env = "") =>
-    labShell(`cd ${DEPLOY} && ${env} INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
-  const tool = (container: string, args: string[], timeoutMs = 300_000, allowFail = false) => incus(["exec", container, "--", "incus-backup", ...args], { socket, timeoutMs, allowFail });
+    labShellCaptured(`cd ${DEPLOY} && ${env} INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
+  const tool = (container: string, args: string[], timeoutMs = 300_000, allowFail = false) => toolIn(container, socket, args, { timeoutMs, allowFail });
   const lab = (cmd: string) => labShell(cmd).then((r) => r.stdout);
-  const config = async (container: string) => JSON.parse(await incusOk(["query", `/1.0/instances/${container}`], on())) as {
+  const config = async (container: string) => (await apiGet(`/1.0/instances/${container}`, on())) as {
     config: Record<string, string>;
     profiles: string[];
     status: string;
@@ -146,7 +153,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
       "environment.INCUS_BACKUP_IMAGES": "false",
       "environment.INCUS_BACKUP_SELF": `default/${name}`,
     });
-    const profile = JSON.parse(await incusOk(["query", `/1.0/profiles/incus-backup-${name}`], on())) as { devices: Record<string, Record<string, string>> };
+    const profile = (await apiGet(`/1.0/profiles/incus-backup-${name}`, on())) as { devices: Record<string, Record<string, string>> };
     expect(profile.devices["incus-socket"]).toEqual({
       type: "proxy",
       connect: `unix:${incusDir}/unix.socket`,
@@ -325,7 +332,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
       // Items finished before the stop are complete versions: manifest and checksums present.
       expect((await lab(`ls ${dir}`)).trim().split("\n")).toEqual(expect.arrayContaining(["manifest.json", "SHA256SUMS"]));
     }
-    const backups = JSON.parse(await incusOk(["query", `/1.0/instances/${big}/backups?recursion=1`], on())) as Array<{ expires_at: string }>;
+    const backups = (await apiGet(`/1.0/instances/${big}/backups?recursion=1`, on())) as Array<{ expires_at: string }>;
     for (const b of backups) {
       const left = Date.parse(b.expires_at) - Date.now();
       expect(left).toBeGreaterThan(0);
@@ -455,7 +462,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(c.status).toBe("Running");
     expect(c.config["raw.idmap"]).toBe("both 0 0");
     expect(c.config["security.privileged"]).toBeUndefined();
-    const profile = JSON.parse(await incusOk(["query", `/1.0/profiles/incus-backup-${idmapName}`], on())) as { devices: Record<string, Record<string, string>> };
+    const profile = (await apiGet(`/1.0/profiles/incus-backup-${idmapName}`, on())) as { devices: Record<string, Record<string, string>> };
     expect(profile.devices.backups).toEqual({ type: "disk", source: idmapNas, path: "/backups" });
     // Only root is mapped through: the container's other ids stay in the unprivileged range.
     const map = await incusOk(["exec", idmapName, "--", "cat", "/proc/self/uid_map"], on());
@@ -609,8 +616,8 @@ describe("deploy with a restic repository: install.sh --repo restic:..., the sec
   const on = () => ({ socket });
 
   const deploy = (script: string, args: string[], allowFail = false) =>
-    labShell(`cd ${deployDir} && INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
-  const tool = (args: string[], allowFail = false) => incus(["exec", name, "--", "incus-backup", ...args], { socket, timeoutMs: 300_000, allowFail });
+    labShellCaptured(`cd ${deployDir} && INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
+  const tool = (args: string[], allowFail = false) => toolIn(name, socket, args, { timeoutMs: 300_000, allowFail });
   // `incus exec` without a terminal now and then returns a quick command's output empty (seen once
   // in CI on sha256sum of a small file): a command whose output is empty is asked again, twice at most.
   const inContainer = async (cmd: string) => {
@@ -618,7 +625,7 @@ describe("deploy with a restic repository: install.sh --repo restic:..., the sec
     for (let i = 0; i < 3 && out === ""; i++) out = await incusOk(["exec", name, "--", "sh", "-c", cmd], on());
     return out;
   };
-  const config = async () => JSON.parse(await incusOk(["query", `/1.0/instances/${name}`], on())) as { config: Record<string, string>; status: string };
+  const config = async () => (await apiGet(`/1.0/instances/${name}`, on())) as { config: Record<string, string>; status: string };
   const build = (args: string[] = []) => runHost("bash", [join(ROOT, "image/build.sh"), ...args], labEnv(socket));
   /** The daemon's environment (what the wrapper gave it at start-up), one VAR=value a line. */
   const daemonEnv = () =>
@@ -703,9 +710,9 @@ describe("deploy with a restic repository: install.sh --repo restic:..., the sec
     expect(r.code).not.toBe(0);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
     expect(r.stderr).toMatch(new RegExp(`^install: error: cannot make or open the restic repository ${location.replace(/[.]/g, "\\.")}: error: `));
-    const profile = JSON.parse(await incusOk(["query", `/1.0/profiles/incus-backup-${remote}`], on())) as { devices: Record<string, unknown> };
+    const profile = (await apiGet(`/1.0/profiles/incus-backup-${remote}`, on())) as { devices: Record<string, unknown> };
     expect(Object.keys(profile.devices)).toEqual(["incus-socket"]);
-    const c = JSON.parse(await incusOk(["query", `/1.0/instances/${remote}`], on())) as { config: Record<string, string> };
+    const c = (await apiGet(`/1.0/instances/${remote}`, on())) as { config: Record<string, string> };
     expect(c.config["environment.INCUS_BACKUP_REPO"]).toBe(location);
     expect(c.config["raw.idmap"]).toBeUndefined();
     noSecrets(await incusOk(["config", "show", remote, "--expanded"], on()));

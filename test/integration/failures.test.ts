@@ -2,12 +2,12 @@
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, incusOk, launchInstance, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { allInstanceNames, allVolumeNames, flipByte, instanceStatus, treeState, repoDir } from "./helpers/server";
 import { listJson, startTool, toolOk } from "./helpers/tool";
 
 async function initPid(name: string): Promise<number> {
-  return (JSON.parse(await incusOk(["query", `/1.0/instances/${name}/state`])) as { pid: number }).pid;
+  return ((await apiGet(`/1.0/instances/${name}/state`)) as { pid: number }).pid;
 }
 
 describe("a corrupted backup file", () => {
@@ -86,7 +86,7 @@ describe("the tool killed during a backup", () => {
   afterAll(() => track.cleanup());
 
   const serverBackups = async () =>
-    JSON.parse(await incusOk(["query", `/1.0/instances/${name}/backups?recursion=1`])) as ServerBackup[];
+    (await apiGet(`/1.0/instances/${name}/backups?recursion=1`)) as ServerBackup[];
 
   /** Size of the largest file being written under .tmp/, or 0. */
   async function writing(): Promise<number> {
@@ -128,7 +128,7 @@ describe("the tool killed during a backup", () => {
     }
     const leftBehind = (await serverBackups()).map((b) => b.name);
     // Without direct_backup (Incus 6.0) the server wrote a copy first: the kill left exactly that one.
-    const server = JSON.parse(await incusOk(["query", "/1.0"])) as { api_extensions: string[] };
+    const server = (await apiGet("/1.0")) as { api_extensions: string[] };
     expect(leftBehind.length).toBe(server.api_extensions.includes("direct_backup") ? 0 : 1);
 
     const next = await toolOk(args);

@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { lstat, readFile, readdir, readlink, rm, stat, symlink, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execRead, incusOk, labSocket, labVersions, tracker, uniqueName } from "../lab/lab";
+import { apiGet, execRead, incusOk, labSocket, labVersions, tracker, uniqueName } from "../lab/lab";
 import { launchRealistic } from "./helpers/realistic";
 import { resticBinaries, resticRepo, type ResticRepo } from "./helpers/restic";
 import { expectOneLineError, flipByte, instanceStatus, repoDir, tempDir } from "./helpers/server";
@@ -119,7 +119,7 @@ describe.each(labVersions())("file-level restore: Incus %s", (version) => {
     expect(await statIn(name, "/srv/app/passwd-link", socket)).toEqual(before["/srv/app/passwd-link"]);
     expect((await incusOk(["exec", name, "--", "cat", "/srv/app/added-later"], on())).trim()).toBe("mine");
     expect(await instanceStatus(name, on())).toBe("Running");
-    expect(JSON.parse(await incusOk(["query", `/1.0/instances/${name}/state`], on())).pid).toBe(JSON.parse(pid).pid);
+    expect((await apiGet(`/1.0/instances/${name}/state`, on())).pid).toBe(JSON.parse(pid).pid);
   });
 
   it("an overwrite is refused without a terminal or --force, and done with --force", async () => {

@@ -9,7 +9,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, labSocket, labVersions, launchInstance, restartIncusd, tracker, uniqueName } from "../lab/lab";
+import { apiGet, incusOk, labSocket, labVersions, launchInstance, restartIncusd, tracker, uniqueName } from "../lab/lab";
 import { FaultProxy, nonExpiring, reached, req, serverBackups, type SeenRequest } from "./helpers/faults";
 import { tempDir, repoDir, expectOneLineError } from "./helpers/server";
 import { TOOL, listJson, startTool, tool, toolOk } from "./helpers/tool";
@@ -34,7 +34,7 @@ describe.each(labVersions())("incusd restarted during a backup, Incus %s", (vers
     dir = await repoDir(track);
     proxy = await FaultProxy.start(socket);
     track.defer(() => proxy.close());
-    direct = (JSON.parse(await incusOk(["query", "/1.0"], { socket })) as { api_extensions: string[] }).api_extensions.includes("direct_backup");
+    direct = ((await apiGet("/1.0", { socket })) as { api_extensions: string[] }).api_extensions.includes("direct_backup");
     // An earlier version of each, so the big one is known to be the larger and goes first.
     await toolOk(backup(), { socket });
   });

@@ -10,7 +10,7 @@ import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, labVersions, launchInstance, tracker, uniqueName } from "../lab/lab";
+import { apiGet, incusOk, labVersions, launchInstance, tracker, uniqueName } from "../lab/lab";
 import { FaultProxy, killTool, nonExpiring, pauseAt, reached, req, serverBackups, waitForStderr, type SeenRequest } from "./helpers/faults";
 import { isolatedServer, repoDir, wrongModes } from "./helpers/server";
 import { listJson, startTool, tool, toolInstallId, toolOk, type ListRow, type RunningTool } from "./helpers/tool";
@@ -153,7 +153,7 @@ describe.each(labVersions())("SIGKILL during backup --all on Incus %s", (version
     await incusOk(["storage", "volume", "create", "default", s.volume], on);
     await incusOk(["config", "device", "add", s.big, s.volume, "disk", "pool=default", `source=${s.volume}`, "path=/mnt/vol"], on);
     await incusOk(["exec", s.big, "--", "sh", "-c", "dd if=/dev/urandom of=/mnt/vol/data bs=1048576 count=2 2>/dev/null && sync"], on);
-    const server = JSON.parse(await incusOk(["query", "/1.0"], on)) as { api_extensions: string[] };
+    const server = (await apiGet("/1.0", on)) as { api_extensions: string[] };
     direct = server.api_extensions.includes("direct_backup");
     expect(direct).toBe(version !== "6.0");
     dir = await repoDir(track);

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import {
+  apiGet,
   checksumTree,
   createVolumeWithData,
   execRead,
@@ -59,7 +60,7 @@ describe("the lab", () => {
 
   it("runs the Incus line each lab was asked for, with the busybox image", async () => {
     for (const [version, socket] of Object.entries(inject("labSockets"))) {
-      const server = JSON.parse(await incusOk(["query", "/1.0"], { socket })) as {
+      const server = (await apiGet("/1.0", { socket })) as {
         environment: { server_version: string };
         api_extensions: string[];
       };
@@ -118,7 +119,7 @@ describe("the lab", () => {
     const volume = uniqueName("lab-vol");
     const written = await createVolumeWithData("default", volume, { sizeMiB: 1, attachTo: name, path: "/mnt/vol", track });
     expect(byPath(written)["owned-1234.txt"]?.uid).toBe(1234);
-    const used = JSON.parse(await incusOk(["query", `/1.0/storage-pools/default/volumes/custom/${volume}`])) as {
+    const used = (await apiGet(`/1.0/storage-pools/default/volumes/custom/${volume}`)) as {
       used_by: string[];
     };
     expect(used.used_by).toEqual([`/1.0/instances/${name}`]);
@@ -155,7 +156,7 @@ describe("the lab", () => {
 
   it("puts every instance of the default profile on a managed bridge with DHCP, in each lab", async () => {
     for (const socket of Object.values(inject("labSockets"))) {
-      const network = JSON.parse(await incusOk(["query", `/1.0/networks/${LAB_BRIDGE}`], { socket })) as {
+      const network = (await apiGet(`/1.0/networks/${LAB_BRIDGE}`, { socket })) as {
         managed: boolean;
         type: string;
         config: Record<string, string>;
@@ -178,7 +179,7 @@ describe("the lab", () => {
     const dir = await mkdtemp(join(tmpdir(), "incus-backup-labtest-"));
     track.defer(() => rm(dir, { recursive: true, force: true }));
     for (const [version, socket] of Object.entries(inject("labSockets"))) {
-      const pool = JSON.parse(await incusOk(["query", `/1.0/storage-pools/${LAB_BTRFS_POOL}`], { socket })) as {
+      const pool = (await apiGet(`/1.0/storage-pools/${LAB_BTRFS_POOL}`, { socket })) as {
         driver: string;
         status: string;
       };
@@ -195,7 +196,7 @@ describe("the lab", () => {
       await incusOk(["import", file, "--storage", LAB_BTRFS_POOL], { socket, timeoutMs: 180_000 });
       await incusOk(["start", name], { socket });
       expect(await execRead(name, ["cat", "/root/mark"], { socket })).toBe("on btrfs\n");
-      const info = JSON.parse(await incusOk(["query", `/1.0/instances/${name}?recursion=1`], { socket })) as {
+      const info = (await apiGet(`/1.0/instances/${name}?recursion=1`, { socket })) as {
         expanded_devices: { root: { pool: string } };
       };
       expect(info.expanded_devices.root.pool).toBe(LAB_BTRFS_POOL);

@@ -3,7 +3,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
 import { repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
@@ -19,7 +19,7 @@ describe.each(labVersions())("Incus %s", (version) => {
     await launchInstance(name, { socket, track });
     const data = await writeTestData(name, "/srv/data", { socket, sizeMiB: 8 });
     const volData = await createVolumeWithData("default", volume, { socket, attachTo: name, path: "/mnt/vol", sizeMiB: 2, track });
-    const server = JSON.parse(await incusOk(["query", "/1.0"], on)) as { api_extensions: string[] };
+    const server = (await apiGet("/1.0", on)) as { api_extensions: string[] };
     const direct = server.api_extensions.includes("direct_backup");
 
     const dir = await repoDir(track);
@@ -33,7 +33,7 @@ describe.each(labVersions())("Incus %s", (version) => {
     }
     expect(direct).toBe(version !== "6.0");
     // With export-and-download the server's copy is deleted afterwards; a direct backup never makes one.
-    expect(JSON.parse(await incusOk(["query", `/1.0/instances/${name}/backups`], on))).toEqual([]);
+    expect(await apiGet(`/1.0/instances/${name}/backups`, on)).toEqual([]);
 
     await incusOk(["delete", "--force", name], on);
     await incusOk(["storage", "volume", "delete", "default", volume], on);

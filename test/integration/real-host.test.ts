@@ -6,7 +6,7 @@
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, labShell, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, incusOk, labShell, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { FaultProxy, killTool, req, reached } from "./helpers/faults";
 import { REALISTIC_CONFIG, duplicateMacs, launchRealistic, macsOf, snapshotNames, temporaryLeftovers } from "./helpers/realistic";
 import { instanceStatus, tempDir, repoDir } from "./helpers/server";
@@ -21,7 +21,7 @@ interface Device {
 }
 
 async function instanceObject(name: string, socket: string): Promise<{ config: Record<string, string>; devices: Record<string, Device>; status: string }> {
-  return JSON.parse(await incusOk(["query", `/1.0/instances/${name}`], { socket })) as { config: Record<string, string>; devices: Record<string, Device>; status: string };
+  return (await apiGet(`/1.0/instances/${name}`, { socket })) as { config: Record<string, string>; devices: Record<string, Device>; status: string };
 }
 
 async function journalEntries(dir: string): Promise<string[]> {

@@ -2,7 +2,7 @@
 // instances run again. On both LTS versions and both storage drivers, with instances as on a real
 // host (NICs on the managed bridge, snapshots, cloud-init, limits, autostart).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, tracker, uniqueName, writeTestData, type Manifest } from "../lab/lab";
 import { duplicateMacs, launchRealistic } from "./helpers/realistic";
 import { instanceStatus, repoDir } from "./helpers/server";
 import { toolOk } from "./helpers/tool";
@@ -21,7 +21,7 @@ describe.each(matrix)("restore --force over existing items: Incus %s, %s pool", 
 
   /** PID of the instance's init on the host: it changes when the instance is stopped and started. */
   async function initPid(instance: string): Promise<number> {
-    return (JSON.parse(await incusOk(["query", `/1.0/instances/${instance}/state`], on())) as { pid: number }).pid;
+    return ((await apiGet(`/1.0/instances/${instance}/state`, on())) as { pid: number }).pid;
   }
 
   beforeAll(async () => {
@@ -63,7 +63,7 @@ describe.each(matrix)("restore --force over existing items: Incus %s, %s pool", 
     expect(await initPid(name)).not.toBe(pidBefore);
     expect(await checksumTree(name, "/mnt/vol", on())).toEqual(volumeData);
     // Same volume (name and attachment), not a new one beside it.
-    const used = JSON.parse(await incusOk(["query", `/1.0/storage-pools/${pool}/volumes/custom/${volume}`], on())) as { used_by: string[] };
+    const used = (await apiGet(`/1.0/storage-pools/${pool}/volumes/custom/${volume}`, on())) as { used_by: string[] };
     expect(used.used_by).toEqual([`/1.0/instances/${name}`]);
     expect(await incusOk(["storage", "volume", "list", pool, "-f", "csv", "-c", "n"], on())).not.toMatch(/ibk-restore-/);
   });

@@ -1,12 +1,12 @@
 // Round trip: back up everything, delete the instance and its volume, restore everything; nothing may differ.
 import { afterAll, describe, expect, it } from "vitest";
-import { checksumTree, createVolumeWithData, execRead, incusOk, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
+import { apiGet, checksumTree, createVolumeWithData, execRead, incusOk, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
 import { instanceShape, instanceStatus, isolatedServer, repoDir } from "./helpers/server";
 import { listJson, toolOk } from "./helpers/tool";
 
 /** A volume as a restore must bring it back: its record minus volatile.* and server-set fields. */
 async function volumeShape(socket: string, pool: string, name: string): Promise<Record<string, unknown>> {
-  const v = JSON.parse(await incusOk(["query", `/1.0/storage-pools/${pool}/volumes/custom/${name}`], { socket })) as {
+  const v = (await apiGet(`/1.0/storage-pools/${pool}/volumes/custom/${name}`, { socket })) as {
     config: Record<string, string>;
     [k: string]: unknown;
   };
@@ -53,7 +53,7 @@ describe.each(matrix)("round trip: Incus %s, %s pool", (version, pool) => {
     const instanceBefore = await instanceShape(name, on);
     const volumeBefore = await volumeShape(socket, pool, volume);
     expect(instanceBefore.profiles).toEqual(["default", profile]);
-    const macBefore = (JSON.parse(await incusOk(["query", `/1.0/instances/${name}`], on)) as { config: Record<string, string> }).config["volatile.eth0.hwaddr"];
+    const macBefore = ((await apiGet(`/1.0/instances/${name}`, on)) as { config: Record<string, string> }).config["volatile.eth0.hwaddr"];
     expect(macBefore).toMatch(/^[0-9a-f:]{17}$/);
 
     const dir = await repoDir(track);
@@ -70,7 +70,7 @@ describe.each(matrix)("round trip: Incus %s, %s pool", (version, pool) => {
     expect(await instanceShape(name, on)).toEqual(instanceBefore);
     expect(await volumeShape(socket, pool, volume)).toEqual(volumeBefore);
     // Restored under its own name, where nothing else has its MAC: it keeps it.
-    expect((JSON.parse(await incusOk(["query", `/1.0/instances/${name}`], on)) as { config: Record<string, string> }).config["volatile.eth0.hwaddr"]).toBe(macBefore);
+    expect(((await apiGet(`/1.0/instances/${name}`, on)) as { config: Record<string, string> }).config["volatile.eth0.hwaddr"]).toBe(macBefore);
     expect(await checksumTree(name, "/srv/data", on)).toEqual(instanceData);
     expect(await checksumTree(name, "/mnt/vol", on)).toEqual(volumeData);
   });

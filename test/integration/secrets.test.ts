@@ -8,7 +8,7 @@ import { readFile, readdir } from "node:fs/promises";
 import { createServer, type IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { incusOk, launchInstance, tracker } from "../lab/lab";
+import { apiGet, incusOk, launchInstance, tracker } from "../lab/lab";
 import { isolatedServer, repoDir, wrongModes } from "./helpers/server";
 import { startTool, toolOk } from "./helpers/tool";
 
@@ -68,7 +68,7 @@ describe("secrets from the server's configuration", () => {
     expect(plan.stdout).toMatch(/config\.cloud-init\.user-data: \(secret value changed\)/);
     expect(plan.stdout).toMatch(/config\.environment\.SSH_KEY: \(secret value added\)/);
     record("restore --database --force", await toolOk(["restore", "--database", "--server-config", "--force", `--dir=${dir}`], { socket }));
-    expect(JSON.parse(await incusOk(["query", "/1.0"], { socket })).config["loki.auth.password"]).toBe(secrets.server);
+    expect((await apiGet("/1.0", { socket })).config["loki.auth.password"]).toBe(secrets.server);
     const found = seen.flatMap(([where, text]) => leaks(text).map((k) => `${k} in ${where}`));
     console.log(`secrets: ${seen.length} command outputs checked for ${Object.keys(secrets).length} secret values: ${found.length ? found.join(", ") : "none found"}`);
     expect(found).toEqual([]);

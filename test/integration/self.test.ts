@@ -1,6 +1,6 @@
 // The container the tool runs in (INCUS_BACKUP_SELF): left out of backups unless named, never replaced by a restore.
 import { afterAll, describe, expect, it } from "vitest";
-import { incusOk, launchInstance, tracker, uniqueName } from "../lab/lab";
+import { apiGet, launchInstance, tracker, uniqueName } from "../lab/lab";
 import { isolatedServer, repoDir } from "./helpers/server";
 import { listJson, tool, toolOk } from "./helpers/tool";
 
@@ -26,15 +26,15 @@ describe("the tool's own container", () => {
     await toolOk(["backup", "--instances", "--name", self, "--dir", named], { socket, env });
     expect((await listJson(named)).map((row) => row.name)).toEqual([self]);
 
-    const before = JSON.parse(await incusOk(["query", `/1.0/instances/${self}`], { socket })).created_at;
+    const before = (await apiGet(`/1.0/instances/${self}`, { socket })).created_at;
     const refused = await tool(["restore", "--instance", "--name", self, "--dir", named, "--force"], { socket, env });
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/not replacing instance default\/\S+: it is the container running this restore/);
-    expect(JSON.parse(await incusOk(["query", `/1.0/instances/${self}`], { socket })).created_at).toBe(before);
+    expect((await apiGet(`/1.0/instances/${self}`, { socket })).created_at).toBe(before);
 
     // Under another name it is just a copy.
     const copy = uniqueName("self-copy");
     await toolOk(["restore", "--instance", "--name", self, "--target-name", copy, "--dir", named, "--no-start"], { socket, env });
-    expect(JSON.parse(await incusOk(["query", `/1.0/instances/${copy}`], { socket })).name).toBe(copy);
+    expect((await apiGet(`/1.0/instances/${copy}`, { socket })).name).toBe(copy);
   });
 });

@@ -1,6 +1,8 @@
 // Helpers for integration tests against the lab: the incus CLI, fixtures with known contents, cleanup.
 // Test-only code may shell out to the incus CLI; the product itself talks to the REST API.
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { request as httpRequest } from "node:http";
 import { dirname, join } from "node:path";
 import { inject } from "vitest";
 
@@ -58,8 +60,7 @@ export const LAB_BRIDGE = "incusbr0";
 
 /** Every `volatile.*.hwaddr` value (NIC MAC address) of every instance in every project of a daemon. */
 export async function instanceMacs(socket?: string): Promise<string[]> {
-  const out = await incusOk(["query", "/1.0/instances?recursion=1&all-projects=true"], { socket });
-  const instances = JSON.parse(out) as { config?: Record<string, string> }[];
+  const instances = await apiGet<{ config?: Record<string, string> }[]>("/1.0/instances?recursion=1&all-projects=true", { socket });
   return instances.flatMap((i) =>
     Object.entries(i.config ?? {})
       .filter(([k]) => /^volatile\..+\.hwaddr$/.test(k))
@@ -128,6 +129,38 @@ export function incus(args: string[], opts: IncusOptions = {}): Promise<RunResul
   return run("incus", full, labEnv(opts.socket ?? labSocket()), opts);
 }
 
+/**
+ * GET of an Incus API path on a lab daemon, from this process: what `incus query PATH` prints,
+ * parsed, without an incus CLI process (and the GET /1.0 it makes first) for each call. The test
+ * helpers read the servers' state some 1,500 times a run; as CLI calls they cost about 30 CPU-s
+ * (2026-12-07). Rejects with the server's error, as incusOk does.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- as JSON.parse, which these calls replace
+export function apiGet<T = any>(path: string, opts: { socket?: string; timeoutMs?: number } = {}): Promise<T> {
+  const socketPath = opts.socket ?? labSocket();
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath, path, method: "GET", headers: { Host: "incus" }, timeout: opts.timeoutMs ?? 120_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("error", reject);
+      res.on("end", () => {
+        let body: { type?: string; error?: string; metadata?: unknown };
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as typeof body;
+        } catch {
+          reject(new Error(`GET ${path} on ${socketPath}: HTTP ${res.statusCode}, not JSON`));
+          return;
+        }
+        if (body.type === "error" || (res.statusCode ?? 500) >= 400) reject(new Error(`GET ${path} on ${socketPath}: ${body.error ?? `HTTP ${res.statusCode}`}`));
+        else resolve(body.metadata as T);
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`GET ${path} on ${socketPath}: no answer after ${opts.timeoutMs ?? 120_000} ms`)));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 /** Runs the incus CLI and returns its stdout; the error carries stderr. */
 export async function incusOk(args: string[], opts: Omit<IncusOptions, "allowFail"> = {}): Promise<string> {
   return (await incus(args, { ...opts, allowFail: false })).stdout;
@@ -142,15 +175,50 @@ const END_OF_OUTPUT = "IBK-END-OF-OUTPUT";
  * a marker last, so a lost output is told apart from an empty one, and is read again (at most 3
  * times; the command must have no effects). A non-zero exit rejects, as incusOk does.
  */
-export async function execRead(instance: string, argv: string[], opts: Omit<IncusOptions, "allowFail"> = {}): Promise<string> {
-  const script = `"$@"; rc=$?; printf '\\n%s\\n' ${END_OF_OUTPUT}; exit $rc`;
+export function execRead(instance: string, argv: string[], opts: Omit<IncusOptions, "allowFail"> = {}): Promise<string> {
+  return readSure((script, o) => incus(["exec", instance, "--", "sh", "-c", script, "sh", ...argv], { ...opts, ...o }), '"$@"', `incus exec ${instance} -- ${argv.join(" ")}`);
+}
+
+/**
+ * Runs a shell command in an instance and returns its exit code and output, for a command whose
+ * output a test checks and that may have effects (so it must not run twice, as execRead's may).
+ * `incus exec` now and then loses a quick command's output under load (see execRead; seen in CI on
+ * install.sh's one-line refusal). So the command writes its stdout and stderr to files in the
+ * instance, its exit code comes back as the exec's own (Incus reports it in the operation, which
+ * was never lost), and the files are read back with execRead's end marker, then removed.
+ */
+export async function execCaptured(
+  exec: (script: string, opts: RunOptions) => Promise<RunResult>,
+  cmd: string,
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  const files = `/tmp/ibk-captured-${randomBytes(6).toString("hex")}`;
+  // The newline ends a comment the command may end with.
+  const ran = await exec(`( ${cmd}\n) >${files}.out 2>${files}.err`, { ...opts, allowFail: true });
+  const sep = `\n${END_OF_OUTPUT}-STDERR\n`;
+  const both = await readSure(exec, `cat ${files}.out; printf '\\n%s\\n' ${END_OF_OUTPUT}-STDERR; cat ${files}.err`, cmd);
+  await exec(`rm -f ${files}.out ${files}.err`, {});
+  const at = both.lastIndexOf(sep);
+  if (at < 0) throw new Error(`${cmd}: the captured output has no separator: ${JSON.stringify(both.slice(-200))}`);
+  const result = { code: ran.code, stdout: both.slice(0, at), stderr: both.slice(at + sep.length) };
+  if (result.code !== 0 && !opts.allowFail) throw new Error(`${cmd}: exit ${result.code}: ${result.stderr.trim() || result.stdout.trim()}`);
+  return result;
+}
+
+/** A read with no effects, through `exec`, with an end marker: read again (at most 3 times) when it was lost. */
+async function readSure(exec: (script: string, opts: RunOptions) => Promise<RunResult>, cmd: string, what: string): Promise<string> {
   const tail = `\n${END_OF_OUTPUT}\n`;
   for (let attempt = 1; ; attempt++) {
-    const out = await incusOk(["exec", instance, "--", "sh", "-c", script, "sh", ...argv], opts);
-    if (out.endsWith(tail)) return out.slice(0, -tail.length);
-    if (attempt === 3) throw new Error(`incus exec ${instance} -- ${argv.join(" ")}: the output was lost ${attempt} times (exit 0 without the end marker): ${JSON.stringify(out.slice(-200))}`);
-    console.warn(`incus exec ${instance} -- ${argv.join(" ")}: exit 0 but the output was cut short (${out.length} bytes); reading again`);
+    const r = await exec(`${cmd}; rc=$?; printf '\\n%s\\n' ${END_OF_OUTPUT}; exit $rc`, {});
+    if (r.stdout.endsWith(tail)) return r.stdout.slice(0, -tail.length);
+    if (attempt === 3) throw new Error(`${what}: the output was lost ${attempt} times (exit 0 without the end marker): ${JSON.stringify(r.stdout.slice(-200))}`);
+    console.warn(`${what}: exit 0 but the output was cut short (${r.stdout.length} bytes); reading again`);
   }
+}
+
+/** labShell for a command whose output a test checks (see execCaptured). */
+export function labShellCaptured(cmd: string, opts: RunOptions & { version?: string } = {}): Promise<RunResult> {
+  return execCaptured((script, o) => labShell(script, { ...o, version: opts.version }), cmd, opts);
 }
 
 /** Runs a shell command in the lab container itself (through the outer daemon), as root. */

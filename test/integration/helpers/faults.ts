@@ -12,7 +12,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { incusOk } from "../../lab/lab";
+import { apiGet } from "../../lab/lab";
 import type { RunningTool, ToolResult } from "./tool";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -320,7 +320,7 @@ export interface ServerBackup {
 
 /** Every server-side backup of every instance and custom volume, in all projects. */
 export async function serverBackups(socket: string): Promise<ServerBackup[]> {
-  const q = async <T>(path: string) => JSON.parse(await incusOk(["query", path], { socket })) as T;
+  const q = async <T>(path: string) => (await apiGet(path, { socket })) as T;
   const out: ServerBackup[] = [];
   for (const i of await q<Array<{ name: string; project: string }>>("/1.0/instances?recursion=1&all-projects=true")) {
     for (const b of await q<ServerBackup[]>(`/1.0/instances/${i.name}/backups?recursion=1&project=${i.project}`)) {

@@ -1,6 +1,6 @@
 // Instances as admins have them: a NIC on the lab's managed bridge (from the default profile),
 // snapshots, cloud-init data, limits, autostart; optionally a static address and a proxy device.
-import { incus, incusOk, type Tracker } from "../../lab/lab";
+import { apiGet, incus, incusOk, type Tracker } from "../../lab/lab";
 
 export interface RealisticOptions {
   socket: string;
@@ -66,7 +66,7 @@ export async function launchRealistic(name: string, o: RealisticOptions): Promis
 
 /** An instance's MACs, by device. */
 export async function macsOf(name: string, socket: string, project = "default"): Promise<Record<string, string>> {
-  const i = JSON.parse(await incusOk(["query", `/1.0/instances/${name}?project=${project}`], { socket })) as { config: Record<string, string> };
+  const i = (await apiGet(`/1.0/instances/${name}?project=${project}`, { socket })) as { config: Record<string, string> };
   return Object.fromEntries(
     Object.entries(i.config)
       .filter(([k]) => /^volatile\.[^.]+\.hwaddr$/.test(k))
@@ -76,7 +76,7 @@ export async function macsOf(name: string, socket: string, project = "default"):
 
 /** MACs that more than one instance of the server has (Incus would refuse to start the second). */
 export async function duplicateMacs(socket: string): Promise<string[]> {
-  const all = JSON.parse(await incusOk(["query", "/1.0/instances?recursion=1&all-projects=true"], { socket })) as Array<{
+  const all = (await apiGet("/1.0/instances?recursion=1&all-projects=true", { socket })) as Array<{
     name: string;
     project: string;
     config: Record<string, string>;

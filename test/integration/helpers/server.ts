@@ -4,7 +4,7 @@ import { lstat, mkdtemp, open, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DirectoryStore } from "../../../src/repository/directory";
-import { incusOk, labSocket, startExtraServer, stopExtraServer, type Tracker } from "../../lab/lab";
+import { apiGet, incusOk, labSocket, startExtraServer, stopExtraServer, type Tracker } from "../../lab/lab";
 
 /**
  * An extra, empty incusd in the lab with the busybox image, for commands that act on everything
@@ -99,7 +99,7 @@ function withoutVolatile(config: Record<string, string>): Record<string, string>
 /** What a restore must bring back of an instance: `GET /1.0/instances/NAME` minus volatile.* and server-set fields. */
 export async function instanceShape(name: string, where: { socket?: string; project?: string } = {}): Promise<Record<string, unknown>> {
   const path = `/1.0/instances/${name}${where.project ? `?project=${where.project}` : ""}`;
-  const inst = JSON.parse(await incusOk(["query", path], { socket: where.socket })) as InstanceRecord;
+  const inst = (await apiGet(path, { socket: where.socket })) as InstanceRecord;
   const shape: Record<string, unknown> = { ...inst };
   for (const f of SERVER_FIELDS) delete shape[f];
   shape.config = withoutVolatile(inst.config);
@@ -110,24 +110,22 @@ export async function instanceShape(name: string, where: { socket?: string; proj
 /** Running / Stopped, as Incus reports it. */
 export async function instanceStatus(name: string, where: { socket?: string; project?: string } = {}): Promise<string> {
   const path = `/1.0/instances/${name}${where.project ? `?project=${where.project}` : ""}`;
-  return (JSON.parse(await incusOk(["query", path], { socket: where.socket })) as InstanceRecord).status;
+  return ((await apiGet(path, { socket: where.socket })) as InstanceRecord).status;
 }
 
 /** Names of all instances on a server, in all projects. */
 export async function allInstanceNames(socket?: string): Promise<string[]> {
-  const list = JSON.parse(await incusOk(["query", "/1.0/instances?recursion=1&all-projects=true"], { socket })) as InstanceRecord[];
+  const list = (await apiGet("/1.0/instances?recursion=1&all-projects=true", { socket })) as InstanceRecord[];
   return list.map((i) => i.name);
 }
 
 /** Names of all custom volumes on a server, in all projects and pools. */
 export async function allVolumeNames(socket?: string): Promise<string[]> {
-  const pools = JSON.parse(await incusOk(["query", "/1.0/storage-pools"], { socket })) as string[];
+  const pools = (await apiGet("/1.0/storage-pools", { socket })) as string[];
   const names: string[] = [];
   for (const p of pools) {
     const pool = p.split("/").pop()!;
-    const vols = JSON.parse(
-      await incusOk(["query", `/1.0/storage-pools/${pool}/volumes/custom?recursion=1&all-projects=true`], { socket }),
-    ) as Array<{ name: string }>;
+    const vols = (await apiGet(`/1.0/storage-pools/${pool}/volumes/custom?recursion=1&all-projects=true`, { socket })) as Array<{ name: string }>;
     names.push(...vols.map((v) => v.name));
   }
   return names;

@@ -159,7 +159,12 @@ export interface ListRow {
 /** `list --json` of a repository (more arguments narrow it). */
 export async function listJson(dir: string, ...args: string[]): Promise<ListRow[]> {
   const r = await toolOk(["list", "--json", `--dir=${dir}`, ...args]);
-  return JSON.parse(r.stdout) as ListRow[];
+  try {
+    return JSON.parse(r.stdout) as ListRow[];
+  } catch (e) {
+    // Seen once in CI, under five groups' load (an empty or cut stdout): say all there is to know.
+    throw new Error(`incus-backup list --json --dir=${dir}: exit 0, but stdout (${r.stdout.length} bytes) is not JSON (${(e as Error).message}): ${JSON.stringify(r.stdout.slice(-300))}; stderr: ${JSON.stringify(r.stderr)}`);
+  }
 }
 
 /**
