@@ -33,12 +33,13 @@ try {
 }
 const cost = (f) => durations[f] ?? 30;
 
-// Three groups by default: five were faster (below) but two fresh-clone CI runs of five groups each
-// failed a different test under the load (an empty answer through `incus exec`, an empty `list
-// --json`); three passed every CI run so far. The suite waits often enough (servers starting, timeouts, a remote
-// kept away on purpose, the service's next minute) that more groups than cores fill the gaps. Full
-// runs on a 2-core machine (2026-12-07): 941 s in two groups, 743 s in three, 686-700 s in four,
-// 584 s in five (683 s and 709 s in two later runs, as the VM slowed), 607 s in six. Process
+// Three groups by default: five were a little faster (below) but two fresh-clone CI runs of five
+// groups each failed a different test under the load (an empty answer through `incus exec`, which
+// the helpers now guard against, and an empty `list --json`, not explained yet); three passed every
+// CI run so far. The suite waits often enough (servers starting, timeouts, a remote kept away on
+// purpose, the service's next minute) that more groups than cores fill the gaps. Full
+// runs on a 2-core machine (2026-12-07): 941 s in two groups, 738-743 s in three, 686-700 s in four,
+// 584 s in five (683-712 s in three later runs, as the VM slowed), 607 s in six. Process
 // accounting of those runs: 950-1136 CPU-s, the two cores busy 75% of the time in three groups,
 // 77-81% in four and 83% in five.
 const DEFAULT_GROUPS = 3;
