@@ -16,9 +16,11 @@ import {
   apiGet,
   checksumTree,
   execCaptured,
+  execRead,
   incus,
   incusOk,
   labEnv,
+  labRead,
   labShell,
   labShellCaptured,
   launchInstance,
@@ -79,7 +81,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   const deploy = (script: string, args: string[], allowFail = false, env = "") =>
     labShellCaptured(`cd ${DEPLOY} && ${env} INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
   const tool = (container: string, args: string[], timeoutMs = 300_000, allowFail = false) => toolIn(container, socket, args, { timeoutMs, allowFail });
-  const lab = (cmd: string) => labShell(cmd).then((r) => r.stdout);
+  const lab = (cmd: string) => labRead(cmd);
   const config = async (container: string) => (await apiGet(`/1.0/instances/${container}`, on())) as {
     config: Record<string, string>;
     profiles: string[];
@@ -618,13 +620,9 @@ describe("deploy with a restic repository: install.sh --repo restic:..., the sec
   const deploy = (script: string, args: string[], allowFail = false) =>
     labShellCaptured(`cd ${deployDir} && INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
   const tool = (args: string[], allowFail = false) => toolIn(name, socket, args, { timeoutMs: 300_000, allowFail });
-  // `incus exec` without a terminal now and then returns a quick command's output empty (seen once
-  // in CI on sha256sum of a small file): a command whose output is empty is asked again, twice at most.
-  const inContainer = async (cmd: string) => {
-    let out = "";
-    for (let i = 0; i < 3 && out === ""; i++) out = await incusOk(["exec", name, "--", "sh", "-c", cmd], on());
-    return out;
-  };
+  // A read in the container, with execRead's end marker: `incus exec` without a terminal now and
+  // then loses a quick command's output (seen in CI on sha256sum of a small file).
+  const inContainer = (cmd: string) => execRead(name, ["sh", "-c", cmd], on());
   const config = async () => (await apiGet(`/1.0/instances/${name}`, on())) as { config: Record<string, string>; status: string };
   const build = (args: string[] = []) => runHost("bash", [join(ROOT, "image/build.sh"), ...args], labEnv(socket));
   /** The daemon's environment (what the wrapper gave it at start-up), one VAR=value a line. */
@@ -680,7 +678,7 @@ describe("deploy with a restic repository: install.sh --repo restic:..., the sec
     expect((await incus(["info", fresh], { ...on(), allowFail: true })).code).not.toBe(0);
     expect((await incus(["profile", "show", `incus-backup-${fresh}`], { ...on(), allowFail: true })).code).not.toBe(0);
     expect((await incus(["storage", "volume", "show", "default", `${fresh}-state`], { ...on(), allowFail: true })).code).not.toBe(0);
-    expect((await labShell(`ls -A ${nas}`)).stdout.trim()).toBe("");
+    expect((await labRead(`ls -A ${nas}`)).trim()).toBe("");
 
     const refused: Array<[string[], RegExp]> = [
       [["--repo", "restic:/backups/restic", "--restic-password-file", passwordFile], /is a local path: it needs --dir HOSTPATH/],
@@ -754,11 +752,11 @@ describe("deploy with a restic repository: install.sh --repo restic:..., the sec
     const modes = await inContainer(`cd ${stateDir} && stat -c '%a %u:%g %n' . secrets secrets/*`);
     expect(modes.trim().split("\n")).toEqual(["700 0:0 .", "700 0:0 secrets", "600 0:0 secrets/restic-password", "600 0:0 secrets/restic.env"]);
     // On the volume itself (the server's dir pool), not in the container's root filesystem.
-    const onVolume = await labShell(`stat -c %a ${incusDir}/storage-pools/default/custom/default_${name}-state/secrets/restic-password`);
-    expect(onVolume.stdout.trim()).toBe("600");
+    const onVolume = await labRead(`stat -c %a ${incusDir}/storage-pools/default/custom/default_${name}-state/secrets/restic-password`);
+    expect(onVolume.trim()).toBe("600");
     const [installed, given] = await Promise.all([
-      labShell(`sha256sum < ${incusDir}/storage-pools/default/custom/default_${name}-state/secrets/restic-password`).then((x) => x.stdout),
-      labShell(`sha256sum < ${passwordFile}`).then((x) => x.stdout),
+      labRead(`sha256sum < ${incusDir}/storage-pools/default/custom/default_${name}-state/secrets/restic-password`),
+      labRead(`sha256sum < ${passwordFile}`),
     ]);
     expect(installed).toBe(given);
 

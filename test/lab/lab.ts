@@ -216,6 +216,11 @@ async function readSure(exec: (script: string, opts: RunOptions) => Promise<RunR
   }
 }
 
+/** labShell for a command that only reads, with execRead's end marker: read again when its output was lost. A non-zero exit rejects. */
+export function labRead(cmd: string, opts: { version?: string; timeoutMs?: number } = {}): Promise<string> {
+  return readSure((script, o) => labShell(script, { ...o, ...opts }), cmd, `lab: ${cmd}`);
+}
+
 /** labShell for a command whose output a test checks (see execCaptured). */
 export function labShellCaptured(cmd: string, opts: RunOptions & { version?: string } = {}): Promise<RunResult> {
   return execCaptured((script, o) => labShell(script, { ...o, version: opts.version }), cmd, opts);
