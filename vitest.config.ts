@@ -3,7 +3,7 @@
 import { availableParallelism } from "node:os";
 import { defineConfig } from "vitest/config";
 
-const UNIT_IN_PROCESSES = ["test/unit/repository/directory.test.ts"];
+const UNIT_IN_PROCESSES = ["test/unit/repository/directory-umask.test.ts"];
 
 export default defineConfig({
   test: {
