@@ -81,7 +81,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
   const deploy = (script: string, args: string[], allowFail = false, env = "") =>
     labShellCaptured(`cd ${DEPLOY} && ${env} INCUS_DIR=${incusDir} bash ${script} ${args.map(quote).join(" ")}`, { allowFail, timeoutMs: 300_000 });
   const tool = (container: string, args: string[], timeoutMs = 300_000, allowFail = false) => toolIn(container, socket, args, { timeoutMs, allowFail });
-  const lab = (cmd: string) => labRead(cmd);
+  const lab = labRead;
   const config = async (container: string) => (await apiGet(`/1.0/instances/${container}`, on())) as {
     config: Record<string, string>;
     profiles: string[];

@@ -133,13 +133,15 @@ export function incus(args: string[], opts: IncusOptions = {}): Promise<RunResul
  * GET of an Incus API path on a lab daemon, from this process: what `incus query PATH` prints,
  * parsed, without an incus CLI process (and the GET /1.0 it makes first) for each call. The test
  * helpers read the servers' state some 1,500 times a run; as CLI calls they cost about 30 CPU-s
- * (2026-12-07). Rejects with the server's error, as incusOk does.
+ * (2026-12-07). Plain node:http, not src/incus: the tests observe Incus apart from the code they
+ * test. Rejects with the server's error, as incusOk does.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as JSON.parse, which these calls replace
 export function apiGet<T = any>(path: string, opts: { socket?: string; timeoutMs?: number } = {}): Promise<T> {
   const socketPath = opts.socket ?? labSocket();
+  const timeout = opts.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath, path, method: "GET", headers: { Host: "incus" }, timeout: opts.timeoutMs ?? 120_000 }, (res) => {
+    const req = httpRequest({ socketPath, path, method: "GET", headers: { Host: "incus" }, timeout }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("error", reject);
@@ -155,7 +157,7 @@ export function apiGet<T = any>(path: string, opts: { socket?: string; timeoutMs
         else resolve(body.metadata as T);
       });
     });
-    req.on("timeout", () => req.destroy(new Error(`GET ${path} on ${socketPath}: no answer after ${opts.timeoutMs ?? 120_000} ms`)));
+    req.on("timeout", () => req.destroy(new Error(`GET ${path} on ${socketPath}: no answer after ${timeout} ms`)));
     req.on("error", reject);
     req.end();
   });
