@@ -7,7 +7,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumTree, createVolumeWithData, incusOk, labVersions, launchInstance, tracker, writeTestData, type Manifest } from "../lab/lab";
 import { instanceStatus, isolatedServer, repoDir, tempDir, wrongModes } from "./helpers/server";
-import { listJson, toolOk, tool, type ToolOptions } from "./helpers/tool";
+import { listJson, spawnEveryRun, toolOk, tool, type ToolOptions } from "./helpers/tool";
+
+// The user's commands end to end: every run is the built tool, as a process.
+spawnEveryRun();
 
 describe.each(labVersions())("the user's commands, as written: Incus %s", (version) => {
   const track = tracker();

@@ -5,7 +5,10 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { apiGet, checksumTree, createVolumeWithData, incusOk, labSocket, labVersions, launchInstance, tracker, uniqueName, writeTestData } from "../lab/lab";
 import { repoDir } from "./helpers/server";
-import { listJson, toolOk } from "./helpers/tool";
+import { listJson, spawnEveryRun, toolOk } from "./helpers/tool";
+
+// The user's commands end to end: every run is the built tool, as a process.
+spawnEveryRun();
 
 describe.each(labVersions())("Incus %s", (version) => {
   const track = tracker();

@@ -1,10 +1,13 @@
-// Runs the built tool (dist/incus-backup.mjs) as a child process against a lab daemon, with or without a terminal.
+// Runs the tool against a lab daemon: the built tool (dist/incus-backup.mjs) as a child process,
+// with or without a terminal, or the same command line in this process (see `tool`).
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
+import type { CliContext } from "../../../src/cli/context";
 import { labEnv } from "../../lab/lab";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -74,15 +77,21 @@ function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** Starts the tool; for tests that act while it runs (kill it, watch its files). */
-export function startTool(args: string[], opts: ToolOptions = {}): RunningTool {
-  checkBuild();
+/** The tool's environment: the lab's (labEnv), without INCUS_BACKUP_DIR, with `opts.env` over it. */
+function toolEnv(opts: ToolOptions): NodeJS.ProcessEnv {
   const env = labEnv(opts.socket);
   delete env.INCUS_BACKUP_DIR;
   for (const [k, v] of Object.entries(opts.env ?? {})) {
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
+  return env;
+}
+
+/** Starts the tool as a process; for tests that act while it runs (kill it, watch its files). */
+export function startTool(args: string[], opts: ToolOptions = {}): RunningTool {
+  checkBuild();
+  const env = toolEnv(opts);
   const umask = opts.umask === undefined ? "" : `umask ${opts.umask.toString(8).padStart(3, "0")}; `;
   const node = [process.execPath, TOOL, ...args].map(shellQuote).join(" ");
   const [cmd, argv] = opts.otherPidNamespace
@@ -129,9 +138,77 @@ export function startTool(args: string[], opts: ToolOptions = {}): RunningTool {
   return { child, output: () => ({ stdout, stderr }), done };
 }
 
-/** Runs the tool to the end and returns its exit code and output (never rejects on a non-zero exit). */
+/**
+ * Runs the tool to the end and returns its exit code and output (never rejects on a non-zero exit).
+ *
+ * A run that needs nothing of a process of its own (no terminal, umask, PID namespace or Node
+ * options) runs main() in this process, with the same command line, environment, stdin and a
+ * stdout and stderr that are no terminal, as src/bin.ts gives it: starting Node and loading the
+ * bundle cost 0.2 CPU-s and 0.25 s per run, and the suite makes about a thousand such runs (issue
+ * 21). What only a process shows (the bundle itself, signals, exit codes through the process, output
+ * through pipes, locks between processes, a kill at any point) stays with startTool: the smoke
+ * files (spawnEveryRun), deploy, bundle, kill, concurrency and terminal tests, and the runs
+ * needsProcess names. INCUS_BACKUP_TEST_SPAWN=1 runs every one as a process.
+ */
 export function tool(args: string[], opts: ToolOptions = {}): Promise<ToolResult> {
-  return startTool(args, opts).done;
+  return needsProcess(opts) ? startTool(args, opts).done : inProcess(args, opts);
+}
+
+let everyRunSpawned = process.env.INCUS_BACKUP_TEST_SPAWN === "1";
+
+/** Every run of this test file as a process of the built tool: for the files that prove the user's commands end to end (test:smoke). */
+export function spawnEveryRun(): void {
+  everyRunSpawned = true;
+}
+
+/**
+ * What main() in this process cannot give a run: a terminal, a umask, a PID namespace, Node
+ * options (pauseAt's preload), or a PATH of its own (the programs the tool starts, such as zstd,
+ * are found through the process's PATH).
+ */
+function needsProcess(opts: ToolOptions): boolean {
+  return everyRunSpawned || !!opts.tty || opts.umask !== undefined || !!opts.otherPidNamespace || (opts.env !== undefined && ("NODE_OPTIONS" in opts.env || "PATH" in opts.env));
+}
+
+let loaded: Promise<typeof import("../../../src/main")> | undefined;
+
+async function inProcess(args: string[], opts: ToolOptions): Promise<ToolResult> {
+  const env = toolEnv(opts);
+  // Code that read this process's environment instead of the command's would reach the machine's
+  // Incus and state directory; here it finds neither (a path under a file can never be made).
+  process.env.INCUS_SOCKET = "/dev/null/in-process-runs-pass-their-env";
+  process.env.INCUS_BACKUP_STATE_DIR = "/dev/null/in-process-runs-pass-their-env";
+  delete process.env.INCUS_DIR;
+  const { main } = await (loaded ??= import("../../../src/main"));
+  const collect = (s: PassThrough) => {
+    let text = "";
+    s.setEncoding("utf8").on("data", (c: string) => (text += c));
+    return () => text;
+  };
+  const stdout = Object.assign(new PassThrough(), { isTTY: false });
+  const stderr = Object.assign(new PassThrough(), { isTTY: false });
+  const stdin = Object.assign(new PassThrough(), { isTTY: false });
+  stdin.end(opts.input ?? "");
+  const out = collect(stdout);
+  const err = collect(stderr);
+  const controller = new AbortController();
+  const ctx: CliContext = { stdout, stderr, stdin, env, signal: controller.signal, now: () => new Date(), argv: ["incus-backup", ...args] };
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      controller.abort();
+      reject(new Error(`incus-backup ${args.join(" ")} (in-process): no answer after ${timeoutMs} ms\nstdout: ${out()}\nstderr: ${err()}`));
+    }, timeoutMs);
+  });
+  try {
+    const code = await Promise.race([main(args, ctx), timedOut]);
+    // What the command wrote reaches the collectors on the next turns of the event loop.
+    await new Promise((r) => setImmediate(r));
+    return { code, stdout: out(), stderr: err(), signal: null };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Runs the tool and fails, showing its output, unless it exits with `code` (default 0). */
