@@ -41,7 +41,9 @@ const cost = (f) => durations[f] ?? 30;
 // runs on a 2-core machine (2026-12-07): 941 s in two groups, 738-743 s in three, 686-700 s in four,
 // 584 s in five (683-712 s in three later runs, as the VM slowed), 607 s in six. Process
 // accounting of those runs: 950-1136 CPU-s, the two cores busy 75% of the time in three groups,
-// 77-81% in four and 83% in five.
+// 77-81% in four and 83% in five. Since tool() runs main() in the test process where a run allows
+// it (test/integration/helpers/tool.ts): 654-685 s in three groups, 601 s in four; `time npm test`
+// counted 630-786 CPU-s in three groups and 858 in four.
 const DEFAULT_GROUPS = 3;
 const wanted = Number(process.env.INCUS_BACKUP_TEST_GROUPS ?? DEFAULT_GROUPS);
 const groupCount = Math.max(1, Math.min(Number.isInteger(wanted) && wanted > 0 ? wanted : DEFAULT_GROUPS, files.length));
