@@ -203,8 +203,9 @@ async function inProcess(args: string[], opts: ToolOptions): Promise<ToolResult>
   });
   try {
     const code = await Promise.race([main(args, ctx), timedOut]);
-    // What the command wrote reaches the collectors on the next turns of the event loop.
-    await new Promise((r) => setImmediate(r));
+    // As when the process exits: the output ends here, with all the command wrote collected (a
+    // write after that is lost, as it would be after src/bin.ts's exit).
+    await Promise.all([stdout, stderr].map((s) => new Promise((resolve, reject) => s.once("end", resolve).once("error", reject).end())));
     return { code, stdout: out(), stderr: err(), signal: null };
   } finally {
     clearTimeout(timer);
