@@ -5,9 +5,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
-import type { CliContext } from "../../../src/cli/context";
 import { labEnv } from "../../lab/lab";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -170,7 +168,7 @@ function needsProcess(opts: ToolOptions): boolean {
   return everyRunSpawned || !!opts.tty || opts.umask !== undefined || !!opts.otherPidNamespace || (opts.env !== undefined && ("NODE_OPTIONS" in opts.env || "PATH" in opts.env));
 }
 
-let loaded: Promise<typeof import("../../../src/main")> | undefined;
+let loaded: Promise<typeof import("../../unit/helpers/cli")> | undefined;
 
 async function inProcess(args: string[], opts: ToolOptions): Promise<ToolResult> {
   const env = toolEnv(opts);
@@ -179,37 +177,9 @@ async function inProcess(args: string[], opts: ToolOptions): Promise<ToolResult>
   process.env.INCUS_SOCKET = "/dev/null/in-process-runs-pass-their-env";
   process.env.INCUS_BACKUP_STATE_DIR = "/dev/null/in-process-runs-pass-their-env";
   delete process.env.INCUS_DIR;
-  const { main } = await (loaded ??= import("../../../src/main"));
-  const collect = (s: PassThrough) => {
-    let text = "";
-    s.setEncoding("utf8").on("data", (c: string) => (text += c));
-    return () => text;
-  };
-  const stdout = Object.assign(new PassThrough(), { isTTY: false });
-  const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  const stdin = Object.assign(new PassThrough(), { isTTY: false });
-  stdin.end(opts.input ?? "");
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const controller = new AbortController();
-  const ctx: CliContext = { stdout, stderr, stdin, env, signal: controller.signal, now: () => new Date(), argv: ["incus-backup", ...args] };
-  const timeoutMs = opts.timeoutMs ?? 120_000;
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      controller.abort();
-      reject(new Error(`incus-backup ${args.join(" ")} (in-process): no answer after ${timeoutMs} ms\nstdout: ${out()}\nstderr: ${err()}`));
-    }, timeoutMs);
-  });
-  try {
-    const code = await Promise.race([main(args, ctx), timedOut]);
-    // As when the process exits: the output ends here, with all the command wrote collected (a
-    // write after that is lost, as it would be after src/bin.ts's exit).
-    await Promise.all([stdout, stderr].map((s) => new Promise((resolve, reject) => s.once("end", resolve).once("error", reject).end())));
-    return { code, stdout: out(), stderr: err(), signal: null };
-  } finally {
-    clearTimeout(timer);
-  }
+  const { runCli } = await (loaded ??= import("../../unit/helpers/cli"));
+  const r = await runCli(args, { env, now: () => new Date(), input: opts.input, timeoutMs: opts.timeoutMs ?? 120_000 });
+  return { ...r, signal: null };
 }
 
 /** Runs the tool and fails, showing its output, unless it exits with `code` (default 0). */

@@ -1,4 +1,5 @@
 // Runs the whole command line in-process, with collected output, a fixed clock and no terminal.
+// The integration tests' tool() runs the tool this way too, with the real clock and a lab's environment.
 
 import { PassThrough } from "node:stream";
 import type { CliContext } from "../../../src/cli/context";
@@ -14,6 +15,10 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   now?: Date | (() => Date);
   signal?: AbortSignal;
+  /** What stdin holds (a pipe, not a terminal); default empty, as with </dev/null. */
+  input?: string;
+  /** Then the command is aborted (as by a signal) and the promise rejects, with the output so far. */
+  timeoutMs?: number;
 }
 
 export async function runCli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
@@ -25,22 +30,36 @@ export async function runCli(args: string[], opts: CliOptions = {}): Promise<Cli
   };
   const stdout = Object.assign(new PassThrough(), { isTTY: false });
   const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  // An empty stdin, as with </dev/null.
   const stdin = Object.assign(new PassThrough(), { isTTY: false });
-  stdin.end();
+  stdin.end(opts.input ?? "");
   const out = collect(stdout);
   const err = collect(stderr);
   const now = opts.now ?? new Date("2025-09-14T03:00:02Z");
+  const timeout = new AbortController();
   const ctx: CliContext = {
     stdout,
     stderr,
     stdin,
     env: opts.env ?? {},
-    signal: opts.signal ?? new AbortController().signal,
+    signal: opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal,
     now: typeof now === "function" ? now : () => now,
     argv: ["incus-backup", ...args],
   };
-  const code = await main(args, ctx);
-  await new Promise((r) => setImmediate(r));
-  return { code, stdout: out(), stderr: err() };
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    if (opts.timeoutMs === undefined) return;
+    timer = setTimeout(() => {
+      timeout.abort();
+      reject(new Error(`incus-backup ${args.join(" ")} (in-process): no answer after ${opts.timeoutMs} ms\nstdout: ${out()}\nstderr: ${err()}`));
+    }, opts.timeoutMs);
+  });
+  try {
+    const code = await Promise.race([main(args, ctx), timedOut]);
+    // As when the process exits: the output ends here, with all the command wrote collected (a
+    // write after that is lost, as it would be after src/bin.ts's exit).
+    await Promise.all([stdout, stderr].map((s) => new Promise((resolve, reject) => s.once("end", resolve).once("error", reject).end())));
+    return { code, stdout: out(), stderr: err() };
+  } finally {
+    clearTimeout(timer);
+  }
 }
