@@ -7,8 +7,9 @@
 //   node scripts/test-integration.mjs [FILE...]      all integration files, or these
 //   INCUS_BACKUP_TEST_GROUPS=N                        N groups (default 3; 1: the files one after another)
 //
-// test/integration/durations.json holds the seconds each file took (written by --record after a
-// run that passed: node scripts/test-integration.mjs --record); a file not in it counts as 30 s.
+// test/integration/durations.json holds the seconds each file took: its import, tests and hooks
+// (scripts/durations-reporter.mjs). --record writes it after a run that passed
+// (node scripts/test-integration.mjs --record); a file not in it counts as 30 s.
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -68,12 +69,12 @@ const results = await Promise.all(
         const report = join(reports, `group-${g.tag || "1"}.json`);
         const child = spawn(
           process.execPath,
-          [join(root, "node_modules/vitest/vitest.mjs"), "run", "--project", "integration", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...g.files],
+          [join(root, "node_modules/vitest/vitest.mjs"), "run", "--project", "integration", "--reporter=default", `--reporter=${join(root, "scripts/durations-reporter.mjs")}`, ...g.files],
           {
             cwd: root,
             // Each group keeps its own lab; the first one is the lab `npm run lab:up` keeps.
             // Colours only where they are seen: the lines are relayed through a pipe.
-            env: { ...process.env, INCUS_BACKUP_LAB_GROUP: g.tag, ...(process.stdout.isTTY ? { FORCE_COLOR: "1" } : { NO_COLOR: "1" }) },
+            env: { ...process.env, INCUS_BACKUP_LAB_GROUP: g.tag, IBK_DURATIONS_OUT: report, ...(process.stdout.isTTY ? { FORCE_COLOR: "1" } : { NO_COLOR: "1" }) },
             stdio: ["ignore", "pipe", "pipe"],
           },
         );
@@ -112,10 +113,8 @@ const tests = [];
 for (const r of results) {
   try {
     const json = JSON.parse(readFileSync(r.report, "utf8"));
-    for (const t of json.testResults) {
-      seconds[relative(root, t.name)] = Math.round((t.endTime - t.startTime) / 100) / 10;
-      for (const a of t.assertionResults ?? []) tests.push({ file: relative(testDir, t.name), name: a.fullName ?? a.title, seconds: (a.duration ?? 0) / 1000 });
-    }
+    for (const [f, t] of Object.entries(json.files)) seconds[relative(root, f)] = Math.round(t * 10) / 10;
+    for (const t of json.tests) tests.push({ ...t, file: relative(testDir, t.file) });
   } catch {
     // a group that did not get to write its report failed, and says so above
   }
