@@ -5,7 +5,7 @@
 // first failing group's.
 //
 //   node scripts/test-integration.mjs [FILE...]      all integration files, or these
-//   INCUS_BACKUP_TEST_GROUPS=N                        N groups (default 3; 1: the files one after another)
+//   INCUS_BACKUP_TEST_GROUPS=N                        N groups (default 4; 1: the files one after another)
 //
 // test/integration/durations.json holds the seconds each file took: its import, tests and hooks
 // (scripts/durations-reporter.mjs). --record writes it after a run that passed
@@ -34,18 +34,18 @@ try {
 }
 const cost = (f) => durations[f] ?? 30;
 
-// Three groups by default: five were a little faster (below) but two fresh-clone CI runs of five
-// groups each failed a different test under the load (an empty answer through `incus exec`, which
-// the helpers now guard against, and an empty `list --json`, not explained yet); three passed every
-// CI run so far. The suite waits often enough (servers starting, timeouts, a remote kept away on
-// purpose, the service's next minute) that more groups than cores fill the gaps. Full
-// runs on a 2-core machine (2026-12-07): 941 s in two groups, 738-743 s in three, 686-700 s in four,
-// 584 s in five (683-712 s in three later runs, as the VM slowed), 607 s in six. Process
-// accounting of those runs: 950-1136 CPU-s, the two cores busy 75% of the time in three groups,
-// 77-81% in four and 83% in five. Since tool() runs main() in the test process where a run allows
-// it (test/integration/helpers/tool.ts): 654-685 s in three groups, 601 s in four; `time npm test`
-// counted 630-786 CPU-s in three groups and 858 in four.
-const DEFAULT_GROUPS = 3;
+// Four groups by default. The suite waits often enough (servers starting, timeouts, a remote kept
+// away on purpose, the service's next minute) that more groups than cores fill the gaps: process
+// accounting of a three-group run counted 573 CPU-s in 476 s on two cores (60%; the kept lab's
+// daemons, still running, are not in it). Full runs on
+// a 2-core machine (2026-12-07, every run of the tool a process): 941 s in two groups, 738-743 s in
+// three, 686-700 s in four, 584-712 s in five, 607 s in six; two fresh-clone CI runs of five groups
+// each failed a different test under the load (an empty answer through `incus exec`, which the
+// helpers now guard against, and an empty `list --json`, not explained), so not five. With main()
+// in-process where a run allows it (test/integration/helpers/tool.ts) and the durations counting
+// every hook (scripts/durations-reporter.mjs), 2026-12-08: 476-480 s in three
+// groups (planned on the older figures), 412 s in four.
+const DEFAULT_GROUPS = 4;
 const wanted = Number(process.env.INCUS_BACKUP_TEST_GROUPS ?? DEFAULT_GROUPS);
 const groupCount = Math.max(1, Math.min(Number.isInteger(wanted) && wanted > 0 ? wanted : DEFAULT_GROUPS, files.length));
 // Longest first, each into the group with the least so far.
