@@ -11,8 +11,8 @@
 // (scripts/durations-reporter.mjs). --record writes it after a run that passed
 // (node scripts/test-integration.mjs --record); a file not in it counts as 30 s.
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -56,6 +56,16 @@ for (const f of [...files].sort((a, b) => cost(b) - cost(a))) {
   g.seconds += cost(f);
 }
 
+// A kept first lab (`npm run lab:up`, or KEEP_LAB=1 before) means a warm inner loop: the other
+// groups keep theirs too, so that the next run skips bringing three labs up and down (11 s, and
+// 3 s to remove, each, at the start and end of every run). `npm run lab:down` removes them all.
+// Unset only: KEEP_LAB=0 and CI still get throwaway labs (global-setup.ts decides the rest).
+const keptFirst = () => {
+  const r = spawnSync("bash", [join(root, "test/lab/lab.sh"), "pointer"], { encoding: "utf8" });
+  return r.status === 0 && existsSync(r.stdout.trim());
+};
+const keepAll = process.env.KEEP_LAB === undefined && process.env.CI !== "true" && groupCount > 1 && keptFirst();
+
 const TAIL_LINES = 80;
 const reports = mkdtempSync(join(tmpdir(), "ibk-test-groups-"));
 const started = Date.now();
@@ -74,7 +84,7 @@ const results = await Promise.all(
             cwd: root,
             // Each group keeps its own lab; the first one is the lab `npm run lab:up` keeps.
             // Colours only where they are seen: the lines are relayed through a pipe.
-            env: { ...process.env, INCUS_BACKUP_LAB_GROUP: g.tag, IBK_DURATIONS_OUT: report, ...(process.stdout.isTTY ? { FORCE_COLOR: "1" } : { NO_COLOR: "1" }) },
+            env: { ...process.env, INCUS_BACKUP_LAB_GROUP: g.tag, IBK_DURATIONS_OUT: report, ...(keepAll ? { KEEP_LAB: "1" } : {}), ...(process.stdout.isTTY ? { FORCE_COLOR: "1" } : { NO_COLOR: "1" }) },
             stdio: ["ignore", "pipe", "pipe"],
           },
         );

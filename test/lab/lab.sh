@@ -914,7 +914,7 @@ cmd_up() {
 	bring_up "${versions[@]}" >&2
 	CLEANUP_ON_EXIT=""
 	unlock_state
-	log "kept lab ready; use it with: eval \"\$(bash $(printf %q "$LAB_HOME/lab.sh") env)\"; remove it with: npm run lab:down"
+	log "kept lab ready; use it with: eval \"\$(${LAB_GROUP:+INCUS_BACKUP_LAB_GROUP=$LAB_GROUP }bash $(printf %q "$LAB_HOME/lab.sh") env)\"; remove it with: npm run lab:down"
 	printf '%s\n' "$STATE_FILE"
 }
 
@@ -1173,26 +1173,65 @@ cmd_exec() {
 	INCUS_SOCKET=$IBK_OUTER_SOCKET INCUS_CONF=$STATE_DIR/conf exec incus exec "$name" -- "$@"
 }
 
-cmd_restart_incusd() {
-	local args=() sig=TERM name old new i=0
-	for a in "$@"; do
-		if [ "$a" = --kill ]; then sig=KILL; else args+=("$a"); fi
-	done
-	parse_target "${args[@]}"
-	name=$(lab_var LAB "$TARGET_VERSION")
-	old=$(outer exec "$name" -- cat /run/lab-incusd.pid)
-	# SIGTERM makes incusd exit and leave its instances running, as a service restart does.
+# The main incusd of the lab container NAME gets signal SIG; waits until lab-init.sh has started
+# the next one and it answers. Sets OLD_PID and NEW_PID.
+signal_incusd() { # NAME SIG
+	local i=0
+	OLD_PID=$(outer exec "$1" -- cat /run/lab-incusd.pid)
 	# kill is only a shell builtin in a minbase rootfs (no procps).
-	outer exec "$name" -- sh -c 'kill "-$1" "$2"' sh "$sig" "$old"
+	outer exec "$1" -- sh -c 'kill "-$1" "$2"' sh "$2" "$OLD_PID"
 	while :; do
-		new=$(outer exec "$name" -- cat /run/lab-incusd.pid 2>/dev/null) || new=""
-		[ -n "$new" ] && [ "$new" != "$old" ] && break
+		NEW_PID=$(outer exec "$1" -- cat /run/lab-incusd.pid 2>/dev/null) || NEW_PID=""
+		[ -n "$NEW_PID" ] && [ "$NEW_PID" != "$OLD_PID" ] && break
 		[ "$i" -lt 600 ] || die "incusd in the $TARGET_VERSION lab did not come back"
 		sleep 0.1
 		i=$((i + 1))
 	done
 	INCUS_TIMEOUT=70 inner "$TARGET_VERSION" admin waitready --timeout 60
-	log "lab $TARGET_VERSION: incusd restarted (SIG$sig, pid $old -> $new)"
+}
+
+# A managed network the restarted daemon could not start: Incus marks it unavailable (instances
+# with a NIC on it do not start) and tries again only a minute later.
+network_unavailable() { # VERSION
+	inner "$1" warning list --format csv -c tS 2>/dev/null | grep -Eq '^Network unavailable,(NEW|ACKNOWLEDGED)$'
+}
+
+cmd_restart_incusd() {
+	local args=() sig=TERM name old tries=0
+	for a in "$@"; do
+		if [ "$a" = --kill ]; then sig=KILL; else args+=("$a"); fi
+	done
+	parse_target "${args[@]}"
+	name=$(lab_var LAB "$TARGET_VERSION")
+	# SIGTERM makes incusd exit and leave its instances running, as a service restart does.
+	signal_incusd "$name" "$sig"
+	old=$OLD_PID
+	# The bridge's dnsmasq outlives the daemon (as on a host). The new daemon stops it and starts
+	# its own, but under load the old one may still hold the address ("failed to create listening
+	# socket ... Address already in use"), and the bridge is then unavailable for a minute: every
+	# later test in this lab that starts an instance would fail. So that dnsmasq goes, and the
+	# daemon is restarted once more.
+	while network_unavailable "$TARGET_VERSION"; do
+		[ "$tries" -lt 3 ] || die "the $TARGET_VERSION lab's incusd cannot start its managed network after a restart"
+		tries=$((tries + 1))
+		log "lab $TARGET_VERSION: the restarted incusd could not start incusbr0 (the old dnsmasq held its address); restarting it once more"
+		outer exec "$name" -- sh -c '
+			me=$(readlink /proc/1/ns/net)
+			for i in $(seq 1 50); do
+				left=""
+				for p in /proc/[0-9]*; do
+					case "$(tr "\0" " " <"$p/cmdline" 2>/dev/null)" in
+					"dnsmasq "*" --interface=incusbr0 "*) [ "$(readlink "$p/ns/net")" = "$me" ] && left="$left ${p#/proc/}" ;;
+					esac
+				done
+				[ -n "$left" ] || exit 0
+				kill -9 $left 2>/dev/null
+				sleep 0.1
+			done
+			exit 1' || die "the $TARGET_VERSION lab's dnsmasq on incusbr0 did not stop"
+		signal_incusd "$name" TERM
+	done
+	log "lab $TARGET_VERSION: incusd restarted (SIG$sig, pid $old -> $NEW_PID)"
 }
 
 server_args() { # [STATE] [VERSION] [--bare|--real] NAME -> TARGET_VERSION, SERVER_NAME, SERVER_VAR, BARE, REAL
