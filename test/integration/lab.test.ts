@@ -245,6 +245,26 @@ describe("the lab", () => {
     expect(await incusOk(["exec", name, "--", "echo", "still here"])).toBe("still here\n");
   });
 
+  it("a restart whose new incusd finds the bridge's address still held comes back with the bridge usable", async () => {
+    // Under load the old dnsmasq (it outlives incusd) may not have let go of the address when the
+    // new daemon starts its own; Incus then marks the bridge unavailable for a minute. A stand-in
+    // dnsmasq holds the address here, in place of the daemon's own.
+    const address = (await incusOk(["network", "get", LAB_BRIDGE, "ipv4.address"])).trim().split("/")[0]!;
+    const dnsmasqs = `me=$(readlink /proc/1/ns/net); for p in /proc/[0-9]*; do case "$(tr '\\0' ' ' <$p/cmdline 2>/dev/null)" in "dnsmasq "*" --interface=${LAB_BRIDGE} "*) [ "$(readlink $p/ns/net)" = "$me" ] && echo \${p#/proc/};; esac; done`;
+    await labShell(
+      `kill -9 $(${dnsmasqs}); sleep 0.3; setsid dnsmasq --keep-in-foreground --bind-interfaces --except-interface=lo --pid-file= --interface=${LAB_BRIDGE} --listen-address=${address} --conf-file=/dev/null </dev/null >/dev/null 2>&1 & sleep 0.5`,
+    );
+    try {
+      await restartIncusd({ kill: true });
+      const name = await launchInstance(uniqueName("lab-bridge"), { track });
+      expect(await status(name)).toBe("RUNNING");
+      expect(await incusOk(["warning", "list", "--format", "csv", "-c", "tS"])).not.toMatch(/^Network unavailable,(NEW|ACKNOWLEDGED)$/m);
+    } finally {
+      // Without the repair the stand-in would still be there, and the bridge unavailable for a minute.
+      await labShell(`for p in $(${dnsmasqs}); do tr '\\0' ' ' </proc/$p/cmdline | grep -q conf-file=/dev/null && kill -9 $p; done; true`);
+    }
+  });
+
   it("gc takes down only labs that are provably abandoned: not another PID namespace's, not a live holder's", async () => {
     // Fake lab states in a TMPDIR of their own: gc never sees the real labs, and a fake state
     // without IBK_OUTER tears down to a plain rm -rf.
