@@ -234,6 +234,15 @@ describe("the lab", () => {
     expect(lease).toMatch(/lease of 10\.77\.0\.\d+ obtained/);
     // The main daemon's bridge is untouched.
     expect(await incusOk(["network", "get", LAB_BRIDGE, "ipv4.address"])).toBe("10.77.0.1/24\n");
+    // Removed, it leaves nothing running in its namespace, even when its daemon died first (as one
+    // that does not shut down in time is killed): its bridge's dnsmasq outlives the daemon, and in
+    // a kept lab such processes added up run after run.
+    const ns = (await labShell("stat -L -c %i /run/netns/ibk-sanity-net")).stdout.trim();
+    expect(ns).toMatch(/^\d+$/);
+    await labShell("kill -KILL $(cat /run/lab-incusd-sanity-net.pid)");
+    await stopExtraServer("sanity-net");
+    const left = await labShell(`for p in /proc/[0-9]*; do [ "$(stat -L -c %i $p/ns/net 2>/dev/null)" = ${ns} ] && tr '\\0' ' ' <$p/cmdline && echo; done; true`);
+    expect(left.stdout.trim()).toBe("");
   });
 
   it("restarts the main incusd without stopping its instances", async () => {

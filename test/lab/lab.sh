@@ -1341,6 +1341,14 @@ cmd_server_remove() {
 		awk -v p="$1/" "index(\$5, p) == 1 { print \$5 }" /proc/self/mountinfo | sort -r | while read -r m; do
 			umount "$m" 2>/dev/null || umount -l "$m"
 		done
+		# What the daemon left running in its namespace (its bridges'"'"' dnsmasq outlive it, as on a
+		# host) would keep the namespace, and the processes, alive in a kept lab until it is removed.
+		ns=$(stat -L -c %i "/run/netns/$3" 2>/dev/null) || ns=
+		if [ -n "$ns" ]; then
+			for p in /proc/[0-9]*; do
+				[ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$ns" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+			done
+		fi
 		ip netns delete "$3" 2>/dev/null || :
 		# The subvolume of a --real server'"'"'s btrfs pool, with whatever the daemon left in it.
 		if [ -d "$4" ]; then btrfs subvolume delete -R "$4" >/dev/null 2>&1 || rm -rf "$4"; fi
