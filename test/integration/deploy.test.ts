@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   apiGet,
   checksumTree,
+  execRead,
   incus,
   incusOk,
   labEnv,
@@ -138,7 +139,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     expect(profile.devices.backups).toEqual({ type: "disk", source: nas, path: "/backups", shift: "true" });
     // The tool listens on nothing: no TCP/UDP socket, and the only listening unix socket is the
     // proxy's, which Incus makes.
-    const net = await incusOk(["exec", name, "--", "sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 | grep -v local_address || true"], on());
+    const net = await execRead(name, ["sh", "-c", "cat /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6 | grep -v local_address || true"], on());
     expect(net.trim()).toBe("");
     const unix = await incusOk(["exec", name, "--", "sh", "-c", "awk '$4 == \"00010000\" { print $8 }' /proc/net/unix"], on());
     expect(unix.trim().split("\n").filter(Boolean)).toEqual(["/run/incus/unix.socket"]);
@@ -437,7 +438,7 @@ describe("deploy: image, install.sh, the scheduled service, uninstall", () => {
     const profile = (await apiGet(`/1.0/profiles/incus-backup-${idmapName}`, on())) as { devices: Record<string, Record<string, string>> };
     expect(profile.devices.backups).toEqual({ type: "disk", source: idmapNas, path: "/backups" });
     // Only root is mapped through: the container's other ids stay in the unprivileged range.
-    const map = await incusOk(["exec", idmapName, "--", "cat", "/proc/self/uid_map"], on());
+    const map = await execRead(idmapName, ["cat", "/proc/self/uid_map"], on());
     expect(map.trim().split("\n").map((l) => l.trim().split(/\s+/))[0]).toEqual(["0", "0", "1"]);
     expect((await tool(idmapName, ["backup", "--database"])).code).toBe(0);
     const entries = (await lab(`find ${idmapNas} -mindepth 1 -printf '%y %m %u:%g %P\\n'`)).trim().split("\n");
@@ -490,7 +491,7 @@ exec /usr/bin/incus "$@"
     expect(ids[0]!["environment.INCUS_BACKUP_REPOSITORY_ID"]).toBe(ids[1]!["environment.INCUS_BACKUP_REPOSITORY_ID"]);
     expect(ids[0]!["environment.INCUS_BACKUP_INSTALL_ID"]).not.toBe(ids[1]!["environment.INCUS_BACKUP_INSTALL_ID"]);
     await incusOk(["exec", b, "--", "busybox", "hostname", a], on());
-    expect((await incusOk(["exec", b, "--", "uname", "-n"], on())).trim()).toBe(a);
+    expect((await execRead(b, ["uname", "-n"], on())).trim()).toBe(a);
 
     // A's backup, frozen the moment its lock is on the NAS (a busy loop in A itself catches it).
     const run = `( sh -c 'echo $$ >/tmp/a.pid; exec incus-backup backup --instances --name ${web}' >/tmp/a.out 2>&1; echo $? >/tmp/a.rc ) </dev/null >/dev/null 2>&1 &
@@ -527,7 +528,7 @@ while [ ! -e /backups/lock.json ] && [ ! -e /tmp/a.rc ]; do :; done; kill -STOP 
         rc = (await incus(["exec", a, "--", "cat", "/tmp/a.rc"], { ...on(), allowFail: true })).stdout.trim();
         if (rc === "") await new Promise((res) => setTimeout(res, 200));
       }
-      const aOut = await incusOk(["exec", a, "--", "cat", "/tmp/a.out"], on());
+      const aOut = await execRead(a, ["cat", "/tmp/a.out"], on());
       console.log(`two containers, one NAS: B refused (exit ${refused.code}), unlock refused (exit ${unlock.code}), B took over; A then said: ${aOut.trim().split("\n").pop()}`);
       expect(rc, aOut).toBe("7");
       expect(aOut).toMatch(/the repository lock of this run (was taken over|is gone: another run took it over).*stopped before writing more/);

@@ -117,7 +117,7 @@ describe.each(labVersions())("file-level restore: Incus %s", (version) => {
     expect(out.stdout).toMatch(/create +\/srv\/app\/config\.yml \(file 0640 1234:55/);
     expect(await statIn(name, "/srv/app/config.yml", socket)).toEqual(before["/srv/app/config.yml"]);
     expect(await statIn(name, "/srv/app/passwd-link", socket)).toEqual(before["/srv/app/passwd-link"]);
-    expect((await incusOk(["exec", name, "--", "cat", "/srv/app/added-later"], on())).trim()).toBe("mine");
+    expect((await execRead(name, ["cat", "/srv/app/added-later"], on())).trim()).toBe("mine");
     expect(await instanceStatus(name, on())).toBe("Running");
     expect((await apiGet(`/1.0/instances/${name}/state`, on())).pid).toBe(JSON.parse(pid).pid);
   });
@@ -132,7 +132,7 @@ describe.each(labVersions())("file-level restore: Incus %s", (version) => {
     expect(refused.code).toBe(6);
     expect(refused.stdout).toMatch(/REPLACE +default\/.*:\/srv\/app\/config\.yml: its contents differ/);
     expect(refused.stdout).toMatch(/REPLACE +default\/.*:\/srv\/app\/run\.sh: owner or mode differ/);
-    expect((await incusOk(["exec", name, "--", "cat", "/srv/app/config.yml"], on())).trim()).toBe("listen: 9999");
+    expect((await execRead(name, ["cat", "/srv/app/config.yml"], on())).trim()).toBe("listen: 9999");
     await toolOk([...args, "--force"], on());
     expect(await statIn(name, "/srv/app/config.yml", socket)).toEqual(before["/srv/app/config.yml"]);
     expect(await statIn(name, "/srv/app/run.sh", socket)).toEqual(before["/srv/app/run.sh"]);
@@ -183,7 +183,7 @@ describe.each(labVersions())("file-level restore: Incus %s", (version) => {
     const out = await toolOk(["restore", "--volume", "--name", `default/${volume}`, repo(), "--path", "/db/table"], on());
     expect(out.stdout).toMatch(new RegExp(`into volume default/${volume}, mounted at /mnt/data in the running instance default/${name}`));
     expect(await statIn(name, "/mnt/data/db/table", socket)).toMatchObject({ mode: "600", uid: "999", gid: "999" });
-    expect((await incusOk(["exec", name, "--", "cat", "/mnt/data/db/table"], on())).trim()).toBe("row 1");
+    expect((await execRead(name, ["cat", "/mnt/data/db/table"], on())).trim()).toBe("row 1");
   });
 
   it("from a restic repository: the same listing and the same files", async () => {

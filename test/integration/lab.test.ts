@@ -251,7 +251,7 @@ describe("the lab", () => {
     expect(await status(name)).toBe("RUNNING");
     await restartIncusd({ kill: true });
     expect(await status(name)).toBe("RUNNING");
-    expect(await incusOk(["exec", name, "--", "echo", "still here"])).toBe("still here\n");
+    expect(await execRead(name, ["echo", "still here"])).toBe("still here\n");
   });
 
   it("a restart whose new incusd finds the bridge's address still held comes back with the bridge usable", async () => {
