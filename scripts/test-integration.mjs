@@ -37,14 +37,14 @@ const cost = (f) => durations[f] ?? 30;
 // Four groups by default. The suite waits often enough (servers starting, timeouts, a remote kept
 // away on purpose, the service's next minute) that more groups than cores fill the gaps: process
 // accounting of a three-group run counted 573 CPU-s in 476 s on two cores (60%; the kept lab's
-// daemons, still running, are not in it). Full runs on
-// a 2-core machine (2026-12-07, every run of the tool a process): 941 s in two groups, 738-743 s in
-// three, 686-700 s in four, 584-712 s in five, 607 s in six; two fresh-clone CI runs of five groups
-// each failed a different test under the load (an empty answer through `incus exec`, which the
-// helpers now guard against, and an empty `list --json`, not explained), so not five. With main()
-// in-process where a run allows it (test/integration/helpers/tool.ts) and the durations counting
-// every hook (scripts/durations-reporter.mjs), 2026-12-08: 476-480 s in three
-// groups (planned on the older figures), 412 s in four.
+// daemons, still running, are not in it). Full runs on a 2-core machine (2026-12-07, every run of
+// the tool a process): 941 s in two groups, 738-743 s in three, 686-700 s in four, 584-712 s in
+// five, 607 s in six; two fresh-clone CI runs of five groups each failed a different test under the
+// load (an empty answer through `incus exec`, which the helpers now guard against, and an empty
+// `list --json`, not explained), so not five. With main() in-process where a run allows it
+// (test/integration/helpers/tool.ts) and the durations counting every hook
+// (scripts/durations-reporter.mjs), 2026-12-08: 476-480 s in three groups (planned on the older
+// figures), 412 s in four.
 const DEFAULT_GROUPS = 4;
 const wanted = Number(process.env.INCUS_BACKUP_TEST_GROUPS ?? DEFAULT_GROUPS);
 const groupCount = Math.max(1, Math.min(Number.isInteger(wanted) && wanted > 0 ? wanted : DEFAULT_GROUPS, files.length));

@@ -1214,21 +1214,21 @@ cmd_restart_incusd() {
 	while network_unavailable "$TARGET_VERSION"; do
 		[ "$tries" -lt 3 ] || die "the $TARGET_VERSION lab's incusd cannot start its managed network after a restart"
 		tries=$((tries + 1))
-		log "lab $TARGET_VERSION: the restarted incusd could not start incusbr0 (the old dnsmasq held its address); restarting it once more"
+		log "lab $TARGET_VERSION: the restarted incusd could not start $LAB_BRIDGE (the old dnsmasq held its address); restarting it once more"
 		outer exec "$name" -- sh -c '
 			me=$(readlink /proc/1/ns/net)
 			for i in $(seq 1 50); do
 				left=""
 				for p in /proc/[0-9]*; do
 					case "$(tr "\0" " " <"$p/cmdline" 2>/dev/null)" in
-					"dnsmasq "*" --interface=incusbr0 "*) [ "$(readlink "$p/ns/net")" = "$me" ] && left="$left ${p#/proc/}" ;;
+					"dnsmasq "*" --interface=$1 "*) [ "$(readlink "$p/ns/net")" = "$me" ] && left="$left ${p#/proc/}" ;;
 					esac
 				done
 				[ -n "$left" ] || exit 0
 				kill -9 $left 2>/dev/null
 				sleep 0.1
 			done
-			exit 1' || die "the $TARGET_VERSION lab's dnsmasq on incusbr0 did not stop"
+			exit 1' sh "$LAB_BRIDGE" || die "the $TARGET_VERSION lab's dnsmasq on $LAB_BRIDGE did not stop"
 		signal_incusd "$name" TERM
 	done
 	log "lab $TARGET_VERSION: incusd restarted (SIG$sig, pid $old -> $NEW_PID)"
