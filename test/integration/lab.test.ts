@@ -274,6 +274,20 @@ describe("the lab", () => {
     }
   });
 
+  it("keeps its files in a tmpfs at its temp dir (always in CI), and the tests' temp files in it", async () => {
+    const stateFile = inject("labStateFile");
+    const dir = stateFile.replace(/\/state$/, "");
+    const inMemory = /^IBK_TMPFS=1$/m.test(await readFile(stateFile, "utf8"));
+    // CI's machines have the memory for it, and their disk is the ext4 without a journal that
+    // lab_tmpfs is there for: a lab on disk there is a regression.
+    if (process.env.CI === "true") expect(inMemory).toBe(true);
+    const mount = (await readFile("/proc/self/mountinfo", "utf8")).split("\n").find((l) => l.split(" ")[4] === dir);
+    if (inMemory) expect(mount).toMatch(/ - tmpfs ibk-lab /);
+    else expect(mount).toBeUndefined();
+    expect(tmpdir()).toBe(join(dir, "tmp"));
+    expect(process.env.TMPDIR).toBe(join(dir, "tmp"));
+  });
+
   it("gc takes down only labs that are provably abandoned: not another PID namespace's, not a live holder's", async () => {
     // Fake lab states in a TMPDIR of their own: gc never sees the real labs, and a fake state
     // without IBK_OUTER tears down to a plain rm -rf.
@@ -284,8 +298,15 @@ describe("the lab", () => {
       const start = async (pid: number) => (await readFile(`/proc/${pid}/stat`, "utf8")).replace(/^.*\) /s, "").split(" ")[19];
       const me = await start(process.pid);
       const q = (v: string) => v.replace(/[[\]]/g, "\\$&"); // printf %q, as lab.sh writes it
-      const lab = async (name: string, state: string | null, ageMinutes = 0) => {
+      const mountTmpfs = (at: string, source = "ibk-lab") => {
+        const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", source, at], { encoding: "utf8" });
+        expect(m.status, m.stderr).toBe(0);
+      };
+      // inMemory: at a tmpfs, as lab_tmpfs mounts one.
+      const lab = async (name: string, state: string | null, ageMinutes = 0, inMemory = false) => {
         const dir = join(root, `ibk-lab.${name}`);
+        await mkdir(dir);
+        if (inMemory) mountTmpfs(dir);
         await mkdir(join(dir, "conf"), { recursive: true });
         await writeFile(join(dir, "conf", "config.yml"), "default-remote: local\n");
         if (state !== null) await writeFile(join(dir, "state"), state);
@@ -302,20 +323,32 @@ describe("the lab", () => {
         kept: await lab("kept", `IBK_KEEP=1\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_PIDNS=${q(ns)}\n`),
         youngDebris: await lab("young", null, 1),
         busyDebris: await lab("busy", null, 20),
+        // Something of its own mounted in it: in use, tmpfs or not.
+        mountedDebris: await lab("mounted", null, 20, true),
       };
+      await mkdir(join(labs.mountedDebris, "outer"));
+      mountTmpfs(join(labs.mountedDebris, "outer"), "tmpfs");
+      await utimes(labs.mountedDebris, new Date(Date.now() - 20 * 60_000), new Date(Date.now() - 20 * 60_000));
       const gone = {
         reusedPid: await lab("reused", `IBK_KEEP=0\nIBK_HOLDER_PID=${process.pid}\nIBK_HOLDER_START=${Number(me) + 1}\nIBK_PIDNS=${q(ns)}\n`),
         deadHolder: await lab("dead", `IBK_KEEP=0\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_PIDNS=${q(ns)}\n`),
         oldDebris: await lab("debris", null, 20),
+        deadHolderInMemory: await lab("deadmem", `IBK_KEEP=0\nIBK_HOLDER_PID=${dead}\nIBK_HOLDER_START=1\nIBK_PIDNS=${q(ns)}\nIBK_TMPFS=1\n`, 0, true),
+        oldDebrisInMemory: await lab("debrismem", null, 20, true),
       };
       const r = spawnSync("bash", [inject("labScript"), "gc"], { env: { ...process.env, TMPDIR: root }, encoding: "utf8" });
       expect(r.status, r.stderr).toBe(0);
       for (const [what, dir] of Object.entries(labs)) expect(existsSync(dir), `${what} is kept`).toBe(true);
       for (const [what, dir] of Object.entries(gone)) expect(existsSync(dir), `${what} is removed`).toBe(false);
+      // And their tmpfs unmounted.
+      const mounts = (await readFile("/proc/self/mountinfo", "utf8")).split("\n").map((l) => l.split(" ")[4]);
+      expect(mounts.filter((m) => m?.startsWith(`${root}/`))).toEqual([labs.mountedDebris, join(labs.mountedDebris, "outer")]);
       expect(r.stderr).toContain(`removing the abandoned lab ${gone.deadHolder}`);
       expect(r.stderr).toContain(`removing the stale lab directory ${gone.oldDebris} (no state)`);
     } finally {
       sleeper.kill("SIGKILL");
+      spawnSync("umount", ["-R", join(root, "ibk-lab.mounted")]);
+      for (const d of ["deadmem", "debrismem"]) spawnSync("umount", [join(root, `ibk-lab.${d}`)]);
       await rm(root, { recursive: true, force: true });
     }
   });

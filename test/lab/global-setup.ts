@@ -1,6 +1,6 @@
 // Vitest global setup of the integration project: brings the Incus lab up and hands its sockets to the tests.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
@@ -26,6 +26,8 @@ declare module "vitest" {
     labScript: string;
     /** True when the lab outlives this run (KEEP_LAB=1, or a lab kept by `npm run lab:up`). */
     labKept: boolean;
+    /** The tests' TMPDIR: a directory in the lab's temp dir, removed with the lab (see worker-setup.ts). */
+    labTmp: string;
   }
 }
 
@@ -178,6 +180,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide("labStateFile", stateFile);
   project.provide("labScript", labScript);
   project.provide("labKept", kept);
+  // In the lab's temp dir: with the lab's files in memory (lab.sh's lab_tmpfs), and gone with the
+  // lab whatever a test or a killed process (restic's temp packs) leaves there.
+  const labTmp = join(dirname(stateFile), "tmp");
+  mkdirSync(labTmp, { recursive: true });
+  chmodSync(labTmp, 0o1777);
+  project.provide("labTmp", labTmp);
 
   return async () => {
     if (held) {
