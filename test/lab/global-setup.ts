@@ -182,9 +182,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide("labKept", kept);
   // In the lab's temp dir: with the lab's files in memory (lab.sh's lab_tmpfs), and gone with the
   // lab whatever a test or a killed process (restic's temp packs) leaves there.
+  // A test that runs the tool as another user passes through the lab's dir (lab.sh makes it 0711;
+  // a lab kept from before that was 0700).
   const labTmp = join(dirname(stateFile), "tmp");
   mkdirSync(labTmp, { recursive: true });
   chmodSync(labTmp, 0o1777);
+  chmodSync(dirname(stateFile), 0o711);
   project.provide("labTmp", labTmp);
 
   return async () => {
