@@ -786,12 +786,9 @@ bring_up() { # VERSION...
 # ---------------------------------------------------------------------------------------------
 # Teardown.
 
-mounted_exactly() { # DIR: something is mounted at DIR itself (lab_tmpfs)
-	awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo
-}
 # The temp dir, and the tmpfs at it if there is one (after unmount_under).
 remove_state_dir() { # DIR
-	if mounted_exactly "$1"; then
+	if mounted_at "$1"; then
 		umount "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || log "warning: cannot unmount $1"
 	fi
 	rm -rf "$1"
